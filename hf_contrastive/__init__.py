@@ -1,0 +1,16 @@
+"""hf-contrastive: contrastive learning methods for the Hugging Face stack.
+
+Public API is re-exported here; anything not listed may change between releases.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0.dev0"
+
+# --- modeling / hub / evaluation (foundation) ---
+
+# --- losses ---
+
+# --- generation (contrastive search) ---
+
+# --- trainers ---
