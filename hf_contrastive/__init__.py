@@ -10,7 +10,9 @@ __version__ = "0.1.0.dev0"
 # --- modeling / hub / evaluation (foundation) ---
 
 # --- losses ---
+from hf_contrastive.losses import *  # noqa: E402,F403
 
 # --- generation (contrastive search) ---
+from hf_contrastive.generation import *  # noqa: E402,F403
 
 # --- trainers ---

@@ -1,1 +1,3 @@
-"""evaluation."""
+"""Evaluation: STS, decoding quality (and later retrieval, classification)."""
+
+from hf_contrastive.evaluation.decoding import *  # noqa: F403

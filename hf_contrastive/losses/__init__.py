@@ -1,1 +1,3 @@
-"""losses."""
+"""Contrastive objectives as nn.Modules: embeddings in, LossOutput out."""
+
+__all__: list[str] = []

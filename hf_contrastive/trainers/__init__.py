@@ -1,1 +1,3 @@
-"""trainers."""
+"""Trainer subclasses and their TrainingArguments configs."""
+
+from hf_contrastive.trainers.simctg import *  # noqa: F403

@@ -1,0 +1,3 @@
+"""SimCTG training objective (token-level contrastive margin + MLE)."""
+
+__all__: list[str] = []
