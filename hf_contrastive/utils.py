@@ -62,32 +62,44 @@ def _safe_find(name: str) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_directory(target: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
-    """Yield a temporary folder next to ``target``; on success move it into place.
+def atomic_save(target: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary folder next to ``target``; on success move its content into ``target``.
 
-    A crash inside the block leaves ``target`` untouched (the old content, or nothing), never a
-    half-written folder. With ``overwrite=True`` an existing ``target`` is replaced only once the
-    new content is complete.
+    A failure inside the block removes the temporary folder and leaves ``target`` as it was, so
+    a checkpoint is never half-written. When ``target`` does not exist the whole folder is
+    renamed into place in one step; when it exists (for example a Trainer output folder holding
+    ``checkpoint-*`` subfolders) each new file replaces its old version with an atomic rename and
+    unrelated files are kept.
     """
     target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
     if target.exists() and not target.is_dir():
-        raise ValueError(f"Expected a folder path to save into, got an existing file: {target}")
-    if target.exists() and not overwrite:
-        raise ValueError(f"Folder already exists and overwrite=False: {target}")
+        raise ValueError(f"Expected a folder to save into, got an existing file: {target}")
+    target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     try:
         yield tmp
-    except BaseException:
+        if not target.exists():
+            os.replace(tmp, target)
+            return
+        new_names = {p.name for p in tmp.iterdir()}
+        for src in sorted(tmp.rglob("*")):
+            dst = target / src.relative_to(tmp)
+            if src.is_dir():
+                dst.mkdir(parents=True, exist_ok=True)
+            else:
+                os.replace(src, dst)
+        # Weight files of an earlier save that the new one does not have (a sharded save replaced
+        # by a single file, say) would be picked up by loaders: remove them.
+        for old in target.iterdir():
+            if old.is_file() and old.name not in new_names and _is_weight_file(old.name):
+                old.unlink()
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    old = None
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{os.getpid()}"
-        os.replace(target, old)
-    os.replace(tmp, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+
+
+def _is_weight_file(name: str) -> bool:
+    stems = ("model", "pytorch_model", "adapter_model")
+    return name.startswith(stems) and name.endswith((".safetensors", ".bin", ".index.json"))
 
 
 def resource_dir(kind: str) -> Path:

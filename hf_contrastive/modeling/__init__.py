@@ -1,1 +1,37 @@
-"""modeling."""
+"""Model heads with their configs, registered with the transformers Auto classes."""
+
+from transformers import AutoConfig, AutoModel
+
+from hf_contrastive.modeling.configuration_sentence_encoder import POOLING_MODES, SentenceEncoderConfig
+from hf_contrastive.modeling.modeling_sentence_encoder import (
+    ProjectionHead,
+    SentenceEncoder,
+    SentenceEncoderOutput,
+    SentenceEncoderPreTrainedModel,
+)
+from hf_contrastive.modeling.pooling import pool
+
+
+def _register() -> None:
+    # Idempotent: a second import (or a reload) must not raise "already registered".
+    try:
+        AutoConfig.register(SentenceEncoderConfig.model_type, SentenceEncoderConfig)
+    except ValueError:
+        pass
+    try:
+        AutoModel.register(SentenceEncoderConfig, SentenceEncoder)
+    except ValueError:
+        pass
+
+
+_register()
+
+__all__ = [
+    "POOLING_MODES",
+    "SentenceEncoderConfig",
+    "SentenceEncoder",
+    "SentenceEncoderOutput",
+    "SentenceEncoderPreTrainedModel",
+    "ProjectionHead",
+    "pool",
+]

@@ -1,0 +1,151 @@
+"""Configuration of the sentence-encoder head."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig, PretrainedConfig
+
+POOLING_MODES = (
+    "cls",
+    "cls_before_pooler",
+    "pooler",
+    "mean",
+    "mean_sqrt_len",
+    "max",
+    "avg_first_last",
+    "avg_top2",
+    "last_token",
+    "weighted_mean",
+)
+"""Pooling strategies (SimCSE / sentence-transformers names in brackets).
+
+- ``cls``: first token of the last layer, then the projection head if there is one (SimCSE ``cls``).
+- ``cls_before_pooler``: first token of the last layer, never projected (SimCSE ``cls_before_pooler``).
+- ``pooler``: the backbone's own ``pooler_output`` (BERT's Linear+Tanh pooler); this is how the
+  converted SimCSE Hub checkpoints store their training MLP.
+- ``mean`` (SimCSE ``avg``), ``mean_sqrt_len`` (sum / sqrt(length)), ``max``: over non-padding tokens.
+- ``avg_first_last``: mean over tokens of the average of the first transformer layer and the last
+  (``hidden_states[1]`` and ``hidden_states[-1]``, as SimCSE after its fix).
+- ``avg_top2``: mean over tokens of the average of the last two layers.
+- ``last_token``: the last non-padding token (decoder LLMs; left or right padding).
+- ``weighted_mean``: position-weighted mean, weight i for the i-th real token (SGPT).
+"""
+
+PROJECTION_ACTIVATIONS = ("tanh", "relu", "gelu", "identity")
+
+
+class SentenceEncoderConfig(PretrainedConfig):
+    r"""Configuration of [`SentenceEncoder`]: a backbone plus everything that turns its token states
+    into a sentence embedding. Every head setting lives here so that ``save_pretrained`` /
+    ``from_pretrained`` / ``push_to_hub`` round-trip exactly.
+
+    Args:
+        backbone_config (`PretrainedConfig` or `dict`):
+            Configuration of the wrapped `AutoModel` backbone (BERT, RoBERTa, MiniLM, Llama, ...).
+        pooling (`str`, defaults to `"mean"`):
+            One of `POOLING_MODES` (see its docstring).
+        projection_dim (`int`, *optional*):
+            Output size of an optional projection layer after pooling (SimCSE's MLP uses the hidden
+            size, a sentence-transformers `Dense` module any size). `None` means no projection.
+        projection_activation (`str`, defaults to `"tanh"`):
+            Activation after the projection: `tanh`, `relu`, `gelu` or `identity`.
+        projection_bias (`bool`, defaults to `True`):
+            Whether the projection layer has a bias.
+        mlp_only_train (`bool`, defaults to `False`):
+            SimCSE's switch: apply the projection only in training mode and drop it at inference
+            (recommended for unsupervised SimCSE).
+        normalize (`bool`, defaults to `False`):
+            L2-normalise the output embeddings.
+        max_seq_length (`int`, *optional*):
+            Truncation length used by `encode` (defaults to the tokenizer's limit, capped at 512).
+        do_lower_case (`bool`, defaults to `False`):
+            Lower-case texts in `encode` before tokenisation (some sentence-transformers models).
+        prompts (`dict[str, str]`, *optional*):
+            Named prompts/prefixes (e.g. `{"query": "query: ", "document": "passage: "}`).
+        default_prompt_name (`str`, *optional*):
+            Prompt applied by `encode` when none is given.
+        similarity_fn (`str`, defaults to `"cosine"`):
+            Similarity the model was trained for: `cosine`, `dot`, `euclidean` or `manhattan`.
+    """
+
+    model_type = "contrastive_sentence_encoder"
+    sub_configs = {"backbone_config": AutoConfig}
+
+    def __init__(
+        self,
+        backbone_config: PretrainedConfig | dict[str, Any] | None = None,
+        pooling: str = "mean",
+        projection_dim: int | None = None,
+        projection_activation: str = "tanh",
+        projection_bias: bool = True,
+        mlp_only_train: bool = False,
+        normalize: bool = False,
+        max_seq_length: int | None = None,
+        do_lower_case: bool = False,
+        prompts: dict[str, str] | None = None,
+        default_prompt_name: str | None = None,
+        similarity_fn: str = "cosine",
+        **kwargs: Any,
+    ) -> None:
+        if isinstance(backbone_config, dict):
+            if "model_type" not in backbone_config:
+                raise ValueError("backbone_config dict needs a 'model_type' key (e.g. 'bert', 'llama').")
+            backbone_config = AutoConfig.for_model(**backbone_config)
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"Unknown pooling {pooling!r}; expected one of {', '.join(POOLING_MODES)}.")
+        if projection_activation not in PROJECTION_ACTIVATIONS:
+            raise ValueError(
+                f"Unknown projection_activation {projection_activation!r}; expected one of {PROJECTION_ACTIVATIONS}."
+            )
+        if projection_dim is not None and int(projection_dim) <= 0:
+            raise ValueError(f"projection_dim must be a positive integer or None, got {projection_dim!r}.")
+        if similarity_fn not in ("cosine", "dot", "euclidean", "manhattan"):
+            raise ValueError(
+                f"Unknown similarity_fn {similarity_fn!r}; expected cosine, dot, euclidean or manhattan."
+            )
+        prompts = dict(prompts or {})
+        if default_prompt_name is not None and default_prompt_name not in prompts:
+            raise ValueError(
+                f"default_prompt_name {default_prompt_name!r} is not among the prompts {sorted(prompts)}."
+            )
+        self.backbone_config = backbone_config
+        self.pooling = pooling
+        self.projection_dim = None if projection_dim is None else int(projection_dim)
+        self.projection_activation = projection_activation
+        self.projection_bias = projection_bias
+        self.mlp_only_train = mlp_only_train
+        self.normalize = normalize
+        self.max_seq_length = max_seq_length
+        self.do_lower_case = do_lower_case
+        self.prompts = prompts
+        self.default_prompt_name = default_prompt_name
+        self.similarity_fn = similarity_fn
+        super().__init__(**kwargs)
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the backbone's token states."""
+        if self.backbone_config is None:
+            raise ValueError("SentenceEncoderConfig has no backbone_config.")
+        for name in ("hidden_size", "d_model", "n_embd", "dim"):
+            value = getattr(self.backbone_config, name, None)
+            if isinstance(value, int):
+                return value
+        raise ValueError(
+            f"Cannot find the hidden size of backbone config {type(self.backbone_config).__name__}."
+        )
+
+    @property
+    def embedding_dim(self) -> int:
+        """Size of the sentence embeddings this head returns at inference."""
+        if (
+            self.projection_dim is not None
+            and not self.mlp_only_train
+            and self.pooling != "cls_before_pooler"
+        ):
+            return self.projection_dim
+        return self.hidden_size
+
+
+__all__ = ["SentenceEncoderConfig", "POOLING_MODES"]
