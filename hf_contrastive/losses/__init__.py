@@ -1,3 +1,28 @@
-"""Contrastive objectives as nn.Modules: embeddings in, LossOutput out."""
+"""Contrastive objectives as nn.Modules: embeddings in, LossOutput out.
 
-__all__: list[str] = []
+Each loss takes embeddings (anchor ``[B, D]``, positives ``[B, D]`` or ``[B, P, D]``, hard
+negatives ``[B, N, D]``, optional scores or reference-encoder embeddings) and returns a
+:class:`LossOutput`; each carries its ``citation`` (BibTeX) and ``config_dict()``.
+"""
+
+from __future__ import annotations
+
+from hf_contrastive.losses.base import ContrastiveLoss, LossOutput
+from hf_contrastive.losses.cosent import CoSENTLoss
+from hf_contrastive.losses.infonce import InfoNCELoss, MultipleNegativesRankingLoss
+from hf_contrastive.losses.multicsr import MultiCSRLoss
+from hf_contrastive.losses.regression import EmbeddingRegressionLoss
+from hf_contrastive.losses.simcse import SupervisedSimCSELoss, UnsupervisedSimCSELoss, split_views
+
+__all__ = [
+    "CoSENTLoss",
+    "ContrastiveLoss",
+    "EmbeddingRegressionLoss",
+    "InfoNCELoss",
+    "LossOutput",
+    "MultiCSRLoss",
+    "MultipleNegativesRankingLoss",
+    "SupervisedSimCSELoss",
+    "UnsupervisedSimCSELoss",
+    "split_views",
+]
