@@ -250,9 +250,15 @@ def _load_sentence_transformers(cls, folder: Path, head: dict[str, Any], backbon
         elif sim == "dot_product":
             derived["similarity_fn"] = "dot"
 
+    tokenizer = _load_tokenizer(paths["Transformer"])
+    if "max_seq_length" not in derived and tokenizer is not None:
+        # Newer sentence-transformers folders keep the limit as the tokenizer's model_max_length.
+        limit = getattr(tokenizer, "model_max_length", None)
+        if isinstance(limit, int) and 0 < limit < 1_000_000:
+            derived["max_seq_length"] = limit
     derived.update(head)
     backbone = _load_backbone(paths["Transformer"], backbone_kwargs)
-    model = _build(cls, backbone, derived, _load_tokenizer(paths["Transformer"]))
+    model = _build(cls, backbone, derived, tokenizer)
     if "Dense" in kinds:
         state = _read_state_dict(paths["Dense"])
         mapped = {"dense.weight": state["linear.weight"]}
