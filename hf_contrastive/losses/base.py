@@ -95,6 +95,12 @@ def resolve_scale(temperature: float | None, scale: float | None, default_temper
     return 1.0 / default_temperature
 
 
+def upcast(t: torch.Tensor) -> torch.Tensor:
+    """Half-precision inputs are computed in fp32 (softmax over scaled similarities loses the
+    positive's mass in fp16/bf16); fp32 and fp64 stay as they are."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
+
+
 def check_2d(name: str, t: torch.Tensor, owner: str) -> None:
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(t).__name__}")

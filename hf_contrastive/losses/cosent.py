@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from hf_contrastive import distributed
-from hf_contrastive.losses.base import ContrastiveLoss, LossOutput, check_2d, resolve_scale
+from hf_contrastive.losses.base import ContrastiveLoss, LossOutput, check_2d, resolve_scale, upcast
 
 __all__ = ["CoSENTLoss"]
 
@@ -91,10 +91,13 @@ class CoSENTLoss(ContrastiveLoss):
             raise ValueError(
                 f"{owner}: expected one score per pair ({anchor.shape[0]}), got scores of shape {tuple(scores.shape)}"
             )
-        scores = scores.reshape(-1).to(device=anchor.device, dtype=torch.float32)
+        scores = scores.reshape(-1).to(device=anchor.device)
+        if not scores.is_floating_point():
+            scores = scores.to(torch.float32)  # bool/int labels: only their order matters
         self._check_finite(anchor=anchor, positive=positive, scores=scores)
 
-        cos = F.cosine_similarity(anchor.float(), positive.float(), dim=-1)  # [B]
+        cos = F.cosine_similarity(upcast(anchor), upcast(positive), dim=-1)  # [B]
+        scores = scores.to(cos.dtype)
         if self._resolve_gather(self.gather_across_devices):
             packed = distributed.gather_with_grad(torch.stack([cos, scores], dim=1))
             cos, scores = packed[:, 0], packed[:, 1].detach()

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hf_contrastive import distributed
-from hf_contrastive.losses.base import ContrastiveLoss, LossOutput, check_2d, resolve_scale
+from hf_contrastive.losses.base import ContrastiveLoss, LossOutput, check_2d, resolve_scale, upcast
 
 __all__ = ["InfoNCELoss", "MultipleNegativesRankingLoss"]
 
@@ -209,6 +209,7 @@ class InfoNCELoss(ContrastiveLoss):
         batch, dim = anchor.shape
         if batch == 0:
             raise ValueError(f"{owner}: empty batch (anchor shape {tuple(anchor.shape)})")
+        given = (positive, negatives)
         positive = _as_3d("positive", positive, batch, dim, owner)
         if negatives is None:
             negatives = anchor.new_zeros((batch, 0, dim))
@@ -260,15 +261,14 @@ class InfoNCELoss(ContrastiveLoss):
                 f"{owner}: reference embeddings were given but false_negative_threshold is None; "
                 "set it (MultiCSR uses 0.95) or stop passing reference_*"
             )
+        # report NaN/inf against the shapes the caller passed
         self._check_finite(
             anchor=anchor,
-            positive=positive,
-            negatives=negatives,
-            **(
-                {"reference_anchor": refs[0], "reference_positive": refs[1], "reference_negatives": refs[2]}
-                if refs
-                else {}
-            ),
+            positive=given[0],
+            negatives=given[1],
+            reference_anchor=reference_anchor if refs else None,
+            reference_positive=reference_positive if refs else None,
+            reference_negatives=reference_negatives if refs else None,
         )
         return anchor, positive, negatives, refs
 
@@ -292,13 +292,15 @@ class InfoNCELoss(ContrastiveLoss):
 
         # fp32 logits: softmax over thousands of scaled similarities in half precision loses
         # the positive's mass.
-        anchor, positive, negatives = anchor.float(), positive.float(), negatives.float()
+        anchor, positive, negatives = upcast(anchor), upcast(positive), upcast(negatives)
+        dtype = torch.promote_types(torch.promote_types(anchor.dtype, positive.dtype), negatives.dtype)
+        anchor, positive, negatives = anchor.to(dtype), positive.to(dtype), negatives.to(dtype)
         if self.similarity == "cosine":
             anchor = F.normalize(anchor, dim=-1)
             positive = F.normalize(positive, dim=-1)
             negatives = F.normalize(negatives, dim=-1)
         if refs is not None:
-            refs = tuple(F.normalize(r.float(), dim=-1) for r in refs)
+            refs = tuple(F.normalize(upcast(r), dim=-1).to(dtype) for r in refs)
 
         # ---- gather every process's rows (one collective for the shapes, one for the data) ----
         offset, total = 0, batch
@@ -344,7 +346,7 @@ class InfoNCELoss(ContrastiveLoss):
                 "softmax has only the positive. Use a batch size > 1 or give hard negatives."
             )
 
-        scale = self.current_scale().float()
+        scale = self.current_scale().to(dtype)
         device = anchor.device
         rows = torch.arange(batch, device=device)
         global_rows = rows + offset
@@ -370,8 +372,9 @@ class InfoNCELoss(ContrastiveLoss):
 
         components: dict[str, torch.Tensor] = {}
         if all_refs is not None:
+            ref_dim = refs[0].shape[1]
             ref_candidates = torch.cat(
-                [all_refs[1].reshape(total * n_pos, -1), all_refs[2].reshape(total * n_neg, -1)]
+                [all_refs[1].reshape(total * n_pos, ref_dim), all_refs[2].reshape(total * n_neg, ref_dim)]
             )
             ref_sim = refs[0] @ ref_candidates.T
             false_neg = (ref_sim > self.false_negative_threshold) & negative_mask
@@ -392,7 +395,7 @@ class InfoNCELoss(ContrastiveLoss):
             sym_mask = torch.ones_like(sym_logits, dtype=torch.bool)
             sym_mask[torch.arange(batch * n_pos, device=device), own_anchor] = False
             if all_refs is not None:
-                ref_sym = refs[1].reshape(batch * n_pos, -1) @ all_refs[0].T
+                ref_sym = refs[1].reshape(batch * n_pos, refs[1].shape[-1]) @ all_refs[0].T
                 sym_mask = sym_mask & ~(ref_sym > self.false_negative_threshold)
             sym_pos = sym_logits.gather(1, own_anchor[:, None])
             loss_p2a, _ = _multi_positive_nce(sym_pos, sym_logits, sym_mask)

@@ -7,7 +7,7 @@ from typing import Any, Literal
 import torch
 import torch.nn.functional as F
 
-from hf_contrastive.losses.base import ContrastiveLoss, LossOutput, check_2d
+from hf_contrastive.losses.base import ContrastiveLoss, LossOutput, check_2d, upcast
 
 __all__ = ["EmbeddingRegressionLoss"]
 
@@ -95,13 +95,14 @@ class EmbeddingRegressionLoss(ContrastiveLoss):
                     f"{owner}: target_embeddings must have the anchor's shape {tuple(anchor.shape)}, got "
                     f"{tuple(target_embeddings.shape)}"
                 )
-            target = target_embeddings.detach().float()
+            student = upcast(anchor)
+            target = target_embeddings.detach().to(student.dtype)
             self._check_finite(anchor=anchor, target_embeddings=target)
             if self.objective == "mse":
-                loss = F.mse_loss(anchor.float(), target)
+                loss = F.mse_loss(student, target)
                 name = "mse"
             else:
-                loss = (1.0 - F.cosine_similarity(anchor.float(), target, dim=-1)).mean()
+                loss = (1.0 - F.cosine_similarity(student, target, dim=-1)).mean()
                 name = "cosine_distance"
             return LossOutput(loss=loss, components={name: loss.detach()})
 
@@ -118,11 +119,11 @@ class EmbeddingRegressionLoss(ContrastiveLoss):
             raise ValueError(
                 f"{owner}: expected one score per pair ({anchor.shape[0]}), got scores of shape {tuple(scores.shape)}"
             )
-        scores = scores.reshape(-1).float()
+        scores = scores.reshape(-1).to(upcast(anchor).dtype)
         self._check_finite(anchor=anchor, positive=positive, scores=scores)
         if self.similarity == "cosine":
-            pred = F.cosine_similarity(anchor.float(), positive.float(), dim=-1)
+            pred = F.cosine_similarity(upcast(anchor), upcast(positive), dim=-1)
         else:
-            pred = (anchor.float() * positive.float()).sum(-1)
+            pred = (upcast(anchor) * upcast(positive)).sum(-1)
         loss = F.mse_loss(pred, scores)
         return LossOutput(loss=loss, components={"score_mse": loss.detach()})
