@@ -125,6 +125,9 @@ class SentenceEncoder(SentenceEncoderPreTrainedModel):
             else None
         )
         self.tokenizer = None  # attached by from_pretrained when the folder has one; used by encode()
+        from hf_contrastive.hub.card import ModelCardInfo
+
+        self.card_info = ModelCardInfo()  # provenance, data and results for the model card
         self.post_init()
 
     # -- plumbing expected by Trainer / PEFT -------------------------------------------------
