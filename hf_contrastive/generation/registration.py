@@ -1,0 +1,122 @@
+"""Make plain ``model.generate(penalty_alpha=..., top_k=...)`` run the local contrastive search.
+
+transformers v5 maps ``GenerationMode.CONTRASTIVE_SEARCH`` to the Hub repository
+``transformers-community/contrastive-search`` (remote code, needs ``trust_remote_code=True`` and the network).
+:func:`enable` points that mode at a method of ``GenerationMixin`` that runs
+:func:`hf_contrastive.generation.contrastive_search` instead, and makes
+``custom_generate="transformers-community/contrastive-search"`` resolve to the same local code without a
+download. Importing ``hf_contrastive`` calls :func:`enable` (set ``HF_CONTRASTIVE_NO_REGISTER=1`` to skip it);
+:func:`disable` restores transformers' own behaviour. Both are idempotent. Nothing in transformers' source is
+modified: the registration uses the public mode table and adds one method.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any
+
+from transformers.generation import utils as _gen_utils
+from transformers.generation.configuration_utils import GenerationMode
+from transformers.generation.utils import GenerationMixin
+
+from hf_contrastive.generation.contrastive_search import contrastive_search
+
+__all__ = ["enable", "disable", "is_enabled", "HUB_REPO_ID"]
+
+HUB_REPO_ID = "transformers-community/contrastive-search"
+_METHOD_NAME = "_contrastive_search"
+_MODE = GenerationMode.CONTRASTIVE_SEARCH
+
+# What was there before `enable` (restored by `disable`); None while disabled.
+_saved: dict[str, Any] | None = None
+
+
+def _contrastive_search_method(
+    self: Any,
+    input_ids: Any,
+    logits_processor: Any,
+    stopping_criteria: Any,
+    generation_config: Any,
+    synced_gpus: bool = False,
+    streamer: Any = None,
+    **model_kwargs: Any,
+) -> Any:
+    """``GenerationMixin._contrastive_search``: the decoding method ``generate`` dispatches to for this mode."""
+    for key in ("tokenizer", "assistant_tokenizer", "assistant_model"):
+        model_kwargs.pop(key, None)
+    return contrastive_search(
+        self,
+        input_ids,
+        logits_processor=logits_processor,
+        stopping_criteria=stopping_criteria,
+        generation_config=generation_config,
+        synced_gpus=synced_gpus,
+        streamer=streamer,
+        **model_kwargs,
+    )
+
+
+def _local_hub_generate(model: Any, **generate_arguments: Any) -> Any:
+    """Stand-in for the Hub repository's ``custom_generate/generate.py``: plain ``generate``, routed locally."""
+    generate_arguments.pop("custom_generate", None)
+    generate_arguments.pop("trust_remote_code", None)
+    return GenerationMixin.generate(model, **generate_arguments)
+
+
+def _is_contrastive_repo(name: Any) -> bool:
+    return isinstance(name, str) and name.split("@")[0].rstrip("/") == HUB_REPO_ID
+
+
+def _make_loader(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def load_custom_generate(self: Any, pretrained_model_name_or_path: Any = None, *args: Any, **kwargs: Any):
+        if _is_contrastive_repo(pretrained_model_name_or_path):
+            return _local_hub_generate
+        return original(self, pretrained_model_name_or_path, *args, **kwargs)
+
+    load_custom_generate.__hf_contrastive__ = True  # type: ignore[attr-defined]
+    return load_custom_generate
+
+
+def enable() -> None:
+    """Route ``generate(penalty_alpha=..., top_k=...)`` and the Hub repo id to the local implementation.
+
+    Idempotent: a second call does nothing.
+    """
+    global _saved
+    if _saved is not None:
+        return
+    _saved = {
+        "mapping": _gen_utils.GENERATION_MODES_MAPPING.get(_MODE),
+        "had_method": _METHOD_NAME in GenerationMixin.__dict__,
+        "method": GenerationMixin.__dict__.get(_METHOD_NAME),
+        "loader": GenerationMixin.__dict__.get("load_custom_generate"),
+    }
+    setattr(GenerationMixin, _METHOD_NAME, _contrastive_search_method)
+    _gen_utils.GENERATION_MODES_MAPPING[_MODE] = _METHOD_NAME
+    if _saved["loader"] is not None:
+        GenerationMixin.load_custom_generate = _make_loader(_saved["loader"])
+
+
+def disable() -> None:
+    """Undo :func:`enable`: transformers again asks for the Hub repository. Idempotent."""
+    global _saved
+    if _saved is None:
+        return
+    if _saved["mapping"] is None:
+        _gen_utils.GENERATION_MODES_MAPPING.pop(_MODE, None)
+    else:
+        _gen_utils.GENERATION_MODES_MAPPING[_MODE] = _saved["mapping"]
+    if _saved["had_method"]:
+        setattr(GenerationMixin, _METHOD_NAME, _saved["method"])
+    elif _METHOD_NAME in GenerationMixin.__dict__:
+        delattr(GenerationMixin, _METHOD_NAME)
+    if _saved["loader"] is not None:
+        GenerationMixin.load_custom_generate = _saved["loader"]
+    _saved = None
+
+
+def is_enabled() -> bool:
+    """Whether plain ``generate(penalty_alpha=...)`` currently runs the local contrastive search."""
+    return _saved is not None and _gen_utils.GENERATION_MODES_MAPPING.get(_MODE) == _METHOD_NAME
