@@ -36,6 +36,7 @@ import torch.distributed as dist
 
 __all__ = [
     "all_gather_sizes",
+    "collective_device",
     "gather_no_grad",
     "gather_with_grad",
     "global_mean_factor",
@@ -83,7 +84,8 @@ def all_gather_sizes(local_size: int | Sequence[int], device: torch.device | str
     return [t.tolist() for t in out]
 
 
-def _device_for_collectives(t: torch.Tensor) -> torch.device:
+def collective_device(t: torch.Tensor) -> torch.device:
+    """Device on which to exchange ``t``: its own, except CPU when the backend is gloo."""
     # gloo only moves CPU tensors, NCCL only CUDA ones; follow the input except for gloo+cuda.
     if t.device.type != "cpu" and dist.get_backend() == dist.Backend.GLOO:
         return torch.device("cpu")
@@ -92,7 +94,7 @@ def _device_for_collectives(t: torch.Tensor) -> torch.device:
 
 def _check_sizes(sizes: Sequence[int] | None, t: torch.Tensor) -> list[int]:
     if sizes is None:
-        per_rank = all_gather_sizes(list(t.shape), device=_device_for_collectives(t))
+        per_rank = all_gather_sizes(list(t.shape), device=collective_device(t))
         trailing = {tuple(s[1:]) for s in per_rank}
         if len(trailing) > 1:
             found = ", ".join(f"rank {r}: {tuple(s)}" for r, s in enumerate(per_rank))
@@ -125,7 +127,7 @@ def _gather(t: torch.Tensor, sizes: Sequence[int] | None, with_grad: bool) -> to
         # Padded rows receive no gradient because they are never used downstream.
         pad = t.new_zeros((longest - t.shape[0], *t.shape[1:]))
         local = torch.cat([t, pad], dim=0)
-    comm_device = _device_for_collectives(t)
+    comm_device = collective_device(t)
     local = local.to(comm_device)
     if with_grad:
         with warnings.catch_warnings():

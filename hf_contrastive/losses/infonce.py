@@ -207,7 +207,8 @@ class InfoNCELoss(ContrastiveLoss):
         owner = type(self).__name__
         check_2d("anchor", anchor, owner)
         batch, dim = anchor.shape
-        if batch == 0:
+        if batch == 0 and not self._resolve_gather(self.gather_across_devices):
+            # (when gathering, an empty rank still takes part in the collectives and returns 0)
             raise ValueError(f"{owner}: empty batch (anchor shape {tuple(anchor.shape)})")
         given = (positive, negatives)
         positive = _as_3d("positive", positive, batch, dim, owner)
@@ -308,7 +309,7 @@ class InfoNCELoss(ContrastiveLoss):
         if self._resolve_gather(self.gather_across_devices):
             ref_dim = refs[0].shape[1] if refs is not None else 0
             info = distributed.all_gather_sizes(
-                [batch, n_pos, n_neg, dim, ref_dim], device=distributed._device_for_collectives(anchor)
+                [batch, n_pos, n_neg, dim, ref_dim], device=distributed.collective_device(anchor)
             )
             if len({tuple(i[1:]) for i in info}) > 1:
                 found = "; ".join(
@@ -379,7 +380,7 @@ class InfoNCELoss(ContrastiveLoss):
             ref_sim = refs[0] @ ref_candidates.T
             false_neg = (ref_sim > self.false_negative_threshold) & negative_mask
             negative_mask = negative_mask & ~false_neg
-            components["masked"] = false_neg.sum(dim=1).float().mean().detach()
+            components["masked"] = _safe_mean(false_neg.sum(dim=1).float()).detach()
 
         pos_logits = logits.gather(1, own_pos_cols)  # [B, P]
         loss_a2p, acc = _multi_positive_nce(pos_logits, logits, negative_mask)
@@ -422,8 +423,14 @@ def _multi_positive_nce(
     neg_lse = torch.logsumexp(neg_logits, dim=1, keepdim=True)  # [R, 1]
     per_term = torch.logaddexp(pos_logits, neg_lse) - pos_logits  # [R, P]
     best_neg = neg_logits.max(dim=1).values
+    if pos_logits.shape[0] == 0:  # a rank with no local rows while gathering
+        return per_term.sum() + 0.0 * logits.sum(), pos_logits.new_zeros(()).detach()
     acc = (pos_logits.max(dim=1).values > best_neg).float().mean().detach()
     return per_term.mean(), acc
+
+
+def _safe_mean(t: torch.Tensor) -> torch.Tensor:
+    return t.mean() if t.numel() else t.new_zeros(())
 
 
 def _as_3d(name: str, t: torch.Tensor, batch: int, dim: int, owner: str) -> torch.Tensor:

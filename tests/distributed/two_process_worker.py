@@ -98,6 +98,9 @@ SCENARIOS = {
         P=1, N=1, masking=True, loss=lambda g: MultiCSRLoss(hard_negative_weight=0.3, gather_across_devices=g)
     ),
     "unequal_batches": dict(P=1, N=1, sizes=(3, 5), loss=lambda g: InfoNCELoss(gather_across_devices=g)),
+    "empty_rank": dict(
+        P=1, N=2, sizes=(0, 5), loss=lambda g: InfoNCELoss(symmetric=True, gather_across_devices=g)
+    ),
     "cosent": dict(P=1, N=0, kind="cosent", loss=lambda g: CoSENTLoss(gather_across_devices=g)),
 }
 
@@ -138,7 +141,10 @@ def run(name: str, spec: dict, encoder0: nn.Module) -> dict:
 
     # control: without gathering the two-process loss differs (the test is sensitive)
     control = Step(copy.deepcopy(encoder0), spec["loss"](False), kind)
-    c = control(local).detach() * (sizes[rank] if kind != "cosent" else 1.0 / world)
+    if sizes[rank]:
+        c = control(local).detach() * (sizes[rank] if kind != "cosent" else 1.0 / world)
+    else:  # without gathering an empty rank has nothing to compute
+        c = torch.zeros(())
     dist.all_reduce(c)
     if kind != "cosent":
         c /= G

@@ -247,7 +247,7 @@ class _FakeWorld:
         monkeypatch.setattr(distributed, "is_distributed", lambda: True)
         monkeypatch.setattr(distributed, "rank", lambda: me)
         monkeypatch.setattr(distributed, "world_size", lambda: 2)
-        monkeypatch.setattr(distributed, "_device_for_collectives", lambda t: t.device)
+        monkeypatch.setattr(distributed, "collective_device", lambda t: t.device)
         monkeypatch.setattr(distributed, "all_gather_sizes", self.sizes_fn)
         monkeypatch.setattr(distributed, "gather_with_grad", self.gather)
 
