@@ -58,8 +58,9 @@ def test_hard_negative_weight_symmetric_dot_and_temperature():
 def test_multiple_positives():
     a, p, n = _data(B=4, P=3, N=2, seed=2)
     assert p.shape == (4, 3, 7)
-    out = InfoNCELoss(symmetric=True)(a, p, n)
-    assert out.loss.item() == pytest.approx(ref.infonce(a, p, n, symmetric=True), rel=1e-10)
+    out = InfoNCELoss(symmetric=True, hard_negative_weight=0.4)(a, p, n)
+    expected = ref.infonce(a, p, n, symmetric=True, hard_negative_weight=0.4)
+    assert out.loss.item() == pytest.approx(expected, rel=1e-10)
 
 
 def test_2d_negatives_mean_one_per_anchor():
