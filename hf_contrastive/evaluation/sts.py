@@ -232,6 +232,9 @@ class STSEvaluator:
         main_similarity: str = "cosine",
         similarities: Sequence[str] = ("cosine",),
         batch_size: int = 32,
+        dataset_name: str | None = None,
+        dataset_type: str | None = None,
+        split: str | None = None,
         **columns: str,
     ) -> None:
         if main_similarity not in similarities:
@@ -243,12 +246,28 @@ class STSEvaluator:
         )
         self.s1, self.s2, self.gold = _pairs_from(data, scores, cols)
         self.name = name
+        # How the figures are described in model cards (model-index).
+        self.dataset_name = dataset_name or name
+        self.dataset_type = dataset_type or name
+        self.split = split
         self.main_similarity = main_similarity
         self.similarities = tuple(similarities)
         self.batch_size = batch_size
 
     def __len__(self) -> int:
         return len(self.gold)
+
+    @classmethod
+    def sts_benchmark(cls, split: str = "dev", path: str | None = None, **kwargs: Any) -> STSEvaluator:
+        """STS Benchmark ``split`` from the benchmark data folder (see `load_sts_benchmark`)."""
+        kwargs.setdefault("name", "sts")
+        return cls(
+            load_sts_benchmark(split, path),
+            dataset_name="STS Benchmark",
+            dataset_type="sentence-transformers/stsb",
+            split="validation" if split == "dev" else split,
+            **kwargs,
+        )
 
     def __call__(self, model: Any) -> dict[str, float]:
         res = evaluate_sts(

@@ -1,3 +1,4 @@
 """Trainer subclasses and their TrainingArguments configs."""
 
+from hf_contrastive.trainers.contrastive import LOSSES, ContrastiveConfig, ContrastiveTrainer, build_loss
 from hf_contrastive.trainers.simctg import *  # noqa: F403

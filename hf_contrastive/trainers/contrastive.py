@@ -1,0 +1,481 @@
+"""`ContrastiveTrainer`: sentence-embedding training through `transformers.Trainer`.
+
+The training loop, optimiser, schedulers, checkpointing, mixed precision and multi-device
+training are `Trainer`'s; this class only decides how a batch of role-named texts becomes
+embeddings and a loss (``compute_loss``), how batches are drawn (no duplicate texts per batch),
+and what evaluation and the model card report.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import Trainer, TrainingArguments
+from transformers.trainer_utils import get_last_checkpoint
+
+from hf_contrastive.data.collator import ContrastiveDataCollator
+from hf_contrastive.data.columns import ColumnRoles, resolve_column_roles
+from hf_contrastive.data.samplers import NoDuplicatesBatchSampler
+from hf_contrastive.evaluation.sts import STSEvaluator
+from hf_contrastive.hub.card import EvalEntry
+from hf_contrastive.losses import (
+    CoSENTLoss,
+    EmbeddingRegressionLoss,
+    InfoNCELoss,
+    MultiCSRLoss,
+    SupervisedSimCSELoss,
+    UnsupervisedSimCSELoss,
+)
+
+logger = logging.getLogger(__name__)
+
+LOSSES = ("auto", "infonce", "mnrl", "simcse_unsup", "simcse_sup", "multicsr", "cosent", "regression")
+
+
+@dataclass
+class ContrastiveConfig(TrainingArguments):
+    r"""Training arguments of [`ContrastiveTrainer`]: `TrainingArguments` plus the objective.
+
+    Defaults follow SimCSE (Gao et al. 2021): temperature 0.05, learning rate 3e-5, batch 64,
+    one epoch, max length 32 for sentence data (set `max_seq_length`).
+
+    Args:
+        loss (`str`, defaults to `"auto"`):
+            `auto` picks from the dataset layout: one text column -> `simcse_unsup`, pairs or triples
+            -> `infonce`, scored pairs -> `cosent`. Also `mnrl` (= infonce with scale 20),
+            `simcse_sup`, `multicsr` (needs `reference_model`), `regression` (scored pairs, MSE of
+            cosine to the score rescaled to [0, 1]).
+        temperature (`float`, defaults to 0.05): softmax temperature of the InfoNCE-family losses
+            (CoSENT uses it as 1 / scale, 0.05 -> 20).
+        learnable_temperature (`bool`, defaults to `False`): learn the scale (CLIP-style), clamped.
+        hard_negative_weight (`float`, defaults to 0.0): logit bonus on each anchor's own hard negatives.
+        symmetric (`bool`, defaults to `False`): add the positive -> anchor InfoNCE term.
+        gather_across_devices (`bool`, defaults to `True`): negatives from every process when distributed.
+        false_negative_threshold (`float`, *optional*): MultiCSR phi (0.95 in the paper).
+        max_seq_length (`int`, *optional*): truncation length; defaults to the model's `max_seq_length`.
+        no_duplicates (`bool`, defaults to `True`): batches never repeat a text (no false negatives).
+        anchor_column / positive_column / negative_columns / score_column: explicit column roles.
+        dataset_name (`str`, *optional*): Hub id of the training data, for the model card.
+    """
+
+    loss: str = field(default="auto", metadata={"help": f"One of {LOSSES}."})
+    temperature: float = field(
+        default=0.05, metadata={"help": "Softmax temperature (scale = 1 / temperature)."}
+    )
+    learnable_temperature: bool = field(default=False, metadata={"help": "Learn the temperature."})
+    hard_negative_weight: float = field(default=0.0, metadata={"help": "Logit bonus on own hard negatives."})
+    symmetric: bool = field(default=False, metadata={"help": "Add the positive->anchor term."})
+    gather_across_devices: bool = field(default=True, metadata={"help": "Cross-device negatives."})
+    false_negative_threshold: float | None = field(default=None, metadata={"help": "MultiCSR phi."})
+    max_seq_length: int | None = field(default=None, metadata={"help": "Truncation length."})
+    no_duplicates: bool = field(default=True, metadata={"help": "No repeated text within a batch."})
+    anchor_column: str | None = field(default=None, metadata={"help": "Anchor column name."})
+    positive_column: str | None = field(default=None, metadata={"help": "Positive column name."})
+    negative_columns: list[str] | None = field(default=None, metadata={"help": "Negative column names."})
+    score_column: str | None = field(default=None, metadata={"help": "Score column name."})
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub id of the training data."})
+    # Trainer defaults that are wrong for role-named text columns / sentence data.
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the role columns."})
+    learning_rate: float = field(default=3e-5, metadata={"help": "SimCSE's learning rate."})
+    per_device_train_batch_size: int = field(default=64, metadata={"help": "SimCSE's batch size."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs."})
+
+    def __post_init__(self) -> None:
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}.")
+        if not (
+            isinstance(self.temperature, (int, float))
+            and math.isfinite(self.temperature)
+            and self.temperature > 0
+        ):
+            raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}.")
+        if self.false_negative_threshold is not None and not -1.0 <= self.false_negative_threshold <= 1.0:
+            raise ValueError(
+                f"false_negative_threshold is a cosine in [-1, 1], got {self.false_negative_threshold}."
+            )
+        if isinstance(self.negative_columns, str):
+            self.negative_columns = [c.strip() for c in self.negative_columns.split(",") if c.strip()]
+        super().__post_init__()
+
+
+def build_loss(config: ContrastiveConfig, roles: ColumnRoles) -> nn.Module:
+    """The loss module named by ``config.loss`` (or implied by the data layout for ``auto``)."""
+    name = config.loss
+    layout = roles.layout
+    if name == "auto":
+        name = {"unsupervised": "simcse_unsup", "pairs": "infonce", "scored_pairs": "cosent"}[layout]
+    needs = {
+        "simcse_unsup": ("unsupervised",),
+        "infonce": ("pairs",),
+        "mnrl": ("pairs",),
+        "simcse_sup": ("pairs",),
+        "multicsr": ("pairs",),
+        "cosent": ("scored_pairs",),
+        "regression": ("scored_pairs",),
+    }[name]
+    if layout not in needs:
+        raise ValueError(
+            f"loss={name!r} needs a {' or '.join(needs)} dataset, but the columns give {roles.describe()}."
+        )
+    common = {"gather_across_devices": config.gather_across_devices}
+    t = config.temperature
+    if name == "simcse_unsup":
+        return UnsupervisedSimCSELoss(temperature=t, learnable_scale=config.learnable_temperature, **common)
+    if name == "simcse_sup":
+        return SupervisedSimCSELoss(
+            temperature=t,
+            hard_negative_weight=config.hard_negative_weight,
+            symmetric=config.symmetric,
+            **common,
+        )
+    if name == "multicsr":
+        return MultiCSRLoss(
+            phi=config.false_negative_threshold if config.false_negative_threshold is not None else 0.95,
+            temperature=t,
+            hard_negative_weight=config.hard_negative_weight,
+            **common,
+        )
+    if name in ("infonce", "mnrl"):
+        return InfoNCELoss(
+            temperature=t,
+            learnable_scale=config.learnable_temperature,
+            hard_negative_weight=config.hard_negative_weight,
+            symmetric=config.symmetric,
+            false_negative_threshold=config.false_negative_threshold,
+            **common,
+        )
+    if name == "cosent":
+        return CoSENTLoss(temperature=t, **common)
+    return EmbeddingRegressionLoss(objective="mse", similarity="cosine")
+
+
+class ContrastiveTrainer(Trainer):
+    r"""`Trainer` for sentence embeddings with in-batch negatives (SimCSE and successors).
+
+    Args:
+        model: a [`SentenceEncoder`] (or a path / Hub id to load one).
+        args: [`ContrastiveConfig`].
+        train_dataset: a `datasets.Dataset` whose columns are named by role (see
+            `hf_contrastive.data.columns`).
+        eval_dataset: optional dataset of the same layout (reports `eval_loss`).
+        sts_evaluator: an [`STSEvaluator`] (or data it accepts) reported as `eval_sts_spearman`.
+        loss: a loss module to use instead of the one `args.loss` names.
+        reference_model: frozen encoder for false-negative masking (MultiCSR).
+        peft_config: a `peft` config (e.g. `LoraConfig`); the model is wrapped with
+            `get_peft_model`, as TRL does.
+        processing_class: tokenizer; defaults to the one loaded with the model.
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        args: ContrastiveConfig | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        sts_evaluator: STSEvaluator | Any = None,
+        loss: nn.Module | None = None,
+        reference_model: nn.Module | None = None,
+        peft_config: Any = None,
+        callbacks: list | None = None,
+        optimizers: tuple = (None, None),
+        **kwargs: Any,
+    ) -> None:
+        from hf_contrastive.modeling import SentenceEncoder
+
+        if args is None:
+            args = ContrastiveConfig(output_dir="hf-contrastive-output")
+        if not isinstance(args, ContrastiveConfig):
+            raise TypeError(f"args must be a ContrastiveConfig, got {type(args).__name__}.")
+        if isinstance(model, (str, os.PathLike)):
+            model = SentenceEncoder.from_pretrained(model)
+        if model is None:
+            raise ValueError("ContrastiveTrainer needs a model (a SentenceEncoder or a path to one).")
+        tokenizer = processing_class if processing_class is not None else getattr(model, "tokenizer", None)
+        if tokenizer is None:
+            raise ValueError(
+                "No tokenizer: pass processing_class= or load the model from a folder that has one."
+            )
+        if getattr(model, "tokenizer", None) is None and hasattr(model, "card_info"):
+            model.tokenizer = tokenizer
+        if train_dataset is None:
+            raise ValueError("ContrastiveTrainer needs a train_dataset.")
+        columns = getattr(train_dataset, "column_names", None)
+        if columns is None:
+            raise TypeError(f"train_dataset must be a datasets.Dataset, got {type(train_dataset).__name__}.")
+        self.roles = resolve_column_roles(
+            columns, args.anchor_column, args.positive_column, args.negative_columns, args.score_column
+        )
+        self.loss_fn = loss if loss is not None else build_loss(args, self.roles)
+        in_batch = isinstance(self.loss_fn, InfoNCELoss)
+        if (
+            in_batch
+            and args.per_device_train_batch_size * max(args.world_size, 1) < 2
+            and not self.roles.negatives
+        ):
+            raise ValueError(
+                "Batch size 1 with in-batch negatives and no hard-negative column leaves no negatives: raise "
+                "per_device_train_batch_size (SimCSE uses 64) or add negative columns."
+            )
+        if isinstance(self.loss_fn, MultiCSRLoss) and reference_model is None:
+            raise ValueError(
+                "loss='multicsr' needs reference_model= (the frozen encoder that flags false negatives)."
+            )
+        if peft_config is not None:
+            model = _apply_peft(model, peft_config)
+        self.reference_model = reference_model
+        if reference_model is not None:
+            reference_model.eval().requires_grad_(False)
+        if sts_evaluator is not None and not isinstance(sts_evaluator, STSEvaluator):
+            sts_evaluator = STSEvaluator(sts_evaluator)
+        self.sts_evaluator = sts_evaluator
+        base = _base_encoder(model)
+        max_length = args.max_seq_length or getattr(getattr(base, "config", None), "max_seq_length", None)
+        collator = kwargs.pop("data_collator", None) or ContrastiveDataCollator(
+            tokenizer, self.roles, max_length=max_length
+        )
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=tokenizer,
+            callbacks=callbacks,
+            optimizers=optimizers,
+            **kwargs,
+        )
+        self.loss_fn.to(self.args.device)
+        if self.reference_model is not None:
+            self.reference_model.to(self.args.device)
+        self._components: dict[str, list[float]] = defaultdict(list)
+
+    # -- data -----------------------------------------------------------------------------------
+    def get_train_dataloader(self) -> torch.utils.data.DataLoader:
+        if not self.args.no_duplicates:
+            return super().get_train_dataloader()
+        ds = self.train_dataset
+        cols = [c for c in self.roles.text_columns if c in ds.column_names]
+        if not cols:  # pre-tokenised only: duplicates cannot be read off the text
+            return super().get_train_dataloader()
+        row_texts = list(zip(*(ds[c] for c in cols)))
+        sampler = NoDuplicatesBatchSampler(
+            row_texts,
+            batch_size=self._train_batch_size,
+            drop_last=self.args.dataloader_drop_last,
+            seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+        )
+        loader = torch.utils.data.DataLoader(
+            ds,
+            batch_sampler=sampler,
+            collate_fn=self.data_collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory,
+        )
+        return self.accelerator.prepare(loader)
+
+    def create_optimizer(self, model=None):
+        optimizer = super().create_optimizer(model)
+        extra = [p for p in self.loss_fn.parameters() if p.requires_grad]
+        if extra and not any(p is q for g in optimizer.param_groups for p in g["params"] for q in extra):
+            optimizer.add_param_group({"params": extra, "weight_decay": 0.0})
+        return optimizer
+
+    # -- loss -----------------------------------------------------------------------------------
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        inputs = dict(inputs)
+        scores = inputs.pop("scores", None)
+        n_roles = len(self.roles.text_columns)
+        if self.roles.layout == "unsupervised":
+            # One forward of 2B rows: dropout draws an independent mask for each copy (SimCSE).
+            doubled = {k: torch.cat([v, v]) for k, v in inputs.items()}
+            emb = model(**doubled).embeddings
+            self._check_embeddings(emb)
+            out = self.loss_fn(*emb.chunk(2))
+        else:
+            emb = model(**inputs).embeddings
+            self._check_embeddings(emb)
+            parts = emb.split(emb.shape[0] // n_roles)
+            if self.roles.layout == "scored_pairs":
+                if isinstance(self.loss_fn, EmbeddingRegressionLoss):
+                    out = self.loss_fn(parts[0], parts[1], scores=self._rescale(scores))
+                else:
+                    out = self.loss_fn(parts[0], parts[1], scores)
+            else:
+                negatives = torch.stack(parts[2:], dim=1) if n_roles > 2 else None
+                ref = self._reference_embeddings(inputs, n_roles)
+                out = self.loss_fn(parts[0], parts[1], negatives, **ref)
+        loss = out.loss
+        if not torch.isfinite(loss.detach()):
+            self._stop_on_nan(float(loss.detach()))
+        if model.training:
+            for k, v in out.components.items():
+                self._components[k].append(float(v))
+        return (loss, {"embeddings": emb}) if return_outputs else loss
+
+    def _rescale(self, scores: torch.Tensor) -> torch.Tensor:
+        lo, hi = float(scores.min()), float(scores.max())
+        # STS scores (0-5) are mapped to [0, 1]; scores already in [0, 1] stay as they are.
+        return scores / 5.0 if hi > 1.0 and lo >= 0.0 and hi <= 5.0 else scores
+
+    def _reference_embeddings(self, inputs: dict[str, torch.Tensor], n_roles: int) -> dict[str, torch.Tensor]:
+        if self.reference_model is None:
+            return {}
+        with torch.no_grad():
+            ref = self.reference_model(**inputs).embeddings.detach()
+        parts = ref.split(ref.shape[0] // n_roles)
+        out = {"reference_anchor": parts[0], "reference_positive": parts[1]}
+        if n_roles > 2:
+            out["reference_negatives"] = torch.stack(parts[2:], dim=1)
+        return out
+
+    def _check_embeddings(self, emb: torch.Tensor) -> None:
+        if not torch.isfinite(emb.detach()).all():
+            self._stop_on_nan(float("nan"))
+
+    def _stop_on_nan(self, value: float) -> None:
+        last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+        raise FloatingPointError(
+            f"Loss became {value} at step {self.state.global_step}: training stopped (lower the learning rate, "
+            "check the data, or use fp32). "
+            + (f"The last good checkpoint is {last}." if last else "No checkpoint was written before it.")
+        )
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._components:
+            for k, values in self._components.items():
+                logs[k] = round(sum(values) / len(values), 6)
+            self._components.clear()
+        super().log(logs, start_time)
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def evaluate(
+        self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        if eval_dataset is not None or self.eval_dataset is not None:
+            metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
+        if self.sts_evaluator is not None:
+            encoder = self.accelerator.unwrap_model(self.model)
+            sts = {f"{metric_key_prefix}_{k}": v for k, v in self.sts_evaluator(encoder).items()}
+            metrics.update(sts)
+            self.log(sts)
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+            base = _base_encoder(self.model)
+            if hasattr(base, "card_info"):
+                name = self.sts_evaluator.name
+                base.card_info.add_result(
+                    EvalEntry(
+                        task_type="sentence-similarity",
+                        dataset_name=self.sts_evaluator.dataset_name,
+                        dataset_type=self.sts_evaluator.dataset_type,
+                        dataset_split=self.sts_evaluator.split,
+                        metric_type=f"spearman_{self.sts_evaluator.main_similarity}",
+                        metric_name=f"Spearman ({self.sts_evaluator.main_similarity})",
+                        metric_value=float(sts[f"{metric_key_prefix}_{name}_spearman"]),
+                    )
+                )
+        elif eval_dataset is None and self.eval_dataset is None:
+            raise ValueError("Nothing to evaluate: pass eval_dataset= or sts_evaluator= to the trainer.")
+        return metrics
+
+    # -- saving ---------------------------------------------------------------------------------
+    def _fill_card(self) -> None:
+        base = _base_encoder(self.model)
+        info = getattr(base, "card_info", None)
+        if info is None:
+            return
+        cfg = getattr(self.loss_fn, "config_dict", lambda: {})()
+        info.training = {
+            "loss": f"`{type(self.loss_fn).__name__}` ({', '.join(f'{k}={v}' for k, v in cfg.items())})",
+            "data layout": self.roles.describe(),
+            "training examples": len(self.train_dataset),
+            "batch size (per device)": self.args.per_device_train_batch_size,
+            "learning rate": self.args.learning_rate,
+            "epochs": self.args.num_train_epochs,
+            "steps": self.state.global_step,
+            "no duplicate texts per batch": self.args.no_duplicates,
+        }
+        peft_cfg = getattr(self.model, "peft_config", None)
+        if peft_cfg:
+            c = next(iter(peft_cfg.values()))
+            info.training["LoRA"] = (
+                f"r={getattr(c, 'r', '?')}, alpha={getattr(c, 'lora_alpha', '?')}, "
+                f"targets={sorted(getattr(c, 'target_modules', []) or [])}"
+            )
+            info.tags = list(dict.fromkeys([*info.tags, "lora", "peft"]))
+        citation = getattr(self.loss_fn, "citation", "")
+        if citation and citation not in info.citations:
+            info.citations.append(citation.strip())
+        if self.args.dataset_name and self.args.dataset_name not in info.datasets:
+            info.datasets.append(self.args.dataset_name)
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        self._fill_card()
+        super()._save(output_dir, state_dict)
+
+    def save_encoder(self, output_dir: str, merge_lora: bool = True) -> Any:
+        """Save a standalone, Hub-ready encoder (LoRA merged into a copy) with its card; return it."""
+        self._fill_card()
+        encoder = self.accelerator.unwrap_model(self.model)
+        if merge_lora and hasattr(encoder, "merge_and_unload"):
+            encoder = copy.deepcopy(encoder).merge_and_unload()
+        encoder.save_pretrained(output_dir)
+        return encoder
+
+    def push_to_hub(self, repo_id: str | None = None, merge_lora: bool = True, **kwargs: Any) -> Any:
+        """Push the trained encoder (LoRA merged) with its card; the Trainer's generic card is not used."""
+        repo_id = repo_id or self.args.hub_model_id or os.path.basename(os.path.abspath(self.args.output_dir))
+        self._fill_card()
+        encoder = self.accelerator.unwrap_model(self.model)
+        if merge_lora and hasattr(encoder, "merge_and_unload"):
+            encoder = copy.deepcopy(encoder).merge_and_unload()
+        kwargs.pop("blocking", None)
+        kwargs.setdefault("token", self.args.hub_token)
+        kwargs.setdefault("private", self.args.hub_private_repo)
+        return encoder.push_to_hub(repo_id, **kwargs)
+
+
+def _base_encoder(model: Any) -> Any:
+    """The SentenceEncoder under PEFT / DDP wrappers."""
+    seen = 0
+    while seen < 5:
+        seen += 1
+        if hasattr(model, "card_info") and hasattr(model, "encode"):
+            return model
+        inner = getattr(model, "module", None) or getattr(model, "base_model", None)
+        if inner is None or inner is model:
+            break
+        inner = getattr(inner, "model", inner) if not hasattr(inner, "card_info") else inner
+        model = inner
+    return model
+
+
+def _apply_peft(model: Any, peft_config: Any) -> Any:
+    from peft import get_peft_model
+
+    targets = getattr(peft_config, "target_modules", None)
+    if targets and not isinstance(targets, str):
+        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
+        missing = sorted(
+            t for t in targets if t not in names and not any(n.endswith(t) for n, _ in model.named_modules())
+        )
+        if missing:
+            linear = sorted(
+                {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
+            )
+            raise ValueError(
+                f"LoRA target module(s) {missing} do not exist in this model. Linear layers it has: {linear}."
+            )
+    return get_peft_model(model, peft_config)
+
+
+__all__ = ["ContrastiveConfig", "ContrastiveTrainer", "build_loss", "LOSSES"]
