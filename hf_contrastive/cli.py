@@ -12,6 +12,7 @@ import sys
 
 # (module, required) - optional verbs are skipped when their module is absent.
 _VERB_MODULES = (
+    "hf_contrastive.quickstart",
     "hf_contrastive.trainers.cli",
     "hf_contrastive.evaluation.cli",
     "hf_contrastive.generation.cli",
