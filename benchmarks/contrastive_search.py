@@ -145,7 +145,9 @@ def peak_memory(model_name: str, batch: int, length: int, method: str, new_token
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", nargs="+", default=["smollm2", "tiny"])
     parser.add_argument("--batches", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--prompts", nargs="+", type=int, default=[64, 1024])
@@ -219,7 +221,10 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(row)
                     mib = f"{mm / 2**20:9.1f}" if mm is not None else f"{'-':>9}"
                     mr = f"{ratio_m:6.2f}" if ratio_m is not None else f"{'-':>6}"
-                    print(f"{name:8} {batch:5d} {length:6d} {m:10} {t:8.3f} {t / base_t:8.2f} {mib} {mr}", flush=True)
+                    print(
+                        f"{name:8} {batch:5d} {length:6d} {m:10} {t:8.3f} {t / base_t:8.2f} {mib} {mr}",
+                        flush=True,
+                    )
         del model
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))

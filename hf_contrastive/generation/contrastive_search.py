@@ -306,6 +306,9 @@ def contrastive_search(
         )
 
     want_attn = bool(generation_config.return_dict_in_generate and generation_config.output_attentions)
+    # What to output is read from the generation config; the loops set these per forward themselves.
+    for key in ("output_attentions", "output_hidden_states", "return_dict"):
+        model_kwargs.pop(key, None)
     layout = contrastive_layout
     if layout is None:
         extra = {k for k, v in model_kwargs.items() if v is not None and k not in _SHARED_LAYOUT_KWARGS}

@@ -5,7 +5,10 @@ transformers v5 maps ``GenerationMode.CONTRASTIVE_SEARCH`` to the Hub repository
 :func:`enable` points that mode at a method of ``GenerationMixin`` that runs
 :func:`hf_contrastive.generation.contrastive_search` instead, and makes
 ``custom_generate="transformers-community/contrastive-search"`` resolve to the same local code without a
-download. Importing ``hf_contrastive`` calls :func:`enable` (set ``HF_CONTRASTIVE_NO_REGISTER=1`` to skip it);
+download. Generation pipelines (``pipeline("text-generation")``) default to sampling in transformers v5; while
+enabled, a call that sets ``penalty_alpha > 0`` and leaves ``do_sample`` unset gets contrastive search instead of
+those sampling defaults (as in transformers <= 4.55). Importing ``hf_contrastive`` calls :func:`enable` (set
+``HF_CONTRASTIVE_NO_REGISTER=1`` to skip it);
 :func:`disable` restores transformers' own behaviour. Both are idempotent. Nothing in transformers' source is
 modified: the registration uses the public mode table and adds one method.
 """
@@ -79,6 +82,48 @@ def _make_loader(original: Callable[..., Any]) -> Callable[..., Any]:
     return load_custom_generate
 
 
+_SAMPLING_DEFAULTS = ("temperature", "top_p", "min_p", "typical_p", "epsilon_cutoff", "eta_cutoff", "top_h")
+
+
+def _make_pipeline_kwargs(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def _prepare_generate_kwargs(self: Any, generate_kwargs: dict, **overrides: Any) -> dict:
+        out = original(self, generate_kwargs, **overrides)
+        merged = (
+            generate_kwargs
+            if "generation_config" in generate_kwargs
+            else {**self._generate_kwargs, **generate_kwargs}
+        )
+        user = self._get_set_generation_params(merged)
+        alpha = user.get("penalty_alpha")
+        if not alpha or "do_sample" in user:
+            return out
+        # The pipeline turned sampling on by default; the caller asked for contrastive search.
+        cfg = out.get("generation_config")
+        if cfg is not None:
+            cfg.do_sample = False
+            for key in _SAMPLING_DEFAULTS:
+                if key not in user and hasattr(cfg, key):
+                    setattr(cfg, key, None)
+        else:
+            out["do_sample"] = False
+            for key in _SAMPLING_DEFAULTS:
+                if key not in user:
+                    out.pop(key, None)
+        return out
+
+    _prepare_generate_kwargs.__hf_contrastive__ = True  # type: ignore[attr-defined]
+    return _prepare_generate_kwargs
+
+
+def _pipeline_class() -> Any:
+    try:
+        from transformers.pipelines.base import Pipeline
+    except ImportError:  # pragma: no cover - pipelines need optional deps in some installs
+        return None
+    return Pipeline if "_prepare_generate_kwargs" in Pipeline.__dict__ else None
+
+
 def enable() -> None:
     """Route ``generate(penalty_alpha=..., top_k=...)`` and the Hub repo id to the local implementation.
 
@@ -92,7 +137,12 @@ def enable() -> None:
         "had_method": _METHOD_NAME in GenerationMixin.__dict__,
         "method": GenerationMixin.__dict__.get(_METHOD_NAME),
         "loader": GenerationMixin.__dict__.get("load_custom_generate"),
+        "pipeline": None,
     }
+    pipeline_cls = _pipeline_class()
+    if pipeline_cls is not None:
+        _saved["pipeline"] = pipeline_cls.__dict__["_prepare_generate_kwargs"]
+        pipeline_cls._prepare_generate_kwargs = _make_pipeline_kwargs(_saved["pipeline"])
     setattr(GenerationMixin, _METHOD_NAME, _contrastive_search_method)
     _gen_utils.GENERATION_MODES_MAPPING[_MODE] = _METHOD_NAME
     if _saved["loader"] is not None:
@@ -114,6 +164,8 @@ def disable() -> None:
         delattr(GenerationMixin, _METHOD_NAME)
     if _saved["loader"] is not None:
         GenerationMixin.load_custom_generate = _saved["loader"]
+    if _saved["pipeline"] is not None:
+        _pipeline_class()._prepare_generate_kwargs = _saved["pipeline"]
     _saved = None
 
 
