@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-# (module, required) - optional verbs are skipped when their module is absent.
+# Optional verbs are skipped when their module is absent.
 _VERB_MODULES = (
     "hf_contrastive.quickstart",
     "hf_contrastive.trainers.cli",
@@ -42,7 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Verbs that take free-form overrides (train) receive the unknown arguments.
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_overrides", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    args.overrides = extra
     if not getattr(args, "func", None):
         parser.print_help()
         return 0

@@ -21,6 +21,7 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
+from hf_contrastive import distributed
 from hf_contrastive.data.collator import ContrastiveDataCollator
 from hf_contrastive.data.columns import ColumnRoles, resolve_column_roles
 from hf_contrastive.data.samplers import NoDuplicatesBatchSampler
@@ -314,12 +315,27 @@ class ContrastiveTrainer(Trainer):
                 ref = self._reference_embeddings(inputs, n_roles)
                 out = self.loss_fn(parts[0], parts[1], negatives, **ref)
         loss = out.loss
+        if model.training and isinstance(self.loss_fn, InfoNCELoss) and distributed.is_distributed():
+            # Each rank's loss is a mean over its own anchors; with unequal local batches (the last
+            # one of an epoch) this factor makes the DDP-averaged gradient the global-batch gradient.
+            loss = loss * distributed.global_mean_factor(emb.shape[0] // max(n_roles, 1))
         if not torch.isfinite(loss.detach()):
             self._stop_on_nan(float(loss.detach()))
         if model.training:
             for k, v in out.components.items():
                 self._components[k].append(float(v))
         return (loss, {"embeddings": emb}) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        # The loss's own parameters (a learnable temperature) live outside the DDP-wrapped model,
+        # so DDP does not average their gradients: do it here, or the ranks' scales drift apart.
+        if distributed.is_distributed():
+            for p in self.loss_fn.parameters():
+                if p.requires_grad and p.grad is not None:
+                    torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
+                    p.grad /= distributed.world_size()
+        return loss
 
     def _rescale(self, scores: torch.Tensor) -> torch.Tensor:
         lo, hi = float(scores.min()), float(scores.max())
