@@ -243,6 +243,15 @@ class ContrastiveTrainer(Trainer):
         collator = kwargs.pop("data_collator", None) or ContrastiveDataCollator(
             tokenizer, self.roles, max_length=max_length
         )
+        # Trainer refuses an evaluation schedule without an eval_dataset; an STS evaluator is one.
+        strategy = args.eval_strategy
+        sts_only = (
+            sts_evaluator is not None
+            and eval_dataset is None
+            and str(strategy) not in ("no", "IntervalStrategy.NO")
+        )
+        if sts_only:
+            args.eval_strategy = "no"
         super().__init__(
             model=model,
             args=args,
@@ -254,6 +263,8 @@ class ContrastiveTrainer(Trainer):
             optimizers=optimizers,
             **kwargs,
         )
+        if sts_only:
+            args.eval_strategy = strategy
         self.loss_fn.to(self.args.device)
         if self.reference_model is not None:
             self.reference_model.to(self.args.device)
@@ -279,7 +290,7 @@ class ContrastiveTrainer(Trainer):
             batch_sampler=sampler,
             collate_fn=self.data_collator,
             num_workers=self.args.dataloader_num_workers,
-            pin_memory=self.args.dataloader_pin_memory,
+            pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available(),
         )
         return self.accelerator.prepare(loader)
 
