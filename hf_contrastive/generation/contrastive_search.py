@@ -105,6 +105,25 @@ def _check_cache(model: nn.Module, cache: Any) -> None:
             )
 
 
+def _precheck(model: nn.Module, model_kwargs: dict[str, Any]) -> None:
+    """Fail early, with a clear message, on models and caches the loop cannot serve."""
+    name = type(model).__name__
+    supports_dynamic = getattr(model, "_supports_default_dynamic_cache", lambda: True)()
+    if getattr(model, "_is_stateful", False) or not supports_dynamic:
+        raise ValueError(
+            f"Contrastive search is not supported for stateful/recurrent models such as {name}: their state "
+            "cannot be rolled back to score several candidates (a full-attention DynamicCache is needed)."
+        )
+    cache = model_kwargs.get("cache")
+    if isinstance(cache, Cache):
+        self_cache = cache.self_attention_cache if isinstance(cache, EncoderDecoderCache) else cache
+        if any(self_cache.is_linear):
+            raise ValueError(
+                f"Contrastive search is not supported for stateful/recurrent (linear-attention) layers of {name}."
+            )
+        _check_cache(model, cache)
+
+
 def _normalize_fp32(x: torch.Tensor) -> torch.Tensor:
     """L2-normalise the last dim in float32; all-zero vectors stay zero instead of becoming NaN."""
     x = x.float()
@@ -300,6 +319,7 @@ def contrastive_search(
         raise ValueError(
             "Contrastive search with `inputs_embeds` is not supported; pass `input_ids` instead."
         )
+    _precheck(model, model_kwargs)
     if contrastive_layout not in (None, "shared", "expand"):
         raise ValueError(
             f"`contrastive_layout` must be None, 'shared' or 'expand', got {contrastive_layout!r}."
@@ -535,7 +555,9 @@ def _expand_loop(
     device = input_ids.device
     model_kwargs = dict(model_kwargs)
     model_kwargs["use_cache"] = True
-    model_kwargs.pop("logits_to_keep", None)
+    # Only the last position's logits are needed, at prefill and for the one-token candidate steps.
+    if model._supports_logits_to_keep():
+        model_kwargs["logits_to_keep"] = 1
     if model_kwargs.get("cache") is None:
         model_kwargs["cache"] = (
             EncoderDecoderCache(DynamicCache(), DynamicCache()) if is_enc_dec else DynamicCache()
