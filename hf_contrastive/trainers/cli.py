@@ -27,6 +27,8 @@ def _run(args: argparse.Namespace) -> int:
         print(json.dumps(recipe, indent=2))
         return 0
     results = run_recipe(recipe)
+    if not results.get("is_main_process", True):
+        return 0
     before = results.get("before", {}).get("eval_sts_spearman")
     after = results.get("after", {}).get("eval_sts_spearman")
     if before is not None and after is not None:

@@ -43,6 +43,11 @@ def _parse_value(text: str) -> Any:
     value = yaml.safe_load(text)
     if isinstance(value, bool) and text.lower() not in ("true", "false"):
         return text  # YAML 1.1 reads "no"/"yes"/"on"/"off" as booleans; "--eval_strategy no" means the string
+    if isinstance(value, str):
+        try:
+            return float(value)  # YAML 1.1 leaves "2e-5" (no dot) as a string
+        except ValueError:
+            return value
     return text if value is None and text not in ("null", "~", "") else value
 
 
@@ -155,6 +160,7 @@ def run_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     if args.should_save:
         trainer.save_encoder(str(final), merge_lora=True)
     results["output"] = str(final.resolve())
+    results["is_main_process"] = bool(args.should_save)
     return results
 
 
