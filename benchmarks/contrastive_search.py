@@ -4,7 +4,7 @@ For each model (SmolLM2-135M from PyPI, and a tiny random Llama), batch size (1,
 tokens) it times ``generate`` with greedy search and with contrastive search (alpha 0.6, k 4), each producing
 exactly ``--new-tokens`` tokens, and prints medians over ``--repeats`` interleaved runs, the ratio to greedy and
 the peak memory of one generate call (GPU: ``torch.cuda.max_memory_allocated``; CPU: peak resident memory above
-the level before the call, sampled every millisecond, each measurement in a fresh process).
+the level before the call, sampled every millisecond, after giving freed heap pages back to the OS).
 
 Methods:
   greedy      ``generate(do_sample=False)``
@@ -26,7 +26,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -116,17 +115,30 @@ def _rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def peak_memory(model_name: str, batch: int, length: int, method: str, new_tokens: int, device: str) -> int:
-    """Peak extra memory of one generate call (bytes), in this process (GPU) or a fresh one (CPU)."""
-    model = load_model(model_name, device)
-    ids, mask = make_prompts(model, batch, length, device)
-    run_once(model, ids[:, :8], mask[:, :8], method, 2)  # warm-up: lazy inits, probes
-    if device == "cuda":
+def _trim_heap() -> None:
+    """Give freed heap pages back to the OS so the resident size reflects live memory (glibc only)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def peak_memory(model, ids, mask, method: str, new_tokens: int) -> int:
+    """Peak extra memory of one generate call, in bytes.
+
+    GPU: ``torch.cuda.max_memory_allocated`` above the allocation before the call. CPU: peak resident size above
+    the level before the call (after returning freed heap pages to the OS), sampled every millisecond.
+    """
+    if ids.is_cuda:
         torch.cuda.synchronize()
+        torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         run_once(model, ids, mask, method, new_tokens)
         return torch.cuda.max_memory_allocated() - base
+    _trim_heap()
     base = _rss_bytes()
     peak = [base]
     stop = threading.Event()
@@ -158,17 +170,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=0, help="torch threads on CPU (0: leave the default)")
     parser.add_argument("--json", help="also write the rows here")
-    parser.add_argument("--_memory-probe", nargs=5, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
 
     import hf_contrastive  # noqa: F401 - registers generate(penalty_alpha=...)
-
-    if args._memory_probe:
-        name, batch, length, method, new = args._memory_probe
-        print(peak_memory(name, int(batch), int(length), method, int(new), args.device))
-        return 0
 
     methods = ["greedy", "cs"] + (["cs-expand"] if args.with_expand else [])
     rows = []
@@ -176,7 +182,10 @@ def main(argv: list[str] | None = None) -> int:
         f"device={args.device} torch={torch.__version__} threads={torch.get_num_threads()} "
         f"new_tokens={args.new_tokens} repeats={args.repeats} (medians)"
     )
-    header = f"{'model':8} {'batch':>5} {'prompt':>6} {'method':10} {'time s':>8} {'x greedy':>8} {'peak MiB':>9} {'mem x':>6}"
+    header = (
+        f"{'model':8} {'batch':>5} {'prompt':>6} {'method':10} {'time s':>8} {'x greedy':>8} {'(min)':>6} "
+        f"{'peak MiB':>9} {'mem x':>6}"
+    )
     print(header)
     print("-" * len(header))
     for name in args.models:
@@ -193,15 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                 mem: dict[str, int | None] = {m: None for m in methods}
                 if not args.no_memory:
                     for m in methods:
-                        if args.device == "cuda":
-                            mem[m] = peak_memory(name, batch, length, m, args.new_tokens, args.device)
-                        else:
-                            cmd = [sys.executable, __file__, "--device", args.device, "--_memory-probe"]
-                            cmd += [name, str(batch), str(length), m, str(args.new_tokens)]
-                            if args.threads:
-                                cmd += ["--threads", str(args.threads)]
-                            res = subprocess.run(cmd, capture_output=True, text=True, check=True)
-                            mem[m] = int(res.stdout.strip().splitlines()[-1])
+                        mem[m] = peak_memory(model, ids, mask, m, args.new_tokens)
                 base_t = statistics.median(times["greedy"])
                 for m in methods:
                     t = statistics.median(times[m])
