@@ -75,4 +75,47 @@ class ContrastiveDataCollator:
         return out
 
 
-__all__ = ["ContrastiveDataCollator"]
+def length_buckets(
+    features: dict[str, torch.Tensor], min_rows: int = 32, max_buckets: int = 8, min_saving: float = 0.1
+) -> list[tuple[torch.Tensor | None, dict[str, torch.Tensor]]]:
+    """Split a right-padded token batch into groups of rows of similar length, each cut to its longest row.
+
+    One padded batch of every role pads short texts (often the positives) to the longest text of the
+    whole batch; on SNLI pairs that is about 3x the real tokens at batch 64. Sorting the rows by length
+    and embedding ``ceil`` equal groups separately, each trimmed to its own width, computes the same
+    per-row embeddings (padding is masked) on far fewer tokens: about 1.4x the real tokens with 4
+    groups. Which rows each group holds is given by its index tensor; ``torch.cat`` of the indices is
+    a permutation of ``range(N)``.
+
+    The batch is returned whole (index ``None``) when it has fewer than ``2 * min_rows`` rows, when the
+    padding is not on the right (trimming left padding would shift the real tokens' positions), or
+    when grouping would save less than ``min_saving`` of the padded tokens.
+    """
+    mask = features.get("attention_mask")
+    whole = [(None, features)]
+    if mask is None or mask.dim() != 2:
+        return whole
+    n, width = mask.shape
+    buckets = min(max_buckets, n // max(min_rows, 1))
+    if buckets < 2 or not bool((mask[:, 1:] <= mask[:, :-1]).all()):
+        return whole
+    lengths = mask.sum(dim=1)
+    groups = torch.argsort(lengths, stable=True).tensor_split(buckets)
+    widths = [max(int(lengths[idx].max()), 1) for idx in groups]
+    if sum(len(idx) * w for idx, w in zip(groups, widths)) > (1.0 - min_saving) * n * width:
+        return whole
+    out = []
+    for idx, w in zip(groups, widths):
+        part = {}
+        for key, value in features.items():
+            if isinstance(value, torch.Tensor) and value.dim() >= 2 and value.shape[:2] == (n, width):
+                part[key] = value[idx, :w]
+            elif isinstance(value, torch.Tensor) and value.dim() >= 1 and value.shape[0] == n:
+                part[key] = value[idx]
+            else:
+                part[key] = value
+        out.append((idx, part))
+    return out
+
+
+__all__ = ["ContrastiveDataCollator", "length_buckets"]
