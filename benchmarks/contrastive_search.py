@@ -222,8 +222,10 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(row)
                     mib = f"{mm / 2**20:9.1f}" if mm is not None else f"{'-':>9}"
                     mr = f"{ratio_m:6.2f}" if ratio_m is not None else f"{'-':>6}"
+                    rmin = min(times[m]) / min(times["greedy"])
+                    row["ratio_of_mins"] = rmin
                     print(
-                        f"{name:8} {batch:5d} {length:6d} {m:10} {t:8.3f} {t / base_t:8.2f} {mib} {mr}",
+                        f"{name:8} {batch:5d} {length:6d} {m:10} {t:8.3f} {t / base_t:8.2f} {rmin:6.2f} {mib} {mr}",
                         flush=True,
                     )
         del model
