@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Train with a recipe (trainers/*.yaml or a packaged name such as simcse-unsup).",
         description="Run a training recipe. Overrides use dotted keys: --args.learning_rate 1e-4 "
         "--model.pooling cls --data.train.max_rows 1000 (a key without a section goes to args). Works under "
-        "`accelerate launch -m hf_contrastive train RECIPE`.",
+        "`accelerate launch --multi_gpu --num_processes N -m hf_contrastive train RECIPE` (also on CPU-only machines).",
     )
     p.add_argument("recipe", help="recipe file or packaged recipe name")
     p.add_argument("--print-recipe", action="store_true", help="print the resolved recipe and exit")
