@@ -10,7 +10,8 @@ A recipe has four sections::
 ``${data}`` is the benchmark data folder (``$HF_CONTRASTIVE_DATA``), ``${minilm}`` the packaged
 all-MiniLM-L6-v2, ``${output}`` the value of ``args.output_dir``. Command-line overrides use
 dotted keys (``--args.learning_rate 1e-4 --model.pooling cls``); a key without a section goes to
-``args``. The same command runs under ``accelerate launch -m hf_contrastive train RECIPE``.
+``args``. The same command runs under ``accelerate launch --multi_gpu --num_processes N -m hf_contrastive
+train RECIPE`` or ``torchrun --nproc_per_node N -m hf_contrastive train RECIPE``.
 """
 
 from __future__ import annotations
