@@ -79,8 +79,8 @@ class ContrastiveSearchLogitsProcessor(LogitsProcessor):
         body = self.model.get_decoder()
         batch, length = input_ids.shape
         device = input_ids.device
-        new_session = self._cache is None or length <= self._seen or self._context.shape[0] != batch
-        if new_session:
+        new_prompt = self._cache is None or length <= self._seen or self._context.shape[0] != batch
+        if new_prompt:
             self._reset()
             layout, _ = _probe_shared_layout(self.model)
             if layout != "shared":
