@@ -10,6 +10,7 @@ from __future__ import annotations
 __version__ = "0.1.0.dev0"
 
 from hf_contrastive.evaluation import STSEvaluator, evaluate_sts, load_sts_benchmark
+from hf_contrastive.evaluation.decoding import coherence, diversity, isotropy, rep_n, repetition_and_diversity
 from hf_contrastive.generation import *  # noqa: F403
 from hf_contrastive.hub import EvalEntry, ModelCardInfo, push_folder_to_hub, render_model_card
 from hf_contrastive.losses import *  # noqa: F403
@@ -20,3 +21,4 @@ from hf_contrastive.modeling import (
     SentenceEncoderOutput,
 )
 from hf_contrastive.trainers import ContrastiveConfig, ContrastiveTrainer
+from hf_contrastive.trainers.simctg import SimCTGConfig, SimCTGTrainer
