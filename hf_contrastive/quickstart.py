@@ -300,6 +300,8 @@ def run(
 
     base = trainer.accelerator.unwrap_model(trainer.model).get_base_model()
     base.card_info.model_name = "minilm-helpdesk-lora"
+    if base.card_info.base_model == "sentence-transformers/all-MiniLM-L6-v2":
+        base.card_info.license = "apache-2.0"  # the base model's licence
     base.card_info.eval_results = []
     for metric, value in after.items():
         base.card_info.add_result(
