@@ -21,8 +21,8 @@ Usage::
 
     python examples/sts_quality.py supervised                 # whole STS-B train, 360 steps per trainer
     python examples/sts_quality.py supervised --train-limit 1200   # seeded sample: a few minutes on 2 cores
-    python examples/sts_quality.py simcse --backbones minilm --sentences 1024
-    python examples/sts_quality.py simcse --backbones smollm2 --sentences 640 --llm-test-sample 300
+    python examples/sts_quality.py simcse --backbones minilm --sentences 512
+    python examples/sts_quality.py simcse --backbones smollm2 --sentences 1280 --llm-test-sample 300
     python examples/sts_quality.py all
 
 A causal LM is about 10x slower than MiniLM on CPU: ``--llm-test-sample`` scores it on a seeded
