@@ -363,7 +363,10 @@ class ContrastiveTrainer(Trainer):
         One padded batch of all roles pads short texts to the longest of the whole batch (about 3x the
         real tokens on SNLI pairs); large batches are embedded in groups of similar length instead.
         """
-        groups = length_buckets(inputs) if self.args.length_bucketed_forward else [(None, inputs)]
+        # A DDP-wrapped model expects one forward per backward (its gradient reducer is armed per
+        # forward), so bucketing is used only in single-process training.
+        bucketed = self.args.length_bucketed_forward and not distributed.is_distributed()
+        groups = length_buckets(inputs) if bucketed else [(None, inputs)]
         if len(groups) == 1:
             return model(**groups[0][1]).embeddings
         emb = torch.cat([model(**features).embeddings for _, features in groups])
