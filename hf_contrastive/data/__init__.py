@@ -4,4 +4,10 @@ from hf_contrastive.data.collator import ContrastiveDataCollator, length_buckets
 from hf_contrastive.data.columns import ColumnRoles, resolve_column_roles
 from hf_contrastive.data.samplers import NoDuplicatesBatchSampler
 
-__all__ = ["ColumnRoles", "ContrastiveDataCollator", "length_buckets", "NoDuplicatesBatchSampler", "resolve_column_roles"]
+__all__ = [
+    "ColumnRoles",
+    "ContrastiveDataCollator",
+    "length_buckets",
+    "NoDuplicatesBatchSampler",
+    "resolve_column_roles",
+]
