@@ -15,6 +15,7 @@ import argparse
 
 from hf_contrastive import ContrastiveConfig, ContrastiveTrainer, SentenceEncoder, STSEvaluator
 from hf_contrastive.data.loaders import text_lines
+from hf_contrastive.modeling import ProjectionHead
 from hf_contrastive.utils import data_dir, packaged_minilm_path
 
 
@@ -30,11 +31,12 @@ def main() -> None:
     a = p.parse_args()
 
     path = a.model or str(packaged_minilm_path())
-    model = SentenceEncoder.from_pretrained(path, pooling=a.pooling, normalize=False)
-    if a.mlp:
-        model = SentenceEncoder.from_pretrained(
-            path, pooling="cls", projection_dim=model.config.hidden_size, mlp_only_train=True, normalize=False
-        )
+    model = SentenceEncoder.from_pretrained(path, pooling="cls" if a.mlp else a.pooling, normalize=False)
+    if a.mlp:  # SimCSE's Linear + tanh on [CLS], used in training only
+        hidden = model.config.hidden_size
+        model.config.projection_dim, model.config.mlp_only_train = hidden, True
+        model.projection = ProjectionHead(hidden, hidden, "tanh")
+        model._init_weights(model.projection)
     train = text_lines(data_dir() / "corpus" / "wiki1m_first11914.txt", max_rows=a.max_rows)
     args = ContrastiveConfig(
         output_dir=a.output_dir,

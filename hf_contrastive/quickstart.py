@@ -353,20 +353,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--learning-rate", type=float, default=1e-3)
     p.add_argument("--max-steps", type=int, default=-1)
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(
-        func=lambda a: (
-            run(
-                a.model,
-                a.output_dir,
-                a.epochs,
-                a.batch_size,
-                a.learning_rate,
-                seed=a.seed,
-                max_steps=a.max_steps,
-            )
-            and 0
-        )
-    )
+    p.set_defaults(func=_main)
+
+
+def _main(a: argparse.Namespace) -> int:
+    run(a.model, a.output_dir, a.epochs, a.batch_size, a.learning_rate, seed=a.seed, max_steps=a.max_steps)
+    return 0
 
 
 __all__ = ["help_desk_data", "retrieval_scores", "run", "PRODUCTS", "PROBLEMS"]

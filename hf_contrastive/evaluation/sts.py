@@ -10,7 +10,6 @@ are concatenated and one correlation is taken over the whole (``aggregate_sentev
 from __future__ import annotations
 
 import csv
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -284,7 +283,7 @@ class STSEvaluator:
         for sim in self.similarities:
             if sim != self.main_similarity:
                 out[f"{self.name}_spearman_{sim}"] = res[f"spearman_{sim}"]
-        return {k: (v if not math.isnan(v) else float("nan")) for k, v in out.items()}
+        return out
 
 
 __all__ = [

@@ -78,10 +78,13 @@ def resolve_folder(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> Path:
     if path.is_dir():
         return path
     text = str(name_or_path)
-    looks_local = (
-        text.startswith((".", "/", "~")) or os.sep in text.strip("/").replace("/", "", 1) or path.exists()
-    )
-    if looks_local or text.count("/") > 1:
+    # A Hub id is "name" or "org/name"; anything else names a local folder.
+    if (
+        path.exists()
+        or text.startswith((".", "/", "~"))
+        or text.count("/") > 1
+        or (os.sep != "/" and os.sep in text)
+    ):
         raise ValueError(
             f"Expected a model folder or a Hub id ('org/name'); the folder {str(path)!r} does not exist."
         )

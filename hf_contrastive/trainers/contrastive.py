@@ -497,18 +497,9 @@ class ContrastiveTrainer(Trainer):
 
 
 def _base_encoder(model: Any) -> Any:
-    """The SentenceEncoder under PEFT / DDP wrappers."""
-    seen = 0
-    while seen < 5:
-        seen += 1
-        if hasattr(model, "card_info") and hasattr(model, "encode"):
-            return model
-        inner = getattr(model, "module", None) or getattr(model, "base_model", None)
-        if inner is None or inner is model:
-            break
-        inner = getattr(inner, "model", inner) if not hasattr(inner, "card_info") else inner
-        model = inner
-    return model
+    """The SentenceEncoder under DDP (``.module``) and PEFT (``get_base_model()``) wrappers."""
+    model = getattr(model, "module", model)
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _apply_peft(model: Any, peft_config: Any) -> Any:
