@@ -33,5 +33,9 @@ def _run(args: argparse.Namespace) -> int:
     after = results.get("after", {}).get("eval_sts_spearman")
     if before is not None and after is not None:
         print(f"STS Spearman: {before:.4f} -> {after:.4f}")
-    print(f"Hub-ready encoder with its card: {results['output']}")
+    if "output" in results:
+        print(f"Hub-ready model with its card: {results['output']}")
+    figures = {k: v for k, v in results.items() if k not in ("before", "after", "output", "is_main_process")}
+    if figures:
+        print(json.dumps(figures, indent=2, default=str))
     return 0

@@ -12,6 +12,11 @@ all-MiniLM-L6-v2, ``${output}`` the value of ``args.output_dir``. Command-line o
 dotted keys (``--args.learning_rate 1e-4 --model.pooling cls``); a key without a section goes to
 ``args``. The same command runs under ``accelerate launch --multi_gpu --num_processes N -m hf_contrastive
 train RECIPE`` or ``torchrun --nproc_per_node N -m hf_contrastive train RECIPE``.
+
+A recipe may name its ``task`` (default ``contrastive``); each task is run by the function named in
+``RECIPE_TASKS`` (``"module:function"``, imported on use), which receives the resolved recipe dict and
+returns its figures. Tasks other than ``contrastive`` declare their own sections in the module-level
+``RECIPE_SECTIONS`` of their module (the four above are always allowed).
 """
 
 from __future__ import annotations
@@ -26,6 +31,28 @@ import yaml
 from hf_contrastive.utils import data_dir, packaged_minilm_path, resource_dir
 
 SECTIONS = ("model", "data", "args", "lora")
+
+# task name -> "module:function"; the function takes the resolved recipe and returns a dict of figures.
+RECIPE_TASKS: dict[str, str] = {
+    "contrastive": "hf_contrastive.trainers.recipes:run_contrastive_recipe",
+}
+
+
+def _task_function(task: str):
+    import importlib
+
+    if task not in RECIPE_TASKS:
+        raise ValueError(f"Unknown recipe task {task!r}; known tasks: {sorted(RECIPE_TASKS)}.")
+    module_name, _, func = RECIPE_TASKS[task].partition(":")
+    module = importlib.import_module(module_name)
+    return module, getattr(module, func)
+
+
+def _allowed_sections(task: str) -> tuple[str, ...]:
+    if task == "contrastive":
+        return SECTIONS
+    module, _ = _task_function(task)
+    return tuple(dict.fromkeys((*SECTIONS, *getattr(module, "RECIPE_SECTIONS", ()))))
 
 
 def recipe_path(name_or_path: str | os.PathLike) -> Path:
@@ -52,7 +79,9 @@ def _parse_value(text: str) -> Any:
     return text if value is None and text not in ("null", "~", "") else value
 
 
-def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+def apply_overrides(
+    recipe: dict[str, Any], overrides: list[str], sections: tuple[str, ...] = SECTIONS
+) -> dict[str, Any]:
     """Apply ``--section.key value`` (or ``--key=value``) overrides to a recipe dict (copied)."""
     recipe = copy.deepcopy(recipe)
     i = 0
@@ -70,7 +99,7 @@ def apply_overrides(recipe: dict[str, Any], overrides: list[str]) -> dict[str, A
             raw = overrides[i + 1]
             i += 2
         parts = key.replace("-", "_").split(".")
-        if parts[0] not in SECTIONS:
+        if parts[0] not in sections:
             parts = ["args", *parts]
         node = recipe
         for part in parts[:-1]:
@@ -99,10 +128,13 @@ def load_recipe(name_or_path: str | os.PathLike, overrides: list[str] | None = N
     recipe = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     if not isinstance(recipe, dict):
         raise ValueError(f"{path}: a recipe is a mapping with sections {SECTIONS}.")
-    unknown = sorted(set(recipe) - set(SECTIONS))
+    task = str(recipe.pop("task", "contrastive"))
+    sections = _allowed_sections(task)
+    unknown = sorted(set(recipe) - set(sections))
     if unknown:
-        raise ValueError(f"{path}: unknown section(s) {unknown}; expected {SECTIONS}.")
-    recipe = apply_overrides(recipe, overrides or [])
+        raise ValueError(f"{path}: unknown section(s) {unknown}; expected {sections} for task {task!r}.")
+    recipe = apply_overrides(recipe, overrides or [], sections=sections)
+    recipe["task"] = task
     minilm = packaged_minilm_path()
     values = {
         "data": str(data_dir()),
@@ -113,7 +145,15 @@ def load_recipe(name_or_path: str | os.PathLike, overrides: list[str] | None = N
 
 
 def run_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """Train as the recipe says, evaluate, save a Hub-ready encoder; return the figures."""
+    """Run a resolved recipe with the function of its task; return the figures."""
+    recipe = dict(recipe)
+    task = str(recipe.pop("task", "contrastive"))
+    _, func = _task_function(task)
+    return func(recipe)
+
+
+def run_contrastive_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """Train a sentence encoder as the recipe says, evaluate, save a Hub-ready encoder; return the figures."""
     from hf_contrastive.data.loaders import load_source
     from hf_contrastive.evaluation.sts import STSEvaluator
     from hf_contrastive.modeling import SentenceEncoder
@@ -165,4 +205,11 @@ def run_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     return results
 
 
-__all__ = ["load_recipe", "run_recipe", "apply_overrides", "recipe_path"]
+__all__ = [
+    "RECIPE_TASKS",
+    "load_recipe",
+    "run_recipe",
+    "run_contrastive_recipe",
+    "apply_overrides",
+    "recipe_path",
+]
