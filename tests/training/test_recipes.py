@@ -80,7 +80,7 @@ def test_unknown_section_and_argument(tmp_path):
 def test_train_verb_end_to_end(tiny_setup, capsys):
     tmp_path, recipe = tiny_setup
     assert main(["train", str(recipe), "--args.max_steps", "3"]) == 0
-    assert "Hub-ready encoder" in capsys.readouterr().out
+    assert "Hub-ready model" in capsys.readouterr().out
     final = tmp_path / "out" / "final"
     assert (final / "README.md").exists() and (final / "model.safetensors").exists()
     SentenceEncoder.from_pretrained(final).encode(["a man"])
