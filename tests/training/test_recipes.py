@@ -122,7 +122,7 @@ def test_train_verb_under_torchrun_two_processes(tiny_setup):
     # 24 rows, 4 per process, 2 processes: one step covers a third of an epoch (alone it would be a sixth),
     # and only the main process logs and saves.
     assert out.count("'epoch': '0.3333'") == 1 and "'epoch': '0.1667'" not in out
-    assert out.count("Hub-ready encoder") == 1
+    assert out.count("Hub-ready model") == 1
 
 
 def test_quickstart_data_keeps_phrasings_apart():
