@@ -2,6 +2,7 @@
 
 from transformers import AutoConfig, AutoModel
 
+from hf_contrastive.modeling.bi_encoder import BiEncoder, BiEncoderConfig
 from hf_contrastive.modeling.configuration_sentence_encoder import POOLING_MODES, SentenceEncoderConfig
 from hf_contrastive.modeling.modeling_sentence_encoder import (
     ProjectionHead,
@@ -22,11 +23,18 @@ def _register() -> None:
         AutoModel.register(SentenceEncoderConfig, SentenceEncoder)
     except ValueError:
         pass
+    try:
+        AutoConfig.register(BiEncoderConfig.model_type, BiEncoderConfig)
+        AutoModel.register(BiEncoderConfig, BiEncoder)
+    except ValueError:
+        pass
 
 
 _register()
 
 __all__ = [
+    "BiEncoder",
+    "BiEncoderConfig",
     "POOLING_MODES",
     "SentenceEncoderConfig",
     "SentenceEncoder",
@@ -34,4 +42,34 @@ __all__ = [
     "SentenceEncoderPreTrainedModel",
     "ProjectionHead",
     "pool",
+]
+
+# -- relation classification (TKRE head) --
+from hf_contrastive.modeling.configuration_relation import RelationClassifierConfig  # noqa: E402
+from hf_contrastive.modeling.modeling_relation import (  # noqa: E402
+    RelationClassificationHead,
+    RelationClassifier,
+    RelationClassifierOutput,
+    render_relation_card,
+)
+
+
+def _register_relation() -> None:
+    try:
+        AutoConfig.register(RelationClassifierConfig.model_type, RelationClassifierConfig)
+    except ValueError:
+        pass
+    try:
+        AutoModel.register(RelationClassifierConfig, RelationClassifier)
+    except ValueError:
+        pass
+
+
+_register_relation()
+__all__ += [
+    "RelationClassifierConfig",
+    "RelationClassifier",
+    "RelationClassifierOutput",
+    "RelationClassificationHead",
+    "render_relation_card",
 ]

@@ -325,6 +325,21 @@ class SentenceEncoder(SentenceEncoderPreTrainedModel):
             return result.cpu().tolist()
         return result
 
+    def encode_queries(self, texts: str | Sequence[str], **kwargs: Any) -> torch.Tensor | Any:
+        """`encode` for retrieval queries: applies the prompt named ``"query"`` when `config.prompts` has one."""
+        if "prompt" not in kwargs and "prompt_name" not in kwargs and "query" in self.config.prompts:
+            kwargs["prompt_name"] = "query"
+        return self.encode(texts, **kwargs)
+
+    def encode_documents(self, texts: str | Sequence[str], **kwargs: Any) -> torch.Tensor | Any:
+        """`encode` for retrieval documents: applies the prompt named ``"document"`` (or ``"passage"``)."""
+        if "prompt" not in kwargs and "prompt_name" not in kwargs:
+            for name in ("document", "passage"):
+                if name in self.config.prompts:
+                    kwargs["prompt_name"] = name
+                    break
+        return self.encode(texts, **kwargs)
+
     def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Pairwise similarity matrix ``[len(a), len(b)]`` under ``config.similarity_fn``.
 
