@@ -11,6 +11,7 @@ __version__ = "0.1.0.dev0"
 
 from hf_contrastive.evaluation import STSEvaluator, evaluate_sts, load_sts_benchmark
 from hf_contrastive.evaluation.decoding import coherence, diversity, isotropy, rep_n, repetition_and_diversity
+from hf_contrastive.evaluation.retrieval import RetrievalEvaluator, evaluate_retrieval, load_beir
 from hf_contrastive.generation import *  # noqa: F403
 from hf_contrastive.hub import EvalEntry, ModelCardInfo, push_folder_to_hub, render_model_card
 from hf_contrastive.losses import *  # noqa: F403

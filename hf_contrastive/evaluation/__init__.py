@@ -1,6 +1,14 @@
 """Evaluation: STS, decoding quality (and later retrieval, classification)."""
 
 from hf_contrastive.evaluation.decoding import *  # noqa: F403
+from hf_contrastive.evaluation.retrieval import (
+    RetrievalEvaluator,
+    RetrievalEvaluatorCallback,
+    evaluate_retrieval,
+    exact_search,
+    load_beir,
+    retrieval_metrics,
+)
 from hf_contrastive.evaluation.sts import (
     SIMILARITIES,
     STSEvaluator,
