@@ -21,5 +21,12 @@ from hf_contrastive.modeling import (
     SentenceEncoderConfig,
     SentenceEncoderOutput,
 )
+from hf_contrastive.rerankers import (
+    CrossEncoderReranker,
+    LLMYesNoReranker,
+    RerankerConfig,
+    RerankerTrainer,
+    evaluate_reranking,
+)
 from hf_contrastive.trainers import ContrastiveConfig, ContrastiveTrainer
 from hf_contrastive.trainers.simctg import SimCTGConfig, SimCTGTrainer
