@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from hf_contrastive.losses.base import ContrastiveLoss, LossOutput
 from hf_contrastive.losses.cosent import CoSENTLoss
+from hf_contrastive.losses.gradcache import GradCache
 from hf_contrastive.losses.infonce import InfoNCELoss, MultipleNegativesRankingLoss
 from hf_contrastive.losses.multicsr import MultiCSRLoss
 from hf_contrastive.losses.regression import EmbeddingRegressionLoss
@@ -18,6 +19,7 @@ __all__ = [
     "CoSENTLoss",
     "ContrastiveLoss",
     "EmbeddingRegressionLoss",
+    "GradCache",
     "InfoNCELoss",
     "LossOutput",
     "MultiCSRLoss",

@@ -30,6 +30,7 @@ from hf_contrastive.hub.card import EvalEntry
 from hf_contrastive.losses import (
     CoSENTLoss,
     EmbeddingRegressionLoss,
+    GradCache,
     InfoNCELoss,
     MultiCSRLoss,
     SupervisedSimCSELoss,
@@ -67,6 +68,12 @@ class ContrastiveConfig(TrainingArguments):
             of similar length, each trimmed to its longest text (same embeddings, fewer padded tokens).
         anchor_column / positive_column / negative_columns / score_column: explicit column roles.
         dataset_name (`str`, *optional*): Hub id of the training data, for the model card.
+        gradcache_mini_batch_size (`int`, *optional*): GradCache (Gao et al. 2021): embed the batch in
+            mini-batches of this many texts, first without graph, then again with graph to back-propagate
+            the cached embedding gradients, so a batch of thousands costs the activation memory of one
+            mini-batch (with the same loss and gradients). `None` (default) disables it.
+        gradcache_token_budget (`int`, *optional*): GradCache with mini-batches packed by padded tokens
+            (rows x longest row <= budget) instead of by count.
     """
 
     loss: str = field(default="auto", metadata={"help": f"One of {LOSSES}."})
@@ -88,6 +95,12 @@ class ContrastiveConfig(TrainingArguments):
     negative_columns: list[str] | None = field(default=None, metadata={"help": "Negative column names."})
     score_column: str | None = field(default=None, metadata={"help": "Score column name."})
     dataset_name: str | None = field(default=None, metadata={"help": "Hub id of the training data."})
+    gradcache_mini_batch_size: int | None = field(
+        default=None, metadata={"help": "GradCache: texts per forward pass (None: off)."}
+    )
+    gradcache_token_budget: int | None = field(
+        default=None, metadata={"help": "GradCache: padded tokens per forward pass (None: off)."}
+    )
     # Trainer defaults that are wrong for role-named text columns / sentence data.
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the role columns."})
     learning_rate: float = field(default=3e-5, metadata={"help": "SimCSE's learning rate."})
@@ -113,7 +126,30 @@ class ContrastiveConfig(TrainingArguments):
             self.use_cpu = True
         if isinstance(self.negative_columns, str):
             self.negative_columns = [c.strip() for c in self.negative_columns.split(",") if c.strip()]
+        if self.gradcache_mini_batch_size is not None and self.gradcache_token_budget is not None:
+            raise ValueError(
+                "Give gradcache_mini_batch_size or gradcache_token_budget, not both (got "
+                f"{self.gradcache_mini_batch_size} and {self.gradcache_token_budget})."
+            )
+        for name in ("gradcache_mini_batch_size", "gradcache_token_budget"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or int(value) != value or int(value) < 1):
+                raise ValueError(f"{name} must be a positive integer or None, got {value!r}.")
+        if (
+            self.gradcache_mini_batch_size is not None
+            and self.gradcache_mini_batch_size > self.per_device_train_batch_size
+        ):
+            raise ValueError(
+                f"gradcache_mini_batch_size={self.gradcache_mini_batch_size} is larger than the batch "
+                f"(per_device_train_batch_size={self.per_device_train_batch_size}): GradCache would cache "
+                "nothing. Use a mini-batch smaller than the batch, or leave GradCache off."
+            )
         super().__post_init__()
+
+    @property
+    def gradcache(self) -> bool:
+        """Whether GradCache is on (a mini-batch size or a token budget is set)."""
+        return self.gradcache_mini_batch_size is not None or self.gradcache_token_budget is not None
 
 
 def build_loss(config: ContrastiveConfig, roles: ColumnRoles) -> nn.Module:
@@ -225,7 +261,13 @@ class ContrastiveTrainer(Trainer):
             columns, args.anchor_column, args.positive_column, args.negative_columns, args.score_column
         )
         self.loss_fn = loss if loss is not None else build_loss(args, self.roles)
-        in_batch = isinstance(self.loss_fn, InfoNCELoss)
+        if args.gradcache and not isinstance(self.loss_fn, GradCache):
+            self.loss_fn = GradCache(
+                self.loss_fn,
+                mini_batch_size=args.gradcache_mini_batch_size,
+                token_budget=args.gradcache_token_budget,
+            )
+        in_batch = isinstance(_inner_loss(self.loss_fn), InfoNCELoss)
         if (
             in_batch
             and args.per_device_train_batch_size * max(args.world_size, 1) < 2
@@ -235,7 +277,7 @@ class ContrastiveTrainer(Trainer):
                 "Batch size 1 with in-batch negatives and no hard-negative column leaves no negatives: raise "
                 "per_device_train_batch_size (SimCSE uses 64) or add negative columns."
             )
-        if isinstance(self.loss_fn, MultiCSRLoss) and reference_model is None:
+        if isinstance(_inner_loss(self.loss_fn), MultiCSRLoss) and reference_model is None:
             raise ValueError(
                 "loss='multicsr' needs reference_model= (the frozen encoder that flags false negatives)."
             )
@@ -248,10 +290,17 @@ class ContrastiveTrainer(Trainer):
             sts_evaluator = STSEvaluator(sts_evaluator)
         self.sts_evaluator = sts_evaluator
         base = _base_encoder(model)
+        self._two_towers = getattr(getattr(base, "config", None), "shared_towers", True) is False
         max_length = args.max_seq_length or getattr(getattr(base, "config", None), "max_seq_length", None)
         collator = kwargs.pop("data_collator", None) or ContrastiveDataCollator(
             tokenizer, self.roles, max_length=max_length
         )
+        prompts = getattr(base, "role_prompts", None)
+        if prompts and any(prompts.values()):
+            # Bi-encoder prompts: anchors are queries, positives and negatives are documents.
+            by_column = {self.roles.anchor: prompts.get("query", "")}
+            by_column.update({c: prompts.get("document", "") for c in self.roles.text_columns[1:]})
+            collator = _PromptingCollator(collator, by_column)
         # Trainer refuses an evaluation schedule without an eval_dataset; an STS evaluator is one.
         strategy = args.eval_strategy
         sts_only = (
@@ -311,34 +360,48 @@ class ContrastiveTrainer(Trainer):
         return optimizer
 
     # -- loss -----------------------------------------------------------------------------------
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+    def _embedding_inputs(self, inputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], Any, int]:
+        """(features of every row to embed, scores, number of role blocks in those rows)."""
         inputs = dict(inputs)
         scores = inputs.pop("scores", None)
-        n_roles = len(self.roles.text_columns)
         if self.roles.layout == "unsupervised":
             # One forward of 2B rows: dropout draws an independent mask for each copy (SimCSE).
-            doubled = {k: torch.cat([v, v]) for k, v in inputs.items()}
-            emb = self._embed(model, doubled)
-            self._check_embeddings(emb)
-            out = self.loss_fn(*emb.chunk(2))
-        else:
-            emb = self._embed(model, inputs)
-            self._check_embeddings(emb)
-            parts = emb.split(emb.shape[0] // n_roles)
-            if self.roles.layout == "scored_pairs":
-                if isinstance(self.loss_fn, EmbeddingRegressionLoss):
-                    out = self.loss_fn(parts[0], parts[1], scores=self._rescale(scores))
-                else:
-                    out = self.loss_fn(parts[0], parts[1], scores)
-            else:
-                negatives = torch.stack(parts[2:], dim=1) if n_roles > 2 else None
-                ref = self._reference_embeddings(inputs, n_roles)
-                out = self.loss_fn(parts[0], parts[1], negatives, **ref)
-        loss = out.loss
-        if model.training and isinstance(self.loss_fn, InfoNCELoss) and distributed.is_distributed():
+            return {k: torch.cat([v, v]) for k, v in inputs.items()}, scores, 2
+        return inputs, scores, len(self.roles.text_columns)
+
+    def _loss_on_embeddings(
+        self, emb: torch.Tensor, inputs: dict[str, Any], scores: Any, n_blocks: int
+    ) -> tuple[tuple, dict]:
+        """Arguments of ``self.loss_fn`` for the embeddings ``emb`` of all rows (in role blocks)."""
+        parts = emb.split(emb.shape[0] // n_blocks)
+        if self.roles.layout == "unsupervised":
+            return (parts[0], parts[1]), {}
+        if self.roles.layout == "scored_pairs":
+            if isinstance(_inner_loss(self.loss_fn), EmbeddingRegressionLoss):
+                return (parts[0], parts[1]), {"scores": self._rescale(scores)}
+            return (parts[0], parts[1], scores), {}
+        negatives = torch.stack(parts[2:], dim=1) if n_blocks > 2 else None
+        ref = self._reference_embeddings({k: v for k, v in inputs.items() if k != "scores"}, n_blocks)
+        return (parts[0], parts[1], negatives), ref
+
+    def _loss_scale(self, model, local_rows: int) -> float:
+        if (
+            model.training
+            and isinstance(_inner_loss(self.loss_fn), InfoNCELoss)
+            and distributed.is_distributed()
+        ):
             # Each rank's loss is a mean over its own anchors; with unequal local batches (the last
             # one of an epoch) this factor makes the DDP-averaged gradient the global-batch gradient.
-            loss = loss * distributed.global_mean_factor(emb.shape[0] // max(n_roles, 1))
+            return distributed.global_mean_factor(local_rows)
+        return 1.0
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        features, scores, n_blocks = self._embedding_inputs(inputs)
+        emb = self._embed(model, features, n_queries=features_rows(features) // n_blocks)
+        self._check_embeddings(emb)
+        args, kwargs = self._loss_on_embeddings(emb, inputs, scores, n_blocks)
+        out = self.loss_fn(*args, **kwargs)
+        loss = out.loss * self._loss_scale(model, emb.shape[0] // max(n_blocks, 1))
         if not torch.isfinite(loss.detach()):
             self._stop_on_nan(float(loss.detach()))
         if model.training:
@@ -346,8 +409,57 @@ class ContrastiveTrainer(Trainer):
                 self._components[k].append(float(v))
         return (loss, {"embeddings": emb}) if return_outputs else loss
 
+    def _gradcache_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
+        """One training step with GradCache: the full-batch loss, the memory of one mini-batch."""
+        if self.loss_is_scaled_for_ga is not None:
+            scaled_for_ga = self.loss_is_scaled_for_ga
+        else:
+            scaled_for_ga = (
+                self.model_accepts_loss_kwargs and num_items_in_batch is not None
+            ) or self.compute_loss_func is not None
+        ga = 1 if scaled_for_ga else self.current_gradient_accumulation_steps
+        features, scores, n_blocks = self._embedding_inputs(inputs)
+        n_queries = features_rows(features) // n_blocks
+        local = features_rows(features) // n_blocks
+        factor = self._loss_scale(model, local) / ga
+        unwrapped = self.accelerator.unwrap_model(model)
+        distributed_model = unwrapped is not model and distributed.is_distributed()
+
+        def encode(m):
+            def run(chunk: dict[str, torch.Tensor]) -> torch.Tensor:
+                rows = chunk["_rows"]
+                feats = {k: v for k, v in chunk.items() if k != "_rows"}
+                return self._forward(m, feats, n_queries=int((rows < n_queries).sum()))
+
+            return run
+
+        out = self.loss_fn.backward(
+            encode(model),
+            {**features, "_rows": torch.arange(features_rows(features))},
+            lambda emb: self._loss_on_embeddings(emb, inputs, scores, n_blocks),
+            encode_no_grad=encode(unwrapped),
+            loss_scale=factor,
+            backward=self.accelerator.backward,
+            no_sync=(lambda: self.accelerator.no_sync(model)) if distributed_model else None,
+            check_embeddings=self._check_embeddings,
+        )
+        loss = out.loss * self._loss_scale(model, local)
+        if not torch.isfinite(loss):
+            self._stop_on_nan(float(loss))
+        for k, v in out.components.items():
+            self._components[k].append(float(v))
+        return loss / ga
+
     def training_step(self, model, inputs, num_items_in_batch=None):
-        loss = super().training_step(model, inputs, num_items_in_batch)
+        if isinstance(self.loss_fn, GradCache):
+            model.train()
+            if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+                self.optimizer.train()
+            inputs = self._prepare_inputs(inputs)
+            with self.compute_loss_context_manager():
+                loss = self._gradcache_step(model, inputs, num_items_in_batch)
+        else:
+            loss = super().training_step(model, inputs, num_items_in_batch)
         # The loss's own parameters (a learnable temperature) live outside the DDP-wrapped model,
         # so DDP does not average their gradients: do it here, or the ranks' scales drift apart.
         if distributed.is_distributed():
@@ -355,23 +467,32 @@ class ContrastiveTrainer(Trainer):
                 if p.requires_grad and p.grad is not None:
                     torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
                     p.grad /= distributed.world_size()
-        return loss
+        return loss.detach()
 
-    def _embed(self, model, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    def _embed(self, model, inputs: dict[str, torch.Tensor], n_queries: int = 0) -> torch.Tensor:
         """Embeddings of every row of a padded batch, in row order.
 
         One padded batch of all roles pads short texts to the longest of the whole batch (about 3x the
         real tokens on SNLI pairs); large batches are embedded in groups of similar length instead.
+        ``n_queries``: the first rows are queries (a bi-encoder with separate towers routes them).
         """
         # A DDP-wrapped model expects one forward per backward (its gradient reducer is armed per
-        # forward), so bucketing is used only in single-process training.
-        bucketed = self.args.length_bucketed_forward and not distributed.is_distributed()
+        # forward), so bucketing is used only in single-process training; a two-tower bi-encoder
+        # needs its query rows first, so it is not bucketed either.
+        bucketed = (
+            self.args.length_bucketed_forward and not distributed.is_distributed() and not self._two_towers
+        )
         groups = length_buckets(inputs) if bucketed else [(None, inputs)]
         if len(groups) == 1:
-            return model(**groups[0][1]).embeddings
-        emb = torch.cat([model(**features).embeddings for _, features in groups])
+            return self._forward(model, groups[0][1], n_queries)
+        emb = torch.cat([self._forward(model, features) for _, features in groups])
         order = torch.cat([idx for idx, _ in groups]).to(emb.device)
         return emb[torch.argsort(order)]
+
+    def _forward(self, model, features: dict[str, torch.Tensor], n_queries: int = 0) -> torch.Tensor:
+        if self._two_towers:
+            return model(**features, num_queries=n_queries).embeddings
+        return model(**features).embeddings
 
     def _rescale(self, scores: torch.Tensor) -> torch.Tensor:
         lo, hi = float(scores.min()), float(scores.max())
@@ -494,6 +615,39 @@ class ContrastiveTrainer(Trainer):
         kwargs.setdefault("token", self.args.hub_token)
         kwargs.setdefault("private", self.args.hub_private_repo)
         return encoder.push_to_hub(repo_id, **kwargs)
+
+
+def features_rows(features: dict[str, torch.Tensor]) -> int:
+    """Number of rows of a padded token batch."""
+    ref = features.get("input_ids")
+    if ref is None:
+        ref = features.get("inputs_embeds")
+    if ref is None:
+        ref = next(v for v in features.values() if isinstance(v, torch.Tensor))
+    return int(ref.shape[0])
+
+
+def _inner_loss(loss: nn.Module) -> nn.Module:
+    """The loss that a GradCache wrapper wraps (the loss itself otherwise)."""
+    return loss.loss if isinstance(loss, GradCache) else loss
+
+
+class _PromptingCollator:
+    """Prepend each role's prompt (``"query: "`` / ``"passage: "``) to its column before collating."""
+
+    def __init__(self, collator: Any, prompts: dict[str, str]) -> None:
+        self.collator = collator
+        self.prompts = {c: p for c, p in prompts.items() if p}
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        prompted = []
+        for row in rows:
+            row = dict(row)
+            for column, prompt in self.prompts.items():
+                if isinstance(row.get(column), str):
+                    row[column] = prompt + row[column]
+            prompted.append(row)
+        return self.collator(prompted)
 
 
 def _base_encoder(model: Any) -> Any:
