@@ -30,3 +30,15 @@ from hf_contrastive.rerankers import (
 )
 from hf_contrastive.trainers import ContrastiveConfig, ContrastiveTrainer
 from hf_contrastive.trainers.simctg import SimCTGConfig, SimCTGTrainer
+
+# -- relation extraction (TKRE) --
+# isort: split
+from hf_contrastive.data.relation import RelationExample, load_fewrel, load_semeval2010  # noqa: E402, F401
+from hf_contrastive.evaluation.relation import relation_micro_f1, semeval2010_official_scores  # noqa: E402, F401
+from hf_contrastive.modeling import RelationClassifier, RelationClassifierConfig  # noqa: E402, F401
+from hf_contrastive.trainers.tkre import (  # noqa: E402, F401
+    RelationClassificationTrainer,
+    RelationFinetuneConfig,
+    TKREConfig,
+    TKREPretrainer,
+)

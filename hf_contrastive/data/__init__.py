@@ -13,3 +13,33 @@ __all__ = [
     "NoDuplicatesBatchSampler",
     "resolve_column_roles",
 ]
+
+# -- relation extraction (TKRE) --
+from hf_contrastive.data.mslm import MaskedSpanLMCollator  # noqa: E402
+from hf_contrastive.data.relation import (  # noqa: E402
+    SEMEVAL_LABELS,
+    Episode,
+    RelationDataCollator,
+    RelationDataset,
+    RelationExample,
+    load_fewrel,
+    load_semeval2010,
+    sample_episodes,
+    sample_k_shot,
+)
+from hf_contrastive.data.relation_knowledge import KnowledgeGenerator, ValidationReport  # noqa: E402
+
+__all__ += [
+    "SEMEVAL_LABELS",
+    "Episode",
+    "KnowledgeGenerator",
+    "MaskedSpanLMCollator",
+    "RelationDataCollator",
+    "RelationDataset",
+    "RelationExample",
+    "ValidationReport",
+    "load_fewrel",
+    "load_semeval2010",
+    "sample_episodes",
+    "sample_k_shot",
+]

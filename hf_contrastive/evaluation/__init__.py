@@ -18,3 +18,12 @@ from hf_contrastive.evaluation.sts import (
     load_sts_benchmark,
     pair_similarities,
 )
+
+# -- relation extraction --
+# isort: split
+from hf_contrastive.evaluation.relation import (  # noqa: E402, F401
+    episode_accuracy,
+    relation_micro_f1,
+    relation_scores,
+    semeval2010_official_scores,
+)

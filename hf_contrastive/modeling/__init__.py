@@ -43,3 +43,33 @@ __all__ = [
     "ProjectionHead",
     "pool",
 ]
+
+# -- relation classification (TKRE head) --
+from hf_contrastive.modeling.configuration_relation import RelationClassifierConfig  # noqa: E402
+from hf_contrastive.modeling.modeling_relation import (  # noqa: E402
+    RelationClassificationHead,
+    RelationClassifier,
+    RelationClassifierOutput,
+    render_relation_card,
+)
+
+
+def _register_relation() -> None:
+    try:
+        AutoConfig.register(RelationClassifierConfig.model_type, RelationClassifierConfig)
+    except ValueError:
+        pass
+    try:
+        AutoModel.register(RelationClassifierConfig, RelationClassifier)
+    except ValueError:
+        pass
+
+
+_register_relation()
+__all__ += [
+    "RelationClassifierConfig",
+    "RelationClassifier",
+    "RelationClassifierOutput",
+    "RelationClassificationHead",
+    "render_relation_card",
+]

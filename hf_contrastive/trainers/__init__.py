@@ -2,3 +2,12 @@
 
 from hf_contrastive.trainers.contrastive import LOSSES, ContrastiveConfig, ContrastiveTrainer, build_loss
 from hf_contrastive.trainers.simctg import *  # noqa: F403
+
+# -- relation extraction (TKRE) --
+from hf_contrastive.trainers.tkre import (  # noqa: E402, F401
+    RelationClassificationTrainer,
+    RelationFinetuneConfig,
+    SpanContrastiveLoss,
+    TKREConfig,
+    TKREPretrainer,
+)
