@@ -63,11 +63,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eps-ascent", type=float, default=1.0, help="weight of the gradient ascent span term")
     p.add_argument("--lambdas", default="0,0.5,1", help="task-negation candidates in [0, 1]")
     p.add_argument("--methods", default="untouched,sft,unlikelihood,gradient_ascent,task_negation")
+    p.add_argument(
+        "--table-from",
+        nargs="+",
+        default=None,
+        help="only print the table of the results.json files of these output folders (runs split by --methods)",
+    )
     return p.parse_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict:
     args = parse_args(argv)
+    if args.table_from:
+        merged: dict[str, dict] = {}
+        for folder in args.table_from:
+            merged.update(json.loads((Path(folder) / "results.json").read_text(encoding="utf-8"))["results"])
+        order = ["untouched", "sft", "unlikelihood", "gradient_ascent", "task_negation"]
+        merged = {k: merged[k] for k in sorted(merged, key=lambda k: order.index(k) if k in order else 99)}
+        print(format_table(merged))
+        return {"results": merged}
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     from datasets import Dataset
     from peft import LoraConfig

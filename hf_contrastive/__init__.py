@@ -42,3 +42,14 @@ from hf_contrastive.trainers.tkre import (  # noqa: E402, F401
     TKREConfig,
     TKREPretrainer,
 )
+
+# -- faithful summarisation (span-level fine-tuning, task vectors) --
+# isort: split
+from hf_contrastive.arithmetic import LoraTaskVector, TaskVector  # noqa: E402, F401
+from hf_contrastive.data.annotation import LLMJudgeAnnotator, PerturbationAnnotator  # noqa: E402, F401
+from hf_contrastive.data.spans import SpanDataCollator, SpanFeatureBuilder  # noqa: E402, F401
+from hf_contrastive.evaluation.faithfulness import evaluate_faithfulness, hallucination_rate  # noqa: E402, F401
+from hf_contrastive.trainers.span_unlikelihood import (  # noqa: E402, F401
+    SpanUnlikelihoodConfig,
+    SpanUnlikelihoodTrainer,
+)

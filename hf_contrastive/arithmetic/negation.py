@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 DEFAULT_LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
-RECIPE_SECTIONS = ("eval", "negation")
+RECIPE_SECTIONS = ("span", "negation", "eval")
 
 
 def halluc_features(
@@ -120,7 +120,8 @@ def select_negation_scale(
 def run_negation_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     """Recipe task ``faithful-task-negation``: fine-tune a LoRA on unfaithful summaries, negate it, pick lam.
 
-    Sections: ``model``, ``data``, ``args``, ``lora`` as in ``faithful-unlikelihood``; ``negation``
+    Sections: ``model``, ``data``, ``span``, ``args``, ``lora`` as in ``faithful-unlikelihood`` (the
+    objective is forced to ``nll``: plain fine-tuning on the unfaithful summaries); ``negation``
     (``lambdas``, ``max_perplexity_increase``, ``target``: ``summary`` or ``spans``); ``eval`` (``batch_size``).
     Returns the held-out figures of the base model and of ``theta_0 - lam * tau``, and the chosen ``lambda``.
     """
@@ -137,7 +138,7 @@ def run_negation_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
 
     model_cfg = dict(recipe.get("model") or {})
     data_cfg = dict(recipe.get("data") or {})
-    args_cfg = dict(recipe.get("args") or {})
+    args_cfg = {**dict(recipe.get("args") or {}), **dict(recipe.get("span") or {})}
     neg_cfg = dict(recipe.get("negation") or {})
     eval_cfg = dict(recipe.get("eval") or {})
     if "name_or_path" not in model_cfg or "path" not in data_cfg:

@@ -43,3 +43,34 @@ __all__ += [
     "sample_episodes",
     "sample_k_shot",
 ]
+
+# -- faithful summarisation (span-level fine-tuning) --
+from hf_contrastive.data.annotation import (  # noqa: E402
+    LLMJudgeAnnotator,
+    PerturbationAnnotator,
+    SpanAnnotation,
+    SpanAnnotator,
+    load_summary_splits,
+)
+from hf_contrastive.data.spans import (  # noqa: E402
+    UNFAITHFUL_MASK,
+    SpanDataCollator,
+    SpanExample,
+    SpanFeatureBuilder,
+    build_summary_prompt,
+    token_span_mask,
+)
+
+__all__ += [
+    "LLMJudgeAnnotator",
+    "PerturbationAnnotator",
+    "SpanAnnotation",
+    "SpanAnnotator",
+    "SpanDataCollator",
+    "SpanExample",
+    "SpanFeatureBuilder",
+    "UNFAITHFUL_MASK",
+    "build_summary_prompt",
+    "load_summary_splits",
+    "token_span_mask",
+]

@@ -27,3 +27,15 @@ from hf_contrastive.evaluation.relation import (  # noqa: E402, F401
     relation_scores,
     semeval2010_official_scores,
 )
+
+# -- faithful summarisation --
+# isort: split
+from hf_contrastive.evaluation.faithfulness import (  # noqa: E402, F401
+    SpanMatchJudge,
+    annotator_judge,
+    evaluate_faithfulness,
+    generate_summaries,
+    hallucination_rate,
+    span_log_probs,
+    summary_perplexity,
+)

@@ -11,3 +11,10 @@ from hf_contrastive.trainers.tkre import (  # noqa: E402, F401
     TKREConfig,
     TKREPretrainer,
 )
+
+# -- faithful summarisation (span-level unlikelihood / gradient ascent) --
+# isort: split
+from hf_contrastive.trainers.span_unlikelihood import (  # noqa: E402, F401
+    SpanUnlikelihoodConfig,
+    SpanUnlikelihoodTrainer,
+)

@@ -52,7 +52,7 @@ __all__ = [
 ]
 
 OBJECTIVES = ("unlikelihood", "gradient_ascent", "nll")
-RECIPE_SECTIONS = ("eval", "generation")
+RECIPE_SECTIONS = ("span", "eval")
 
 
 def safe_log1m_exp(log_p: torch.Tensor, clamp: float = 1e-5) -> torch.Tensor:
@@ -318,16 +318,18 @@ def run_span_unlikelihood_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
 
     Sections: ``model`` (``name_or_path``; ``smollm2`` means the packaged SmolLM2-135M-Instruct), ``data``
     (``path`` of a JSON-lines file with ``document``/``summary``, ``n_train``, ``n_validation``, ``n_test``,
-    ``seed``, ``max_document_tokens``, ``perturbations``), ``args`` (:class:`SpanUnlikelihoodConfig` fields),
-    ``lora`` (``peft.LoraConfig`` fields), ``eval`` (``batch_size``). Returns the held-out figures before and
-    after training (mean log-prob of unfaithful spans and of faithful text, faithful-summary perplexity).
+    ``seed``, ``perturbations``), ``span`` (the method's fields of :class:`SpanUnlikelihoodConfig`:
+    ``objective``, ``eps``, ``log_prob_floor``, ``max_length``, ``max_document_tokens``, ...), ``args``
+    (``TrainingArguments`` fields), ``lora`` (``peft.LoraConfig`` fields), ``eval`` (``batch_size``). Returns the
+    held-out figures before and after training (mean log-prob of unfaithful spans and of the other summary
+    tokens, faithful-reference perplexity).
     """
     from hf_contrastive.data.annotation import load_summary_splits
     from hf_contrastive.evaluation.faithfulness import evaluate_faithfulness, load_causal_lm
 
     model_cfg = dict(recipe.get("model") or {})
     data_cfg = dict(recipe.get("data") or {})
-    args_cfg = dict(recipe.get("args") or {})
+    args_cfg = {**dict(recipe.get("args") or {}), **dict(recipe.get("span") or {})}
     eval_cfg = dict(recipe.get("eval") or {})
     if "name_or_path" not in model_cfg:
         raise ValueError("The recipe's model section needs name_or_path.")
