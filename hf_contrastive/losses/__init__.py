@@ -11,6 +11,7 @@ from hf_contrastive.losses.base import ContrastiveLoss, LossOutput
 from hf_contrastive.losses.cosent import CoSENTLoss
 from hf_contrastive.losses.gradcache import GradCache
 from hf_contrastive.losses.infonce import InfoNCELoss, MultipleNegativesRankingLoss
+from hf_contrastive.losses.moco import MomentumContrastLoss
 from hf_contrastive.losses.multicsr import MultiCSRLoss
 from hf_contrastive.losses.regression import EmbeddingRegressionLoss
 from hf_contrastive.losses.simcse import SupervisedSimCSELoss, UnsupervisedSimCSELoss, split_views
@@ -22,6 +23,7 @@ __all__ = [
     "GradCache",
     "InfoNCELoss",
     "LossOutput",
+    "MomentumContrastLoss",
     "MultiCSRLoss",
     "MultipleNegativesRankingLoss",
     "SupervisedSimCSELoss",

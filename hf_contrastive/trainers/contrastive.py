@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_contrastive import distributed
@@ -32,14 +32,17 @@ from hf_contrastive.losses import (
     EmbeddingRegressionLoss,
     GradCache,
     InfoNCELoss,
+    MomentumContrastLoss,
     MultiCSRLoss,
     SupervisedSimCSELoss,
     UnsupervisedSimCSELoss,
 )
+from hf_contrastive.trainers.momentum import MomentumEncoder
 
 logger = logging.getLogger(__name__)
 
-LOSSES = ("auto", "infonce", "mnrl", "simcse_unsup", "simcse_sup", "multicsr", "cosent", "regression")
+LOSSES = ("auto", "infonce", "mnrl", "simcse_unsup", "simcse_sup", "multicsr", "cosent", "regression", "moco")
+CHECKPOINT_STATE_NAME = "contrastive_state.safetensors"
 
 
 @dataclass
@@ -74,6 +77,15 @@ class ContrastiveConfig(TrainingArguments):
             mini-batch (with the same loss and gradients). `None` (default) disables it.
         gradcache_token_budget (`int`, *optional*): GradCache with mini-batches packed by padded tokens
             (rows x longest row <= budget) instead of by count.
+        momentum (`float`, defaults to 0.9995): `loss="moco"` (MoCo / Contriever pre-training): the key
+            encoder is an exponential moving average of the trained one with this momentum.
+        queue_size (`int`, defaults to 65536): `loss="moco"`: past keys kept as negatives (per queue); must
+            be a multiple of the global batch (per-device batch x processes), as in MoCo.
+        language_column (`str`, *optional*): `loss="moco"`: column naming each row's language; with
+            `languages` it selects one queue per language (CCP, Wu et al. 2022).
+        languages (`list[str]`, *optional*): the languages of `language_column`, one queue each.
+        query_batch_norm (`bool`, defaults to `False`): `loss="moco"`: batch-norm on the query side only
+            (CCP's asymmetric batch normalisation).
     """
 
     loss: str = field(default="auto", metadata={"help": f"One of {LOSSES}."})
@@ -101,6 +113,11 @@ class ContrastiveConfig(TrainingArguments):
     gradcache_token_budget: int | None = field(
         default=None, metadata={"help": "GradCache: padded tokens per forward pass (None: off)."}
     )
+    momentum: float = field(default=0.9995, metadata={"help": "MoCo: key-encoder EMA momentum."})
+    queue_size: int = field(default=65536, metadata={"help": "MoCo: keys per queue."})
+    language_column: str | None = field(default=None, metadata={"help": "MoCo/CCP: language column."})
+    languages: list[str] | None = field(default=None, metadata={"help": "MoCo/CCP: one queue per language."})
+    query_batch_norm: bool = field(default=False, metadata={"help": "CCP: batch norm on the query side."})
     # Trainer defaults that are wrong for role-named text columns / sentence data.
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the role columns."})
     learning_rate: float = field(default=3e-5, metadata={"help": "SimCSE's learning rate."})
@@ -144,7 +161,30 @@ class ContrastiveConfig(TrainingArguments):
                 f"(per_device_train_batch_size={self.per_device_train_batch_size}): GradCache would cache "
                 "nothing. Use a mini-batch smaller than the batch, or leave GradCache off."
             )
+        if isinstance(self.languages, str):
+            self.languages = [c.strip() for c in self.languages.split(",") if c.strip()]
         super().__post_init__()
+        if self.loss == "moco":
+            if not (isinstance(self.momentum, (int, float)) and 0.0 <= self.momentum < 1.0):
+                raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r}.")
+            global_batch = self.per_device_train_batch_size * max(self.world_size, 1)
+            if (
+                isinstance(self.queue_size, bool)
+                or int(self.queue_size) < 1
+                or self.queue_size % global_batch
+            ):
+                raise ValueError(
+                    f"queue_size={self.queue_size} must be a positive multiple of the global batch "
+                    f"({self.per_device_train_batch_size} per device x {max(self.world_size, 1)} processes = "
+                    f"{global_batch}), so that every step replaces whole blocks of the queue (MoCo)."
+                )
+            if self.gradcache:
+                raise ValueError("loss='moco' does not combine with GradCache (its keys carry no gradient).")
+            if (self.language_column is None) != (not self.languages):
+                raise ValueError(
+                    "Per-language queues need both language_column and languages (got "
+                    f"language_column={self.language_column!r}, languages={self.languages!r})."
+                )
 
     @property
     def gradcache(self) -> bool:
@@ -166,6 +206,7 @@ def build_loss(config: ContrastiveConfig, roles: ColumnRoles) -> nn.Module:
         "multicsr": ("pairs",),
         "cosent": ("scored_pairs",),
         "regression": ("scored_pairs",),
+        "moco": ("pairs",),
     }[name]
     if layout not in needs:
         raise ValueError(
@@ -200,6 +241,8 @@ def build_loss(config: ContrastiveConfig, roles: ColumnRoles) -> nn.Module:
         )
     if name == "cosent":
         return CoSENTLoss(temperature=t, **common)
+    if name == "moco":
+        raise ValueError("loss='moco' is built by ContrastiveTrainer, which knows the embedding size.")
     return EmbeddingRegressionLoss(objective="mse", similarity="cosine")
 
 
@@ -260,6 +303,8 @@ class ContrastiveTrainer(Trainer):
         self.roles = resolve_column_roles(
             columns, args.anchor_column, args.positive_column, args.negative_columns, args.score_column
         )
+        if loss is None and args.loss == "moco":
+            loss = self._build_moco(args, model)
         self.loss_fn = loss if loss is not None else build_loss(args, self.roles)
         if args.gradcache and not isinstance(self.loss_fn, GradCache):
             self.loss_fn = GradCache(
@@ -295,6 +340,8 @@ class ContrastiveTrainer(Trainer):
         collator = kwargs.pop("data_collator", None) or ContrastiveDataCollator(
             tokenizer, self.roles, max_length=max_length
         )
+        if args.language_column is not None:
+            collator = _LanguageCollator(collator, args.language_column, list(args.languages or []))
         prompts = getattr(base, "role_prompts", None)
         if prompts and any(prompts.values()):
             # Bi-encoder prompts: anchors are queries, positives and negatives are documents.
@@ -326,6 +373,12 @@ class ContrastiveTrainer(Trainer):
         self.loss_fn.to(self.args.device)
         if self.reference_model is not None:
             self.reference_model.to(self.args.device)
+        # Trainer zeroes the model's gradients after each optimiser step, not the loss's own
+        # parameters' (learnable temperature, CCP batch norm): without this they would accumulate.
+        self.add_callback(_ZeroLossGrad(self.loss_fn))
+        self.key_encoder: MomentumEncoder | None = None
+        if isinstance(self.loss_fn, MomentumContrastLoss):
+            self.key_encoder = MomentumEncoder(self.model, momentum=args.momentum).to(self.args.device)
         self._components: dict[str, list[float]] = defaultdict(list)
 
     # -- data -----------------------------------------------------------------------------------
@@ -359,11 +412,102 @@ class ContrastiveTrainer(Trainer):
             optimizer.add_param_group({"params": extra, "weight_decay": 0.0})
         return optimizer
 
+    # -- momentum contrast ----------------------------------------------------------------------
+    def _build_moco(self, args: ContrastiveConfig, model: Any) -> MomentumContrastLoss:
+        if self.roles.layout != "pairs" or self.roles.negatives:
+            raise ValueError(
+                "loss='moco' needs (anchor, positive) pairs and takes its negatives from the queue; got "
+                f"{self.roles.describe()}."
+            )
+        base = _base_encoder(model)
+        dim = getattr(base, "embedding_dim", None) or getattr(
+            getattr(base, "config", None), "hidden_size", None
+        )
+        if not isinstance(dim, int):
+            raise ValueError("loss='moco' needs a model with an `embedding_dim` (a SentenceEncoder).")
+        return MomentumContrastLoss(
+            dim,
+            queue_size=int(args.queue_size),
+            temperature=args.temperature,
+            num_queues=len(args.languages) if args.languages else 1,
+            query_batch_norm=args.query_batch_norm,
+            seed=args.seed,
+        )
+
+    def _moco_loss(self, model, inputs: dict[str, Any]) -> tuple[Any, torch.Tensor]:
+        features, _, _ = self._embedding_inputs(inputs)
+        queue_ids = inputs.get("queue_ids")
+        n = features_rows(features) // 2
+        query_rows = {k: v[:n] if isinstance(v, torch.Tensor) and v.dim() else v for k, v in features.items()}
+        key_rows = {k: v[n:] if isinstance(v, torch.Tensor) and v.dim() else v for k, v in features.items()}
+        unwrapped = self.accelerator.unwrap_model(model)
+        if model.training and int(self.key_encoder.num_updates) < self.state.global_step:
+            # k <- m k + (1 - m) q once per optimiser step, before the step's keys (MoCo).
+            self.key_encoder.update(unwrapped)
+        q = self._forward(model, query_rows)
+        self.key_encoder.encoder.train(model.training)
+        with torch.no_grad():
+            k = self.key_encoder(**key_rows).embeddings
+        self._check_embeddings(q)
+        out = self.loss_fn(q, k, queue_ids)
+        if model.training:
+            self.loss_fn.enqueue(
+                distributed.gather_no_grad(k),
+                None if queue_ids is None else distributed.gather_no_grad(queue_ids),
+            )
+        return out, q
+
+    # -- checkpoint state (queue, key encoder, loss parameters) ----------------------------------
+    def _save_checkpoint(self, model, trial) -> None:
+        super()._save_checkpoint(model, trial)
+        if not self.args.should_save:
+            return
+        from safetensors.torch import save_file
+
+        tensors = {
+            f"loss.{k}": v.detach().cpu().contiguous().clone() for k, v in self.loss_fn.state_dict().items()
+        }
+        if self.key_encoder is not None:
+            tensors.update(
+                {
+                    f"key_encoder.{k}": v.detach().cpu().contiguous().clone()
+                    for k, v in self.key_encoder.state_dict().items()
+                }
+            )
+        if not tensors:
+            return
+        folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
+        tmp = os.path.join(folder, f".{CHECKPOINT_STATE_NAME}.tmp")
+        save_file(tensors, tmp)
+        os.replace(tmp, os.path.join(folder, CHECKPOINT_STATE_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        path = os.path.join(resume_from_checkpoint, CHECKPOINT_STATE_NAME)
+        if not os.path.isfile(path):
+            if self.key_encoder is not None:
+                raise ValueError(
+                    f"{resume_from_checkpoint} has no {CHECKPOINT_STATE_NAME}: the queue and key encoder of "
+                    "loss='moco' cannot be restored from it."
+                )
+            return
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+        loss_state = {k[len("loss.") :]: v for k, v in state.items() if k.startswith("loss.")}
+        self.loss_fn.load_state_dict(loss_state, strict=True)
+        if self.key_encoder is not None:
+            key_state = {
+                k[len("key_encoder.") :]: v for k, v in state.items() if k.startswith("key_encoder.")
+            }
+            self.key_encoder.load_state_dict(key_state, strict=True)
+
     # -- loss -----------------------------------------------------------------------------------
     def _embedding_inputs(self, inputs: dict[str, Any]) -> tuple[dict[str, torch.Tensor], Any, int]:
         """(features of every row to embed, scores, number of role blocks in those rows)."""
         inputs = dict(inputs)
         scores = inputs.pop("scores", None)
+        inputs.pop("queue_ids", None)
         if self.roles.layout == "unsupervised":
             # One forward of 2B rows: dropout draws an independent mask for each copy (SimCSE).
             return {k: torch.cat([v, v]) for k, v in inputs.items()}, scores, 2
@@ -396,6 +540,14 @@ class ContrastiveTrainer(Trainer):
         return 1.0
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.key_encoder is not None:
+            out, emb = self._moco_loss(model, inputs)
+            if not torch.isfinite(out.loss.detach()):
+                self._stop_on_nan(float(out.loss.detach()))
+            if model.training:
+                for k, v in out.components.items():
+                    self._components[k].append(float(v))
+            return (out.loss, {"embeddings": emb}) if return_outputs else out.loss
         features, scores, n_blocks = self._embedding_inputs(inputs)
         emb = self._embed(model, features, n_queries=features_rows(features) // n_blocks)
         self._check_embeddings(emb)
@@ -630,6 +782,37 @@ def features_rows(features: dict[str, torch.Tensor]) -> int:
 def _inner_loss(loss: nn.Module) -> nn.Module:
     """The loss that a GradCache wrapper wraps (the loss itself otherwise)."""
     return loss.loss if isinstance(loss, GradCache) else loss
+
+
+class _ZeroLossGrad(TrainerCallback):
+    """Zero the gradients of the loss module's parameters after every optimiser step."""
+
+    def __init__(self, loss: nn.Module) -> None:
+        self.loss = loss
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.loss.zero_grad(set_to_none=True)
+
+
+class _LanguageCollator:
+    """Add ``queue_ids`` (index of each row's language in ``languages``) to the collated batch."""
+
+    def __init__(self, collator: Any, column: str, languages: list[str]) -> None:
+        self.collator, self.column, self.languages = collator, column, languages
+        self.index = {lang: i for i, lang in enumerate(languages)}
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        ids = []
+        for i, row in enumerate(rows):
+            if self.column not in row:
+                raise ValueError(f"Row {i} has no language column {self.column!r}; columns: {sorted(row)}.")
+            lang = row[self.column]
+            if lang not in self.index:
+                raise ValueError(f"Row {i} has language {lang!r}, not among languages={self.languages}.")
+            ids.append(self.index[lang])
+        batch = self.collator(rows)
+        batch["queue_ids"] = torch.tensor(ids, dtype=torch.long)
+        return batch
 
 
 class _PromptingCollator:
