@@ -62,7 +62,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--eps-ascent", type=float, default=1.0, help="weight of the gradient ascent span term")
     p.add_argument("--lambdas", default="0,0.5,1", help="task-negation candidates in [0, 1]")
-    p.add_argument("--methods", default="untouched,sft,unlikelihood,gradient_ascent,task_negation")
+    p.add_argument(
+        "--methods",
+        default="untouched,sft,unlikelihood,gradient_ascent,task_negation",
+        help="comma-separated; 'halluc' only trains the adapter that task_negation negates",
+    )
+    p.add_argument("--sft-adapter", default=None, help="a trained SFT adapter folder (task_negation)")
+    p.add_argument(
+        "--halluc-adapter", default=None, help="a trained hallucination adapter folder (task_negation)"
+    )
     p.add_argument(
         "--table-from",
         nargs="+",
@@ -113,10 +121,11 @@ def main(argv: list[str] | None = None) -> dict:
         tokenizer, max_length=args.max_length, max_document_tokens=args.max_document_tokens
     )
     test, gen_examples = splits["test"], splits["test"][: args.n_generate]
-    kinds: dict[str, int] = {}
     print(
         f"data: {data}; train {len(splits['train'])}, validation {len(splits['validation'])}, test {len(test)}"
     )
+
+    results: dict[str, dict] = {}
 
     def evaluate(model, name: str) -> dict:
         t0 = time.time()
@@ -139,6 +148,9 @@ def main(argv: list[str] | None = None) -> dict:
             encoding="utf-8",
         )
         print(f"[{name}] {json.dumps(metrics)}", flush=True)
+        results[name] = metrics
+        # written after every method, so a long run split or stopped keeps what it measured
+        (out / "results.json").write_text(json.dumps({"results": results}, indent=2), encoding="utf-8")
         return metrics
 
     def train(rows: list, objective: str, name: str):
@@ -183,17 +195,14 @@ def main(argv: list[str] | None = None) -> dict:
         trainer.model.save_pretrained(out / "adapters" / name)
         return trainer.model
 
-    results: dict[str, dict] = {}
     faithful_rows = [SpanExample(ex.document, ex.reference, []).to_row() for ex in splits["train"]]
     unfaithful_rows = [ex.to_row() for ex in splits["train"]]
-    for ex in splits["train"]:
-        kinds[str(len(ex.spans))] = kinds.get(str(len(ex.spans)), 0) + 1
 
     if "untouched" in methods:
         model, _ = load_causal_lm(args.model)
         results["untouched"] = evaluate(model, "untouched")
         del model
-    need_sft = "sft" in methods or "task_negation" in methods
+    need_sft = "sft" in methods or ("task_negation" in methods and not args.sft_adapter)
     if need_sft:
         model = train(faithful_rows, "nll", "sft")
         if "sft" in methods:
@@ -205,10 +214,18 @@ def main(argv: list[str] | None = None) -> dict:
             results[objective] = evaluate(model, objective)
             del model
             gc.collect()
+    halluc_model = None
+    if "halluc" in methods or ("task_negation" in methods and not args.halluc_adapter):
+        # theta_h: plain fine-tuning on the unfaithful summaries (every token, spans included)
+        halluc_model = train(halluc_features(builder, splits["train"], "summary"), "nll", "halluc")
     if "task_negation" in methods:
-        halluc_rows = halluc_features(builder, splits["train"], "summary")
-        model = train(halluc_rows, "nll", "halluc")
-        model.load_adapter(str(out / "adapters" / "sft"), adapter_name="sft")
+        if halluc_model is None:
+            from peft import PeftModel
+
+            base, _ = load_causal_lm(args.model)
+            halluc_model = PeftModel.from_pretrained(base, args.halluc_adapter)
+        model = halluc_model
+        model.load_adapter(args.sft_adapter or str(out / "adapters" / "sft"), adapter_name="sft")
         lambdas = [float(x) for x in args.lambdas.split(",")]
         choice = select_negation_scale(
             model,
@@ -225,6 +242,7 @@ def main(argv: list[str] | None = None) -> dict:
         )
         results["task_negation"] = evaluate(model, "task_negation")
         results["task_negation"]["lambda"] = choice["lambda"]
+        results["task_negation"]["validation"] = {str(k): v for k, v in choice["scores"].items()}
         del model
 
     table = format_table(results)

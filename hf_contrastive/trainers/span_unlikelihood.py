@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from datasets import Dataset
 from torch import nn
 from trl import SFTConfig, SFTTrainer
 
@@ -202,12 +203,14 @@ class SpanUnlikelihoodTrainer(SFTTrainer):
             raise TypeError(f"`args` must be a SpanUnlikelihoodConfig, got {type(args).__name__}.")
         if model is None:
             raise ValueError("SpanUnlikelihoodTrainer needs a causal language model.")
-        tokenizer = kwargs.get("processing_class")
-        if kwargs.get("data_collator") is None and tokenizer is not None:
-            pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-            kwargs["data_collator"] = SpanDataCollator(pad_token_id=pad)
+        user_collator = kwargs.get("data_collator")
         super().__init__(model=model, args=args, **kwargs)
-        if not isinstance(self.data_collator, SpanDataCollator):
+        if user_collator is None:
+            # SFTTrainer's own collator pads only ids and labels: pad the mask too.
+            tok = self._tokenizer
+            pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+            self.data_collator = SpanDataCollator(pad_token_id=pad)
+        elif not isinstance(self.data_collator, SpanDataCollator):
             logger.warning(
                 "SpanUnlikelihoodTrainer got a %s; it must pad `%s` or the span terms are zero.",
                 type(self.data_collator).__name__,
@@ -249,7 +252,7 @@ class SpanUnlikelihoodTrainer(SFTTrainer):
                 sl = slice(None, n) if args.truncation_mode == "keep_start" else slice(-n, None)
                 dataset = dataset.map(lambda r: {k: r[k][sl] for k in keys if k in r})
         dataset = dataset.filter(lambda r: any(x != -100 for x in r["labels"]))
-        if len(dataset) == 0:
+        if isinstance(dataset, Dataset) and len(dataset) == 0:
             raise ValueError(f"The {dataset_name} dataset has no labelled tokens left after truncation.")
         if args.shuffle_dataset:
             dataset = dataset.shuffle(seed=args.seed)
@@ -362,8 +365,6 @@ def run_span_unlikelihood_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     results: dict[str, Any] = {
         "before": evaluate_faithfulness(model, builder, splits["test"], batch_size=batch_size)
     }
-    from datasets import Dataset
-
     train = Dataset.from_list([ex.to_row() for ex in splits["train"]])
     trainer = SpanUnlikelihoodTrainer(
         model=model,

@@ -189,3 +189,8 @@ def test_prebuilt_features_are_truncated_together(tmp_path):
         SpanUnlikelihoodTrainer(
             model=tiny_causal_lm(len(tok)), args=args, train_dataset=feats, processing_class=tok
         )
+
+
+def test_default_collator_pads_the_mask_even_without_one_given(tmp_path):
+    trainer, _ = _trainer(tmp_path)
+    assert isinstance(trainer.data_collator, SpanDataCollator)
