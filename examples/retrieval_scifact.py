@@ -91,7 +91,12 @@ class Run:
         if a.quick:
             self._subsample()
         self.doc_ids = list(self.corpus)
-        self.rows: list[dict[str, Any]] = []
+        # Rows of earlier runs into the same folder are kept (a stage rerun replaces its own rows),
+        # so stages run separately still end in one table.
+        previous = self.out / "results.json"
+        self.rows: list[dict[str, Any]] = (
+            json.loads(previous.read_text())["rows"] if previous.is_file() and not a.fresh else []
+        )
         self.results: dict[str, Any] = {}
 
     def _subsample(self) -> None:
@@ -133,7 +138,7 @@ class Run:
 
     def add_row(self, name: str, metrics: dict[str, Any], note: str = "") -> None:
         row = {"system": name, **{k: float(metrics[k]) for k in SHOWN if k in metrics}, "note": note}
-        self.rows.append(row)
+        self.rows = [r for r in self.rows if r["system"] != name] + [row]
         log(f"{name}: " + ", ".join(f"{k} {row[k]:.4f}" for k in SHOWN if k in row))
         self.save()
 
@@ -165,6 +170,7 @@ class Run:
             corpus_embeddings=emb[rows],
             num_negatives=num_negatives,
             range_min=self.a.range_min,
+            range_max=self.a.range_max,
             relative_margin=0.05,
             sampling_strategy="top",
             output_format=output_format,
@@ -319,21 +325,48 @@ def stage_pretrain(run: Run) -> None:
     path = Path(__file__).resolve().parent / "_scifact_pretrain.py"
     if not path.is_file():
         log(f"pretrain: {path.name} is absent; stage skipped")
+        run.rows = [r for r in run.rows if not r["system"].startswith("pretrain")]
         run.rows.append(
             {"system": "pretrain (SmolLM2 crop pairs)", "note": "skipped: _scifact_pretrain.py absent"}
         )
         run.save()
         return
-    spec = importlib.util.spec_from_file_location("_scifact_pretrain", path)
-    module = importlib.util.module_from_spec(spec)
-    assert spec.loader is not None
-    spec.loader.exec_module(module)
-    out = module.run_pretrain_stage(data_dir(run.a.data), str(run.out / "pretrain"), run.a.seed, run.a.quick)
-    log(f"pretrain: {out}")
+    cached = run.out / "pretrain" / "pretrain_results.json"
+    out: dict[str, Any] = {}
+    if cached.is_file() and not run.a.fresh:
+        out = json.loads(cached.read_text())
+        same = (
+            out.get("settings", {}).get("seed") == run.a.seed
+            and out.get("settings", {}).get("quick") == run.a.quick
+        )
+        if same:
+            log(f"pretrain: results of an earlier run reused ({cached}; --fresh recomputes)")
+        else:
+            out = {}
+    if not out:
+        spec = importlib.util.spec_from_file_location("_scifact_pretrain", path)
+        module = importlib.util.module_from_spec(spec)
+        assert spec.loader is not None
+        spec.loader.exec_module(module)
+        out = module.run_pretrain_stage(
+            data_dir(run.a.data), str(run.out / "pretrain"), run.a.seed, run.a.quick
+        )
+        out = out or {}
     run.results["pretrain"] = out
-    for name, value in (out or {}).items():
-        if isinstance(value, dict) and "ndcg@10" in value:
-            run.add_row(f"pretrain: {name}", value)
+    settings = out.get("settings", {})
+    where = (
+        f"{settings.get('eval_documents', '?')} documents (judged + seeded distractors)"
+        if settings.get("distractors") is not None
+        else "whole corpus"
+    )
+    for when, label in (
+        ("before", "SmolLM2-135M mean pooling (untrained)"),
+        ("after", "+ crop-pair pretraining"),
+    ):
+        figures = {k[: -len(f"_{when}")]: v for k, v in out.items() if k.endswith(f"_{when}")}
+        if "ndcg@10" in figures:
+            note = where if when == "before" else f"{settings.get('pairs', '?')} unsupervised pairs, LoRA"
+            run.add_row(f"pretrain: {label}", figures, note)
     if not any(r["system"].startswith("pretrain") for r in run.rows):
         run.rows.append(
             {"system": "pretrain (SmolLM2 crop pairs)", "note": json.dumps(out, default=str)[:200]}
@@ -358,8 +391,15 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quick", action="store_true", help="40 test claims, 80 train claims, ~400 abstracts")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--fresh", action="store_true", help="start a new table instead of extending results.json")
     p.add_argument("--negatives", type=int, default=1, help="mined negatives per claim (fine-tuning)")
     p.add_argument("--range-min", type=int, default=0)
+    p.add_argument(
+        "--range-max",
+        type=int,
+        default=None,
+        help="deepest rank a negative may come from (default: range_min + 10 x negatives + max positives)",
+    )
     p.add_argument("--epochs", type=float, default=2.0)
     p.add_argument("--lr", type=float, default=3e-5)
     p.add_argument("--batch-size", type=int, default=32)
