@@ -599,6 +599,10 @@ class RetrievalEvaluatorCallback(TrainerCallback):
     (PEFT/DDP wrappers are looked through) is evaluated and ``eval_<name>_<metric>`` figures are
     added to the returned metrics, so ``metric_for_best_model="eval_<name>_ndcg@10"`` works, and
     they are appended to ``state.log_history``. Only the main process evaluates.
+
+    The callback runs when the trainer evaluates; with [`ContrastiveTrainer`] that needs an
+    ``eval_dataset`` or an ``sts_evaluator`` (otherwise ``evaluate()`` has nothing of its own to
+    run and refuses). Without either, call ``evaluator.compute(model)`` directly.
     """
 
     def __init__(self, evaluator: RetrievalEvaluator, metric_key_prefix: str = "eval") -> None:
