@@ -66,13 +66,15 @@ FT_EPOCHS = {
 
 
 def done_keys(out: Path) -> set[tuple]:
-    if not out.is_file():
-        return set()
+    """Runs already recorded in ``out`` or in any ``results*.jsonl`` beside it (parallel workers)."""
     keys = set()
-    for line in out.read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            keys.add((r.get("task"), r.get("condition"), r.get("k"), r.get("seed")))
+    for path in {out, *out.parent.glob("results*.jsonl")}:
+        if not path.is_file():
+            continue
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                keys.add((r.get("task"), r.get("condition"), r.get("k"), r.get("seed")))
     return keys
 
 
@@ -160,11 +162,10 @@ def run_semeval(args) -> None:
                 r = json.loads(line)
                 explanations[r["id"]] = r["explanation"]
     out = Path(args.out)
-    done = done_keys(out)
     for k in args.k:
         for seed in args.seeds:
             for condition in args.conditions:
-                if ("semeval", condition, k, seed) in done:
+                if ("semeval", condition, k, seed) in done_keys(out):
                     continue
                 shots = sample_k_shot(train_all, k, seed=seed, labels=SEMEVAL_LABELS)
                 workdir = Path(args.workdir) / f"{condition}-k{k}-s{seed}"

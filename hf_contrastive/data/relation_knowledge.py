@@ -8,8 +8,9 @@ Two kinds of output, both validated before use:
   sentences with both entities marked ``<e1>..</e1>`` / ``<e2>..</e2>``.
 
 Every output is checked and the bad ones are dropped with a count of why ([`ValidationReport`]):
-a synthetic example must have both entities present and marked exactly once and disjoint, a relation
-in the schema, and must not duplicate a training sentence (nor an earlier synthetic one); an
+a synthetic example must have both entities present and marked exactly once, well-formed, disjoint
+and different, a relation in the schema, and must not duplicate a training sentence, an earlier
+synthetic one or the prompt's own demonstration; an
 explanation must be non-trivial and mention both entities.
 
 The generator is any ``transformers`` causal LM (a path, Hub id or loaded model; chat template used
@@ -68,6 +69,7 @@ REASONS = (
     "duplicate_of_training",
     "duplicate_of_generated",
     "copy_of_prompt_example",
+    "identical_entities",
     "entity_not_mentioned",
     "too_short",
 )
@@ -134,10 +136,14 @@ def parse_synthetic(
     try:
         tokens, e1, e2 = parse_marked_sentence(sentence)
     except ValueError as err:
-        return None, "overlapping_entities" if (
-            "overlap" in str(err) or "inside" in str(err)
-        ) else "missing_marker"
-    return RelationExample(tokens, e1, e2, label=label), None
+        overlap = "overlap" in str(err) or "inside" in str(err)
+        return None, "overlapping_entities" if overlap else "missing_marker"
+    if any("<" in t or ">" in t for t in tokens):
+        return None, "missing_marker"  # a broken tag such as "</e2" left in the text
+    example = RelationExample(tokens, e1, e2, label=label)
+    if normalize_text(example.subject_text) == normalize_text(example.object_text):
+        return None, "identical_entities"
+    return example, None
 
 
 class KnowledgeGenerator:
@@ -145,7 +151,9 @@ class KnowledgeGenerator:
 
     Args:
         model: a causal-LM path / Hub id, a loaded ``PreTrainedModel`` (pass ``tokenizer``), or a
-            callable ``fn(prompt) -> str``.
+            callable ``fn(prompt) -> str``. A callable is a completion function: when an answer is
+            started for it (see ``synthesize(prefill=...)``) it receives the prompt, a newline and that
+            start, and returns the continuation.
         tokenizer: the model's tokenizer (loaded from ``model`` when it is a path).
         cache_dir: folder of the on-disk cache; ``None`` disables caching.
         model_name: name used in cache keys (defaults to the path or the callable's qualified name).
@@ -259,8 +267,8 @@ class KnowledgeGenerator:
             idx = todo[start : start + self.batch_size]
             texts = self._run([prompts[i] for i in idx], [keys[i] for i in idx], [prefixes[i] for i in idx])
             for i, text in zip(idx, texts):
-                outputs[i] = prefixes[i] + text
-                self._write(keys[i], prompts[i], text)
+                outputs[i] = prefixes[i] + text  # the cache keeps the whole answer, started part included
+                self._write(keys[i], prompts[i], outputs[i])
         return [o or "" for o in outputs]
 
     def _run(self, prompts: list[str], keys: list[str], prefixes: list[str]) -> list[str]:
