@@ -35,6 +35,7 @@ SECTIONS = ("model", "data", "args", "lora")
 # task name -> "module:function"; the function takes the resolved recipe and returns a dict of figures.
 RECIPE_TASKS: dict[str, str] = {
     "contrastive": "hf_contrastive.trainers.recipes:run_contrastive_recipe",
+    "retrieval": "hf_contrastive.trainers.retrieval:run_retrieval_recipe",
     "faithful-unlikelihood": "hf_contrastive.trainers.span_unlikelihood:run_span_unlikelihood_recipe",
     "faithful-task-negation": "hf_contrastive.arithmetic.negation:run_negation_recipe",
     "reranker": "hf_contrastive.rerankers.recipes:run_reranker_recipe",
