@@ -53,3 +53,13 @@ from hf_contrastive.trainers.span_unlikelihood import (  # noqa: E402, F401
     SpanUnlikelihoodConfig,
     SpanUnlikelihoodTrainer,
 )
+
+# -- retrieval training (GradCache, momentum contrast, bi-encoder, pair builders) --
+# isort: split
+from hf_contrastive.data.augment import (  # noqa: E402, F401
+    context_window_pairs,
+    inverse_cloze_pairs,
+    random_crop_pairs,
+)
+from hf_contrastive.modeling import BiEncoder, BiEncoderConfig  # noqa: E402, F401
+from hf_contrastive.trainers.momentum import MomentumEncoder  # noqa: E402, F401

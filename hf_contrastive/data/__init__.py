@@ -74,3 +74,22 @@ __all__ += [
     "load_summary_splits",
     "token_span_mask",
 ]
+
+# -- retrieval pair builders (Contriever crops, inverse cloze, context windows) --
+from hf_contrastive.data.augment import (  # noqa: E402
+    context_window_pairs,
+    inverse_cloze_pairs,
+    random_crop,
+    random_crop_pairs,
+    split_sentences,
+    word_deletion,
+)
+
+__all__ += [
+    "context_window_pairs",
+    "inverse_cloze_pairs",
+    "random_crop",
+    "random_crop_pairs",
+    "split_sentences",
+    "word_deletion",
+]
