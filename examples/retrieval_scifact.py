@@ -11,8 +11,9 @@ Stages (``--stages``, comma-separated, run in this order):
     (InfoNCE, scale 20, no duplicate texts per batch).
 ``rerank``
     A `CrossEncoderReranker` initialised from MiniLM, trained on the training claims (groups of
-    one cited abstract + mined negatives, listwise InfoNCE by default), re-scoring the best
-    retriever's top ``--rerank-top-k`` documents for every test claim.
+    one cited abstract + negatives mined by the baseline, listwise InfoNCE by default), re-scoring
+    the best retriever's top ``--rerank-top-k`` documents for every test claim; also reported: a
+    fixed equal-weight fusion of the standardised retriever and reranker scores.
 ``pretrain``
     Unsupervised crop-pair pretraining (SmolLM2-135M), from ``examples/_scifact_pretrain.py``
     (``run_pretrain_stage(data_dir, output_dir, seed, quick) -> dict``); skipped when absent.
@@ -233,26 +234,32 @@ def _weights_digest(model: torch.nn.Module) -> str:
     return h.hexdigest()[:16]
 
 
-def stage_rerank(run: Run) -> None:
+def train_reranker(run: Run) -> CrossEncoderReranker:
+    """Train (or reuse) the cross-encoder on the training claims, with negatives mined by the
+    baseline MiniLM (the reranker does not depend on the fine-tuned retriever)."""
     a = run.a
-    tuned = getattr(run, "tuned", None)
-    folder = run.out / "finetune" / "final"
-    if tuned is None and folder.is_dir():
-        model = SentenceEncoder.from_pretrained(str(folder))
-        res = run.evaluate(
-            "MiniLM fine-tuned (mined hard negatives)", model, f"finetuned:{_weights_digest(model)}"
+    folder = run.out / "reranker" / "final"
+    settings = {
+        k: getattr(a, k)
+        for k in (
+            "rerank_negatives",
+            "rerank_objective",
+            "rerank_epochs",
+            "rerank_lr",
+            "rerank_batch_size",
+            "rerank_max_length",
+            "range_min",
+            "range_max",
+            "seed",
+            "quick",
         )
-        tuned = (model, res)
-    if tuned is None:
-        retriever, name = minilm(), "MiniLM (all-MiniLM-L6-v2)"
-        if name not in run.results:
-            run.evaluate(name, retriever, "minilm")
-        key = "minilm"
-    else:
-        retriever, name = tuned[0], "MiniLM fine-tuned (mined hard negatives)"
-        key = f"finetuned:{_weights_digest(retriever)}"
-    emb = run.corpus_embeddings(retriever, key)
-    groups = run.mine(retriever, emb, a.rerank_negatives, "n-tuple")
+    }
+    stamp = run.out / "reranker" / "settings.json"
+    if folder.is_dir() and stamp.is_file() and json.loads(stamp.read_text()) == settings and not a.fresh:
+        log(f"reranker: trained earlier with the same settings, reused ({folder})")
+        return CrossEncoderReranker.from_pretrained(str(folder))
+    base = minilm()
+    groups = run.mine(base, run.corpus_embeddings(base, "minilm"), a.rerank_negatives, "n-tuple")
     log(f"reranker training set: {len(groups)} groups of 1 + {a.rerank_negatives}")
     # Scores are raw logits (no sigmoid), which the score fusion below standardises.
     reranker = CrossEncoderReranker.from_backbone(
@@ -275,7 +282,30 @@ def stage_rerank(run: Run) -> None:
     t = time.time()
     trainer.train()
     log(f"reranker trained in {time.time() - t:.0f}s ({trainer.state.global_step} steps)")
-    trainer.save_reranker(str(run.out / "reranker" / "final"))
+    trainer.save_reranker(str(folder))
+    stamp.write_text(json.dumps(settings))
+    return reranker
+
+
+def stage_rerank(run: Run) -> None:
+    a = run.a
+    reranker = train_reranker(run)
+    if a.rerank_train_only:
+        return
+    tuned = getattr(run, "tuned", None)
+    folder = run.out / "finetune" / "final"
+    if tuned is None and folder.is_dir():
+        model = SentenceEncoder.from_pretrained(str(folder))
+        res = run.evaluate(
+            "MiniLM fine-tuned (mined hard negatives)", model, f"finetuned:{_weights_digest(model)}"
+        )
+        tuned = (model, res)
+    if tuned is None:
+        retriever, name = minilm(), "MiniLM (all-MiniLM-L6-v2)"
+        if name not in run.results:
+            run.evaluate(name, retriever, "minilm")
+    else:
+        name = "MiniLM fine-tuned (mined hard negatives)"
     t = time.time()
     reranked = rerank_results(
         reranker,
@@ -411,6 +441,9 @@ def main() -> None:
     p.add_argument("--rerank-lr", type=float, default=3e-5)
     p.add_argument("--rerank-batch-size", type=int, default=8)
     p.add_argument("--rerank-max-length", type=int, default=192)
+    p.add_argument(
+        "--rerank-train-only", action="store_true", help="train and save the reranker, do not rerank yet"
+    )
     a = p.parse_args()
     stages = [s.strip() for s in a.stages.split(",") if s.strip()]
     unknown = [s for s in stages if s not in STAGES]
