@@ -156,10 +156,46 @@ def trainer_check(tok, tmp: Path) -> dict:
     return {"weights_max_abs_diff": float(t), "weights_moved": moved, "world": dist.get_world_size()}
 
 
+def moco_check(tok, tmp: Path) -> dict:
+    """Momentum contrast on two processes: both ranks enqueue the keys of the global batch."""
+    from datasets import Dataset
+
+    from hf_contrastive import ContrastiveConfig, ContrastiveTrainer
+
+    ds = Dataset.from_dict({"anchor": sentences(24, 7), "positive": sentences(24, 8)})
+    args = ContrastiveConfig(
+        output_dir=str(tmp / "moco"),
+        loss="moco",
+        queue_size=32,
+        momentum=0.9,
+        per_device_train_batch_size=4,
+        max_steps=3,
+        learning_rate=1e-3,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+    )
+    trainer = ContrastiveTrainer(model=encoder(tok, dtype=torch.float32), args=args, train_dataset=ds)
+    trainer.train()
+    queue = trainer.loss_fn.queue.detach().clone()
+    key = torch.cat([p.detach().reshape(-1) for p in trainer.key_encoder.parameters()])
+    out = {"queue_ptr": int(trainer.loss_fn.queue_ptr[0])}
+    for name, t in (("queue", queue), ("key_encoder", key)):
+        other = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+        dist.all_gather(other, t)
+        out[f"{name}_rank_diff"] = float((other[0] - other[1]).abs().max())
+    return out
+
+
 def main(path: str, tmp: str) -> None:
     dist.init_process_group("gloo")
     tok = bert_tokenizer(Path(tmp) / f"vocab{dist.get_rank()}")
-    results = {"ddp": ddp_check(tok), "trainer": trainer_check(tok, Path(tmp))}
+    results = {
+        "ddp": ddp_check(tok),
+        "trainer": trainer_check(tok, Path(tmp)),
+        "moco": moco_check(tok, Path(tmp)),
+    }
     if dist.get_rank() == 0:
         Path(path).write_text(json.dumps(results, indent=1))
     dist.barrier()

@@ -269,3 +269,7 @@ def test_two_processes(tmp_path):
     tr = r["trainer"]
     assert tr["world"] == 2 and tr["weights_moved"] > 1e-4
     assert tr["weights_max_abs_diff"] < 2e-5
+    # momentum contrast under DDP: every rank enqueues the gathered keys (3 steps x 2 ranks x 4 rows)
+    moco = r["moco"]
+    assert moco["queue_ptr"] == 3 * 2 * 4  # (queue of 32)
+    assert moco["queue_rank_diff"] == 0.0 and moco["key_encoder_rank_diff"] == 0.0
