@@ -248,6 +248,7 @@ def train_reranker(run: Run) -> CrossEncoderReranker:
             "rerank_lr",
             "rerank_batch_size",
             "rerank_max_length",
+            "rerank_pooling",
             "range_min",
             "range_max",
             "seed",
@@ -263,7 +264,10 @@ def train_reranker(run: Run) -> CrossEncoderReranker:
     log(f"reranker training set: {len(groups)} groups of 1 + {a.rerank_negatives}")
     # Scores are raw logits (no sigmoid), which the score fusion below standardises.
     reranker = CrossEncoderReranker.from_backbone(
-        str(packaged_minilm_path()), max_seq_length=a.rerank_max_length, activation="identity"
+        str(packaged_minilm_path()),
+        max_seq_length=a.rerank_max_length,
+        activation="identity",
+        pooling=a.rerank_pooling,
     )
     args = RerankerConfig(
         output_dir=str(run.out / "reranker"),
@@ -441,6 +445,7 @@ def main() -> None:
     p.add_argument("--rerank-lr", type=float, default=3e-5)
     p.add_argument("--rerank-batch-size", type=int, default=8)
     p.add_argument("--rerank-max-length", type=int, default=192)
+    p.add_argument("--rerank-pooling", default="mean", choices=["cls", "mean"])
     p.add_argument(
         "--rerank-train-only", action="store_true", help="train and save the reranker, do not rerank yet"
     )

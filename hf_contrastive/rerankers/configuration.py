@@ -32,6 +32,9 @@ class CrossEncoderRerankerConfig(PretrainedConfig):
             cut first).
         activation (`str`, defaults to `"sigmoid"`): applied by `predict` to the logit (`"sigmoid"`
             gives a relevance probability for BCE-trained heads; `"identity"` the raw logit).
+        pooling (`str`, defaults to `"cls"`): what the head reads: the first token (`"cls"`, monoBERT)
+            or the mean of the pair's token states (`"mean"`, a better start for backbones trained
+            as mean-pooled sentence encoders such as all-MiniLM-L6-v2).
     """
 
     model_type = "contrastive_cross_encoder_reranker"
@@ -43,8 +46,11 @@ class CrossEncoderRerankerConfig(PretrainedConfig):
         head_dropout: float = 0.1,
         max_seq_length: int = 512,
         activation: str = "sigmoid",
+        pooling: str = "cls",
         **kwargs: Any,
     ) -> None:
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}.")
         if activation not in ("sigmoid", "identity"):
             raise ValueError(f"activation must be 'sigmoid' or 'identity', got {activation!r}.")
         if not 0.0 <= float(head_dropout) < 1.0:
@@ -55,6 +61,7 @@ class CrossEncoderRerankerConfig(PretrainedConfig):
         self.head_dropout = float(head_dropout)
         self.max_seq_length = int(max_seq_length)
         self.activation = activation
+        self.pooling = pooling
         super().__init__(**kwargs)
 
     @property

@@ -227,7 +227,15 @@ class CrossEncoderReranker(_RerankerMixin, PreTrainedModel):
         """Logits ``[B]`` for ``B`` tokenised pairs; with ``labels`` (0/1, ``[B]``) also the BCE loss."""
         extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra, **kwargs)
-        logits = self.head(out.last_hidden_state[:, 0])
+        states = out.last_hidden_state
+        if self.config.pooling == "mean":
+            mask = (attention_mask if attention_mask is not None else torch.ones_like(input_ids)).unsqueeze(
+                -1
+            )
+            pooled = (states * mask).sum(1) / mask.sum(1).clamp(min=1)
+        else:
+            pooled = states[:, 0]
+        logits = self.head(pooled)
         loss = None
         if labels is not None:
             loss = F.binary_cross_entropy_with_logits(logits.float(), labels.float())

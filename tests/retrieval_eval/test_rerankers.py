@@ -110,6 +110,19 @@ def test_cross_encoder_predict_rerank_and_round_trip(tmp_path):
     assert torch.allclose(again.predict(pairs), scores, atol=1e-6)
     with pytest.raises(TypeError, match="pairs"):
         model.predict(["not a pair"])
+    # Mean pooling: the head reads the masked mean of the pair's token states.
+    mean = cross_encoder(tmp_path)
+    mean.config.pooling = "mean"
+    mean.eval()
+    with torch.no_grad():
+        states = mean.backbone(**feats).last_hidden_state
+        m = feats["attention_mask"].unsqueeze(-1).float()
+        want = mean.head((states * m).sum(1) / m.sum(1))
+        assert torch.allclose(mean(**feats).logits, want, atol=1e-6)
+    mean.save_pretrained(tmp_path / "mean")
+    assert load_reranker(tmp_path / "mean").config.pooling == "mean"
+    with pytest.raises(ValueError, match="pooling"):
+        CrossEncoderRerankerConfig(backbone_config=bert_config().to_dict(), pooling="max")
 
 
 def test_llm_scores_equal_full_lm_logits_with_left_padding():
