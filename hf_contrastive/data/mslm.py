@@ -22,12 +22,13 @@ from hf_contrastive.data.relation import RelationDataCollator
 def region_ids(
     input_ids: torch.Tensor, attention_mask: torch.Tensor, entity_positions: torch.Tensor
 ) -> torch.Tensor:
-    """Per-token region: 0 = never mask (padding, markers, special), 1 = between the entities,
-    2 = inside an entity, 3 = elsewhere. Markers and special tokens are set to 0 by the caller's
-    ``protected`` mask; here only the span geometry is used.
+    """Per-token region of a collated batch: 0 = padding, 1 = between the two entities, 2 = inside an
+    entity, 3 = everything else (markers and special tokens included; `MaskedSpanLMCollator` gives
+    those probability 0).
 
     ``entity_positions`` ``[B, 4]`` = (subject start, subject end, object start, object end) marker
-    positions; entity tokens lie strictly between their own start and end markers.
+    positions; entity tokens lie strictly between their own start and end markers, and "between"
+    means strictly between the first entity's end marker and the second entity's start marker.
     """
     b, n = input_ids.shape
     pos = torch.arange(n, device=input_ids.device).unsqueeze(0).expand(b, n)

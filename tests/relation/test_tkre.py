@@ -182,3 +182,37 @@ def test_finetune_with_lora(tmp_path):
     torch.testing.assert_close(emb[others], emb_before[others])  # the rest frozen
     merged.save_pretrained(tmp_path / "merged")
     assert RelationClassifier.from_pretrained(tmp_path / "merged").config.num_labels == 3
+
+
+def test_pretraining_with_lora_merges(tmp_path):
+    from peft import LoraConfig
+
+    tok = bert_tokenizer(tmp_path / "vocab")
+    torch.manual_seed(0)
+    mlm = BertForMaskedLM(bert_config(len(tok)))
+    ffn_before = mlm.bert.encoder.layer[0].intermediate.dense.weight.detach().clone()
+    query_before = mlm.bert.encoder.layer[0].attention.self.query.weight.detach().clone()
+    args = TKREConfig(
+        output_dir=str(tmp_path / "out"),
+        stage1_epochs=1,
+        stage2_epochs=1,
+        per_device_train_batch_size=3,
+        learning_rate=1e-2,
+        disable_tqdm=True,
+        use_cpu=True,
+    )
+    trainer = TKREPretrainer(
+        mlm,
+        args=args,
+        stage1_dataset=examples(),
+        stage2_dataset=examples(),
+        relations=LABELS,
+        processing_class=tok,
+        peft_config=LoraConfig(r=4, target_modules=["query", "value"]),
+    )
+    trainer.train()
+    encoder, _ = trainer.export_encoder()
+    assert type(encoder).__name__ == "BertModel"
+    assert not any("lora" in name for name, _ in encoder.named_parameters())
+    torch.testing.assert_close(encoder.encoder.layer[0].intermediate.dense.weight, ffn_before)  # frozen
+    assert not torch.equal(encoder.encoder.layer[0].attention.self.query.weight, query_before)  # LoRA merged
