@@ -39,6 +39,7 @@ RECIPE_TASKS: dict[str, str] = {
     "faithful-unlikelihood": "hf_contrastive.trainers.span_unlikelihood:run_span_unlikelihood_recipe",
     "faithful-task-negation": "hf_contrastive.arithmetic.negation:run_negation_recipe",
     "reranker": "hf_contrastive.rerankers.recipes:run_reranker_recipe",
+    "relation": "hf_contrastive.trainers.tkre:run_relation_recipe",
 }
 
 
