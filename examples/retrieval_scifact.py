@@ -144,9 +144,14 @@ class Run:
         self.save()
 
     def save(self) -> None:
-        (self.out / "results.json").write_text(
-            json.dumps({"rows": self.rows, "args": vars(self.a)}, indent=2)
-        )
+        # Read-merge-write: another process may have added rows for other stages meanwhile.
+        path = self.out / "results.json"
+        mine = {r["system"] for r in self.rows}
+        others = json.loads(path.read_text())["rows"] if path.is_file() else []
+        self.rows = [r for r in others if r["system"] not in mine] + self.rows
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"rows": self.rows, "args": vars(self.a)}, indent=2))
+        os.replace(tmp, path)
 
     def train_pairs(self) -> Dataset:
         anchors, positives = [], []
@@ -328,7 +333,7 @@ def stage_rerank(run: Run) -> None:
         ranked[q] = [d for d, _ in hits] + tail
     metrics = retrieval_metrics(ranked, run.qrels, (1, 3, 5, 10, 100))
     run.add_row(
-        f"+ cross-encoder reranker (top {a.rerank_top_k})",
+        f"+ cross-encoder reranker (top {a.rerank_top_k} of {name.split(' (')[0]})",
         metrics,
         f"{a.rerank_objective}, {a.rerank_negatives} negatives, {a.rerank_epochs:g} epoch(s)",
     )
@@ -343,7 +348,7 @@ def stage_rerank(run: Run) -> None:
         order = sorted(range(len(docs)), key=lambda i: (-(r[i] + c[i]), docs[i]))
         fused[q] = [docs[i] for i in order] + [d for d, _ in run.results[name][q][a.rerank_top_k :]]
     run.add_row(
-        f"+ retriever/reranker score fusion (top {a.rerank_top_k})",
+        f"+ retriever/reranker score fusion (top {a.rerank_top_k} of {name.split(' (')[0]})",
         retrieval_metrics(fused, run.qrels, (1, 3, 5, 10, 100)),
         "z-scored cosine + z-scored reranker logit, equal weights",
     )
@@ -426,6 +431,9 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="40 test claims, 80 train claims, ~400 abstracts")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--fresh", action="store_true", help="start a new table instead of extending results.json")
+    p.add_argument(
+        "--merge-results", nargs="*", help="results.json files of other runs whose rows join this table"
+    )
     p.add_argument("--negatives", type=int, default=1, help="mined negatives per claim (fine-tuning)")
     p.add_argument("--range-min", type=int, default=0)
     p.add_argument(
@@ -456,6 +464,10 @@ def main() -> None:
         p.error(f"unknown stage(s) {unknown}; choose from {STAGES}")
     torch.manual_seed(a.seed)
     run = Run(a)
+    for extra in a.merge_results or []:
+        rows = json.loads(Path(extra).read_text())["rows"]
+        names = {r["system"] for r in rows}
+        run.rows = [r for r in run.rows if r["system"] not in names] + rows
     log(
         f"SciFact: {len(run.corpus)} abstracts, {len(run.queries)} test claims, {len(run.train_queries)} train claims"
     )
