@@ -22,7 +22,7 @@ rerun. Usage (one CPU thread)::
     OMP_NUM_THREADS=1 python examples/relation_fewshot.py --make-synthetic synth.jsonl
     OMP_NUM_THREADS=1 python examples/relation_fewshot.py --conditions tkre_synth --synthetic synth.jsonl
     OMP_NUM_THREADS=1 python examples/relation_fewshot.py --fewrel --out results.jsonl
-    python examples/relation_fewshot.py --summary results.jsonl
+    python examples/relation_fewshot.py --summary results*.jsonl
 """
 
 from __future__ import annotations
@@ -58,11 +58,8 @@ from hf_contrastive.trainers.tkre import (  # noqa: E402
 )
 from hf_contrastive.utils import packaged_minilm_path  # noqa: E402
 
-FT_EPOCHS = {
-    8: 8,
-    16: 4,
-    32: 2,
-}  # about 80 / 76 / 70 optimiser steps at batch 16 (sized for a shared 2-core CPU)
+# ~80 / 76 / 70 optimiser steps at batch 16, a budget for a shared CPU: K=16 and 32 underfit at it.
+FT_EPOCHS = {8: 8, 16: 4, 32: 2}
 
 
 def done_keys(out: Path) -> set[tuple]:
@@ -302,8 +299,8 @@ def make_synthetic(args) -> None:
         )
 
 
-def summary(path: str) -> None:
-    rows = [json.loads(x) for x in Path(path).read_text().splitlines() if x.strip()]
+def summary(paths: list[str]) -> None:
+    rows = [json.loads(x) for p in paths for x in Path(p).read_text().splitlines() if x.strip()]
     groups: dict[tuple, list] = {}
     for r in rows:
         groups.setdefault((r["task"], r["condition"], r["k"]), []).append(r)
@@ -346,7 +343,7 @@ def main() -> None:
     p.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/hf-contrastive/relation-knowledge"))
     p.add_argument("--fewrel", action="store_true")
     p.add_argument("--episodes", type=int, default=500)
-    p.add_argument("--summary", default=None)
+    p.add_argument("--summary", nargs="+", default=None, help="print a table of these result files")
     args = p.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     if args.summary:
