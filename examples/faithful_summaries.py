@@ -69,6 +69,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--sft-adapter", default=None, help="a trained SFT adapter folder (task_negation)")
     p.add_argument(
+        "--init-adapter",
+        default=None,
+        help="continue unlikelihood / gradient ascent from this trained adapter (e.g. the SFT one); "
+        "their results are then named <objective>_from_init",
+    )
+    p.add_argument(
         "--halluc-adapter", default=None, help="a trained hallucination adapter folder (task_negation)"
     )
     p.add_argument(
@@ -153,8 +159,12 @@ def main(argv: list[str] | None = None) -> dict:
         (out / "results.json").write_text(json.dumps({"results": results}, indent=2), encoding="utf-8")
         return metrics
 
-    def train(rows: list, objective: str, name: str):
+    def train(rows: list, objective: str, name: str, init_adapter: str | None = None):
         model, tok = load_causal_lm(args.model)
+        if init_adapter is not None:
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, init_adapter, is_trainable=True)
         config = SpanUnlikelihoodConfig(
             output_dir=str(out / "runs" / name),
             objective=objective,
@@ -188,7 +198,7 @@ def main(argv: list[str] | None = None) -> dict:
             args=config,
             train_dataset=Dataset.from_list(rows),
             processing_class=tok,
-            peft_config=lora,
+            peft_config=lora if init_adapter is None else None,
         )
         trainer.train()
         print(f"[{name}] trained in {time.time() - t0:.0f} s", flush=True)
@@ -210,8 +220,9 @@ def main(argv: list[str] | None = None) -> dict:
         del model
     for objective in ("unlikelihood", "gradient_ascent"):
         if objective in methods:
-            model = train(unfaithful_rows, objective, objective)
-            results[objective] = evaluate(model, objective)
+            name = objective if args.init_adapter is None else f"{objective}_from_init"
+            model = train(unfaithful_rows, objective, name, args.init_adapter)
+            evaluate(model, name)
             del model
             gc.collect()
     halluc_model = None

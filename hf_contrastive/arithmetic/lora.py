@@ -91,8 +91,8 @@ def combine_adapters(
     """
     if not weights:
         raise ValueError("`weights` must name at least one adapter.")
-    if not isinstance(new_name, str) or not new_name:
-        raise ValueError(f"`new_name` must be a non-empty str, got {new_name!r}.")
+    if not isinstance(new_name, str) or not new_name or "." in new_name:
+        raise ValueError(f"`new_name` must be a non-empty str without '.' (a module name), got {new_name!r}.")
     config = _peft_config(model)
     names = list(weights)
     _check_adapters(model, names)

@@ -92,7 +92,7 @@ def select_negation_scale(
         weights = {halluc_adapter: -lam}
         if base_adapter is not None:
             weights[base_adapter] = 1.0
-        tmp = f"{name}__lam{lam:g}"
+        tmp = f"{name}__lam{round(lam * 1000):04d}"  # module names cannot hold a dot
         if lam == 0 and base_adapter is None:
             with model.disable_adapter():
                 scores[lam] = evaluate_faithfulness(model, builder, validation, batch_size)

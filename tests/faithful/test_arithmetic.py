@@ -151,6 +151,8 @@ def test_combination_refuses_existing_and_missing_adapters():
         LoraTaskVector(model, "nope")
     with pytest.raises(TypeError, match="peft model"):
         combine_adapters(tiny_causal_lm(40), {"a": 1.0}, "b")
+    with pytest.raises(ValueError, match="without '.'"):
+        negate_adapter(model, "halluc", "lam0.5")
     with pytest.raises(ValueError, match="zero"):
         (LoraTaskVector(model, "sft") - LoraTaskVector(model, "sft")).add_to(model, "z")
 
