@@ -203,8 +203,35 @@ def stage_baseline(run: Run) -> None:
     run.evaluate("MiniLM (all-MiniLM-L6-v2)", minilm(), "minilm")
 
 
+FINETUNE_SETTINGS = (
+    "negatives",
+    "range_min",
+    "range_max",
+    "epochs",
+    "lr",
+    "batch_size",
+    "train_max_length",
+    "seed",
+    "quick",
+)
+
+
 def stage_finetune(run: Run) -> None:
     a = run.a
+    folder = run.out / "finetune" / "final"
+    stamp = run.out / "finetune" / "settings.json"
+    settings = {k: getattr(a, k) for k in FINETUNE_SETTINGS}
+    note = f"{a.negatives} mined negative(s), {a.epochs:g} epoch(s), lr {a.lr:g}, batch {a.batch_size}"
+    if folder.is_dir() and stamp.is_file() and json.loads(stamp.read_text()) == settings and not a.fresh:
+        log(f"fine-tuned model with the same settings found, reused ({folder})")
+        tuned = SentenceEncoder.from_pretrained(str(folder))
+        res = run.evaluate(
+            "MiniLM fine-tuned (mined hard negatives)", tuned, f"finetuned:{_weights_digest(tuned)}"
+        )
+        run.rows[-1]["note"] = note
+        run.save()
+        run.tuned = (tuned, res)
+        return
     base = minilm()
     emb = run.corpus_embeddings(base, "minilm")
     t = time.time()
@@ -230,8 +257,8 @@ def stage_finetune(run: Run) -> None:
     log(f"fine-tuned in {time.time() - t:.0f}s ({trainer.state.global_step} steps)")
     folder = run.out / "finetune" / "final"
     trainer.save_encoder(str(folder))
+    stamp.write_text(json.dumps(settings))
     tuned = SentenceEncoder.from_pretrained(str(folder))
-    note = f"{a.negatives} mined negative(s), {a.epochs:g} epoch(s), lr {a.lr:g}"
     res = run.evaluate(
         "MiniLM fine-tuned (mined hard negatives)", tuned, f"finetuned:{_weights_digest(tuned)}"
     )
@@ -453,7 +480,7 @@ def main() -> None:
     )
     p.add_argument("--epochs", type=float, default=1.0)
     p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--train-max-length", type=int, default=128)
     p.add_argument("--rerank-top-k", type=int, default=100)
     p.add_argument("--rerank-negatives", type=int, default=3)
