@@ -10,9 +10,12 @@ all 5183 abstracts.
 Costs (2-core CPU, 1 thread): SmolLM2 embeds about 550 tokens/s, so one pass over the whole corpus at
 128 tokens per document takes about 20 minutes of CPU. To fit a shared machine the default run
 retrieves from the documents judged for the test claims plus 700 other abstracts drawn with the seed
-(about 1050 documents, first 64 tokens of each: title and opening sentence; ``--distractors all``
+(983 documents, first 64 tokens of each: title and opening sentence; ``--distractors all``
 searches the whole corpus) and trains 50 steps of 32 pairs (crops of at most 24 words). ``--quick``
 uses 300 distractors and 8 steps of 16 pairs (a smoke run).
+
+Measured (seed 0, default settings, 1 thread on a shared 2-core CPU): nDCG@10 0.216 -> 0.550,
+Recall@100 0.667 -> 0.923, MRR@10 0.189 -> 0.506 (300 test claims, 983 documents).
 
 Usage::
 
