@@ -449,7 +449,13 @@ def stage_pretrain(run: Run) -> None:
     run.save()
 
 
+def _row_order(row: dict[str, Any]) -> int:
+    order = ("MiniLM (", "MiniLM fine-tuned", "+ ", "pretrain")
+    return next((i for i, prefix in enumerate(order) if row["system"].startswith(prefix)), len(order))
+
+
 def print_table(rows: list[dict[str, Any]]) -> None:
+    rows = sorted(rows, key=_row_order)
     width = max(len(r["system"]) for r in rows) + 2
     print("\nSciFact test (300 claims, 5183 abstracts)" if rows else "")
     print(f"{'system':<{width}}" + "".join(f"{k:>12}" for k in SHOWN) + "  note")
