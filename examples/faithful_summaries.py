@@ -16,9 +16,25 @@ Figures: mean log-prob of unfaithful-span tokens (lower is better), mean log-pro
 summaries, perplexity of the faithful references, and the share of greedy summaries of held-out documents that
 contain an annotated unfaithful span (a pluggable judge: ``SpanMatchJudge``).
 
-Run (about 40 minutes on one CPU thread)::
+Run (about 30 minutes of one CPU core; the methods can run as separate processes, see below)::
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python examples/faithful_summaries.py --output hf-contrastive-output/faithful
+
+Measured (seed 0; 64 train / 16 validation / 50 test documents cut to 256 tokens; LoRA r=16 on all linear layers,
+lr 1e-3, 16 steps of 4; generation: 40 greedy tokens on the 50 test documents)::
+
+    | method                          | span log p | faithful log p | ref. ppl | vs SFT | halluc. rate |
+    | untouched                       | -4.054     | -3.405         | 25.53    | +54.2% | 0.20         |
+    | sft                             | -3.843     | -2.975         | 16.56    |  0.0%  | 0.08         |
+    | unlikelihood (eps=1)            | -3.872     | -2.951         | 16.77    | +1.3%  | 0.04         |
+    | unlikelihood (eps=10, default)  | -4.281     | -3.102         | 19.73    | +19.1% | 0.06         |
+    | unlikelihood from SFT (eps=10)  | -4.772     | -3.127         | 20.51    | +23.9% | 0.02         |
+    | gradient_ascent (eps=1)         | -5.412     | -2.948         | 16.89    | +2.0%  | 0.06         |
+    | task_negation (lam=0.4)         | -4.410     | -3.039         | 17.19    | +3.8%  | 0.10         |
+
+Split runs: ``--methods sft`` / ``--methods halluc`` in two processes, then ``--methods task_negation
+--sft-adapter OUT_A/adapters/sft --halluc-adapter OUT_B/adapters/halluc``; ``--init-adapter`` continues a span
+objective from a trained adapter; ``--table-from OUT_A OUT_B ...`` prints the merged table.
 
 ``--n-train 16 --n-validation 4 --n-test 6 --n-generate 4`` gives a smoke run of a few minutes.
 """
@@ -61,7 +77,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--eps-unlikelihood", type=float, default=10.0, help="weight of the unlikelihood span term"
     )
     p.add_argument("--eps-ascent", type=float, default=1.0, help="weight of the gradient ascent span term")
-    p.add_argument("--lambdas", default="0,0.5,1", help="task-negation candidates in [0, 1]")
+    p.add_argument("--lambdas", default="0,0.1,0.2,0.3,0.4", help="task-negation candidates in [0, 1]")
     p.add_argument(
         "--methods",
         default="untouched,sft,unlikelihood,gradient_ascent,task_negation",
