@@ -256,6 +256,8 @@ class ContrastiveTrainer(Trainer):
             `hf_contrastive.data.columns`).
         eval_dataset: optional dataset of the same layout (reports `eval_loss`).
         sts_evaluator: an [`STSEvaluator`] (or data it accepts) reported as `eval_sts_spearman`.
+        evaluators: more evaluators run by `evaluate()`: callables taking the encoder and returning a
+            dict of figures (for example a `RetrievalEvaluator`, giving `eval_<name>_ndcg@10`).
         loss: a loss module to use instead of the one `args.loss` names.
         reference_model: frozen encoder for false-negative masking (MultiCSR).
         peft_config: a `peft` config (e.g. `LoraConfig`); the model is wrapped with
@@ -271,6 +273,7 @@ class ContrastiveTrainer(Trainer):
         eval_dataset: Any = None,
         processing_class: Any = None,
         sts_evaluator: STSEvaluator | Any = None,
+        evaluators: list | None = None,
         loss: nn.Module | None = None,
         reference_model: nn.Module | None = None,
         peft_config: Any = None,
@@ -334,6 +337,10 @@ class ContrastiveTrainer(Trainer):
         if sts_evaluator is not None and not isinstance(sts_evaluator, STSEvaluator):
             sts_evaluator = STSEvaluator(sts_evaluator)
         self.sts_evaluator = sts_evaluator
+        self.evaluators = list(evaluators or [])
+        for ev in self.evaluators:
+            if not callable(ev):
+                raise TypeError(f"evaluators= takes callables (encoder -> dict of figures); got {ev!r}.")
         base = _base_encoder(model)
         self._two_towers = getattr(getattr(base, "config", None), "shared_towers", True) is False
         max_length = args.max_seq_length or getattr(getattr(base, "config", None), "max_seq_length", None)
@@ -351,7 +358,7 @@ class ContrastiveTrainer(Trainer):
         # Trainer refuses an evaluation schedule without an eval_dataset; an STS evaluator is one.
         strategy = args.eval_strategy
         sts_only = (
-            sts_evaluator is not None
+            (sts_evaluator is not None or bool(self.evaluators))
             and eval_dataset is None
             and str(strategy) not in ("no", "IntervalStrategy.NO")
         )
@@ -693,7 +700,6 @@ class ContrastiveTrainer(Trainer):
             sts = {f"{metric_key_prefix}_{k}": v for k, v in self.sts_evaluator(encoder).items()}
             metrics.update(sts)
             self.log(sts)
-            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
             base = _base_encoder(self.model)
             if hasattr(base, "card_info"):
                 name = self.sts_evaluator.name
@@ -708,8 +714,24 @@ class ContrastiveTrainer(Trainer):
                         metric_value=float(sts[f"{metric_key_prefix}_{name}_spearman"]),
                     )
                 )
+        if self.evaluators:
+            encoder = self.accelerator.unwrap_model(self.model)
+            figures: dict[str, float] = {}
+            for ev in self.evaluators:
+                was_training = encoder.training
+                try:
+                    figures.update({f"{metric_key_prefix}_{k}": float(v) for k, v in ev(encoder).items()})
+                finally:
+                    encoder.train(was_training)
+            metrics.update(figures)
+            self.log(figures)
+        if self.sts_evaluator is not None or self.evaluators:
+            # One on_evaluate for this evaluation's own figures (early stopping, best-model tracking).
+            self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
         elif eval_dataset is None and self.eval_dataset is None:
-            raise ValueError("Nothing to evaluate: pass eval_dataset= or sts_evaluator= to the trainer.")
+            raise ValueError(
+                "Nothing to evaluate: pass eval_dataset=, sts_evaluator= or evaluators= to the trainer."
+            )
         return metrics
 
     # -- saving ---------------------------------------------------------------------------------

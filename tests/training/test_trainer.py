@@ -284,3 +284,43 @@ def test_nan_loss_stops_with_last_good_checkpoint(tmp_path):
         trainer.train()
     good = SentenceEncoder.from_pretrained(tmp_path / "out" / "checkpoint-2")
     assert torch.isfinite(good.encode(TEXTS[:2])).all()
+
+
+def test_retrieval_evaluator_runs_through_trainer_evaluate(tmp_path):
+    from transformers import EarlyStoppingCallback
+
+    from hf_contrastive.evaluation.retrieval import RetrievalEvaluator, evaluate_retrieval
+
+    docs = sentences(12, 20)
+    queries = {f"q{i}": q for i, q in enumerate(sentences(4, 21))}
+    corpus = {f"d{i}": {"title": "", "text": d} for i, d in enumerate(docs)}
+    qrels = {f"q{i}": {f"d{2 * i}": 1} for i in range(4)}
+    ev = RetrievalEvaluator(corpus, queries, qrels, name="tiny", batch_size=8)
+    ds = Dataset.from_dict({"anchor": sentences(16, 10), "positive": sentences(16, 11)})
+    model = encoder(tmp_path)
+    stopper = EarlyStoppingCallback(early_stopping_patience=100)
+    trainer = ContrastiveTrainer(
+        model=model,
+        args=config(
+            tmp_path,
+            eval_strategy="steps",
+            eval_steps=2,
+            metric_for_best_model="eval_tiny_ndcg@10",
+            save_strategy="steps",
+            save_steps=2,
+        ),
+        train_dataset=ds,
+        evaluators=[ev],
+        callbacks=[stopper],
+    )
+    trainer.train()
+    # No eval_dataset and no STS evaluator: the retrieval figures alone drive evaluation and best-model tracking.
+    evals = [log for log in trainer.state.log_history if "eval_tiny_ndcg@10" in log]
+    assert len(evals) == 2
+    assert trainer.state.best_metric == max(e["eval_tiny_ndcg@10"] for e in evals)
+    metrics = trainer.evaluate()
+    direct = evaluate_retrieval(model, corpus, queries, qrels, batch_size=8)
+    assert metrics["eval_tiny_ndcg@10"] == pytest.approx(direct["ndcg@10"], abs=1e-9)
+    assert metrics["eval_tiny_recall@100"] == pytest.approx(direct["recall@100"], abs=1e-9)
+    with pytest.raises(TypeError, match="callables"):
+        ContrastiveTrainer(model=model, args=config(tmp_path), train_dataset=ds, evaluators=["ndcg"])
