@@ -27,6 +27,7 @@ lr 1e-3, 16 steps of 4; generation: 40 greedy tokens on the 50 test documents)::
     | untouched                       | -4.054     | -3.405         | 25.53    | +54.2% | 0.20         |
     | sft                             | -3.843     | -2.975         | 16.56    |  0.0%  | 0.08         |
     | unlikelihood (eps=1)            | -3.872     | -2.951         | 16.77    | +1.3%  | 0.04         |
+    | unlikelihood (eps=3)            | -4.064     | -2.991         | 17.49    | +5.6%  | 0.06         |
     | unlikelihood (eps=10, default)  | -4.281     | -3.102         | 19.73    | +19.1% | 0.06         |
     | unlikelihood from SFT (eps=10)  | -4.772     | -3.127         | 20.51    | +23.9% | 0.02         |
     | gradient_ascent (eps=1)         | -5.412     | -2.948         | 16.89    | +2.0%  | 0.06         |
