@@ -32,10 +32,14 @@ The reported run (defaults; on a shared 2-core CPU the stages ran as separate pr
 reranker on the baseline's top 20 to fit the time)::
 
     python examples/retrieval_scifact.py --stages baseline,finetune
-    python examples/retrieval_scifact.py --stages rerank --rerank-top-k 20 \
-        --output-dir hf-contrastive-output/retrieval-scifact-rr3
+    python examples/retrieval_scifact.py --stages rerank --rerank-top-k 20 --rerank-epochs 3 \
+        --rerank-pooling mean --output-dir hf-contrastive-output/retrieval-scifact-rr4
     python examples/retrieval_scifact.py --stages "" \
-        --merge-results hf-contrastive-output/retrieval-scifact-rr3/results.json
+        --merge-results hf-contrastive-output/retrieval-scifact-rr4/results.json
+
+Measured (SciFact test, nDCG@10): MiniLM 0.6451; fine-tuned with mined hard negatives 0.6912; cross-encoder
+(from MiniLM, mean pooling, listwise InfoNCE, 3 negatives, 3 epochs) on MiniLM's top 20: 0.6976 (one epoch
+gave 0.6238, below the retriever); equal-weight fusion of retriever and reranker scores 0.7183.
 
 On 2 shared CPU cores with one thread each, embedding the corpus once takes 4-11 minutes, and
 reranking costs one cross-encoder forward per (claim, document) pair: 300 x top-k pairs.
@@ -491,7 +495,7 @@ def main() -> None:
     p.add_argument("--rerank-top-k", type=int, default=100)
     p.add_argument("--rerank-negatives", type=int, default=3)
     p.add_argument("--rerank-objective", default="listwise", choices=["pointwise", "listwise"])
-    p.add_argument("--rerank-epochs", type=float, default=1.0)
+    p.add_argument("--rerank-epochs", type=float, default=3.0)
     p.add_argument("--rerank-lr", type=float, default=1e-4)
     p.add_argument("--rerank-batch-size", type=int, default=8)
     p.add_argument("--rerank-max-length", type=int, default=128)
