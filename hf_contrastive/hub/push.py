@@ -94,3 +94,39 @@ def push_to_hub(
 
 
 __all__ = ["push_to_hub", "push_folder_to_hub", "folder_operations"]
+
+
+_HUB_KWARGS = ("commit_message", "commit_description", "private", "token", "create_pr", "revision")
+
+
+def save_folder_with_card(
+    model: Any,
+    save_directory: str | os.PathLike,
+    save_weights,
+    render_card=None,
+    *,
+    push_to_hub: bool = False,
+    repo_id: str | None = None,
+    **kwargs: Any,
+) -> None:
+    """Write a head's folder atomically: weights/config (``save_weights(tmp, **kwargs)``), its tokenizer,
+    and the card from ``render_card(model, repo_id=..., load_path=...)``; then push it if asked.
+
+    Shared by the heads' ``save_pretrained``. Everything goes to a temporary folder next to
+    ``save_directory`` and is moved into place only once complete; Hub arguments (``commit_message``,
+    ``private``, ``token``, ...) are taken out of ``kwargs`` for the push.
+    """
+    from hf_contrastive.utils import atomic_save
+
+    if os.path.isfile(save_directory):
+        raise ValueError(f"save_directory should be a folder, got an existing file: {save_directory}")
+    hub_kwargs = {k: kwargs.pop(k) for k in _HUB_KWARGS if k in kwargs}
+    with atomic_save(save_directory) as tmp:
+        save_weights(tmp, **kwargs)
+        if getattr(model, "tokenizer", None) is not None:
+            model.tokenizer.save_pretrained(tmp)
+        if render_card is not None:
+            card = render_card(model, repo_id=repo_id, load_path=os.fspath(Path(save_directory).resolve()))
+            card.save(Path(tmp) / "README.md")
+    if push_to_hub:
+        push_folder_to_hub(save_directory, repo_id or Path(save_directory).name, **hub_kwargs)

@@ -6,7 +6,6 @@ import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -406,27 +405,18 @@ class SentenceEncoder(SentenceEncoderPreTrainedModel):
         when all of them are complete. ``push_to_hub=True`` then uploads the folder with its card.
         """
         from hf_contrastive.hub.card import render_model_card
-        from hf_contrastive.hub.push import push_folder_to_hub
-        from hf_contrastive.utils import atomic_save
+        from hf_contrastive.hub.push import save_folder_with_card
 
-        if os.path.isfile(save_directory):
-            raise ValueError(f"save_directory should be a folder, got an existing file: {save_directory}")
-        hub_kwargs = {
-            k: kwargs.pop(k)
-            for k in ("commit_message", "commit_description", "private", "token", "create_pr", "revision")
-            if k in kwargs
-        }
-        with atomic_save(save_directory) as tmp:
-            super().save_pretrained(tmp, *args, **kwargs)
-            if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(tmp)
-            if write_card:
-                card = render_model_card(
-                    self, repo_id=repo_id, load_path=os.fspath(Path(save_directory).resolve())
-                )
-                card.save(Path(tmp) / "README.md")
-        if push_to_hub:
-            push_folder_to_hub(save_directory, repo_id or Path(save_directory).name, **hub_kwargs)
+        parent_save = super().save_pretrained  # weights + config, into the temporary folder
+        save_folder_with_card(
+            self,
+            save_directory,
+            lambda tmp, **kw: parent_save(tmp, *args, **kw),
+            render_model_card if write_card else None,
+            push_to_hub=push_to_hub,
+            repo_id=repo_id,
+            **kwargs,
+        )
 
     def push_to_hub(self, repo_id: str, **kwargs: Any):
         """Upload weights, config, tokenizer and the rendered model card to ``repo_id``."""
