@@ -127,13 +127,11 @@ def run_negation_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     """
     from datasets import Dataset
 
-    from hf_contrastive.data.annotation import load_summary_splits
-    from hf_contrastive.data.spans import SpanFeatureBuilder
-    from hf_contrastive.evaluation.faithfulness import evaluate_faithfulness, load_causal_lm
+    from hf_contrastive.evaluation.faithfulness import evaluate_faithfulness
     from hf_contrastive.trainers.span_unlikelihood import (
-        SpanUnlikelihoodConfig,
         SpanUnlikelihoodTrainer,
         _lora_config,
+        _recipe_setup,
     )
 
     model_cfg = dict(recipe.get("model") or {})
@@ -146,33 +144,10 @@ def run_negation_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     if not recipe.get("lora"):
         raise ValueError("Task-vector negation here works on LoRA adapters: the recipe needs a lora section.")
     args_cfg.setdefault("output_dir", "hf-contrastive-output/faithful-task-negation")
-    args_cfg.setdefault("report_to", "none")
     args_cfg["objective"] = "nll"
-    import torch
-
-    if not torch.cuda.is_available():
-        args_cfg.setdefault("use_cpu", True)  # SFTConfig defaults to bf16, which needs a GPU
-    bad = sorted(set(args_cfg) - set(SpanUnlikelihoodConfig.__dataclass_fields__))
-    if bad:
-        raise ValueError(f"Unknown training argument(s) {bad} (SpanUnlikelihoodConfig fields).")
-    args = SpanUnlikelihoodConfig(**args_cfg)
-    model, tokenizer = load_causal_lm(model_cfg["name_or_path"])
-    splits = load_summary_splits(
-        data_cfg["path"],
-        n_train=int(data_cfg.get("n_train", 200)),
-        n_validation=int(data_cfg.get("n_validation", 24)),
-        n_test=int(data_cfg.get("n_test", 50)),
-        seed=int(data_cfg.get("seed", 0)),
-        kinds=tuple(data_cfg.get("perturbations", ("entity", "number", "date", "negation"))),
-    )
+    args, model, tokenizer, splits, builder = _recipe_setup(model_cfg, data_cfg, args_cfg, n_validation=24)
     if not splits["validation"]:
         raise ValueError("Choosing lambda needs a validation split: set data.n_validation > 0.")
-    builder = SpanFeatureBuilder(
-        tokenizer,
-        max_length=args.max_length,
-        max_document_tokens=args.max_document_tokens,
-        instruction=args.instruction,
-    )
     batch_size = int(eval_cfg.get("batch_size", 4))
     results: dict[str, Any] = {
         "before": evaluate_faithfulness(model, builder, splits["test"], batch_size=batch_size)

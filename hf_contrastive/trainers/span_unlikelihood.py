@@ -316,29 +316,13 @@ def _lora_config(section: dict[str, Any] | None):
     return LoraConfig(**section)
 
 
-def run_span_unlikelihood_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """Recipe task ``faithful-unlikelihood``: perturb summaries, train with the span objective, evaluate.
-
-    Sections: ``model`` (``name_or_path``; ``smollm2`` means the packaged SmolLM2-135M-Instruct), ``data``
-    (``path`` of a JSON-lines file with ``document``/``summary``, ``n_train``, ``n_validation``, ``n_test``,
-    ``seed``, ``perturbations``), ``span`` (the method's fields of :class:`SpanUnlikelihoodConfig`:
-    ``objective``, ``eps``, ``log_prob_floor``, ``max_length``, ``max_document_tokens``, ...), ``args``
-    (``TrainingArguments`` fields), ``lora`` (``peft.LoraConfig`` fields), ``eval`` (``batch_size``). Returns the
-    held-out figures before and after training (mean log-prob of unfaithful spans and of the other summary
-    tokens, faithful-reference perplexity).
-    """
+def _recipe_setup(model_cfg: dict, data_cfg: dict, args_cfg: dict, n_validation: int):
+    """What the faithfulness recipes share: the checked config, the causal LM and its tokenizer, the
+    perturbed train/validation/test splits and the feature builder."""
     from hf_contrastive.data.annotation import load_summary_splits
-    from hf_contrastive.evaluation.faithfulness import evaluate_faithfulness, load_causal_lm
+    from hf_contrastive.data.spans import SpanFeatureBuilder
+    from hf_contrastive.evaluation.faithfulness import load_causal_lm
 
-    model_cfg = dict(recipe.get("model") or {})
-    data_cfg = dict(recipe.get("data") or {})
-    args_cfg = {**dict(recipe.get("args") or {}), **dict(recipe.get("span") or {})}
-    eval_cfg = dict(recipe.get("eval") or {})
-    if "name_or_path" not in model_cfg:
-        raise ValueError("The recipe's model section needs name_or_path.")
-    if "path" not in data_cfg:
-        raise ValueError("The recipe's data section needs the path of a JSON-lines summary file.")
-    args_cfg.setdefault("output_dir", "hf-contrastive-output/faithful-unlikelihood")
     args_cfg.setdefault("report_to", "none")
     if not torch.cuda.is_available():
         args_cfg.setdefault("use_cpu", True)  # SFTConfig defaults to bf16, which needs a GPU
@@ -350,7 +334,7 @@ def run_span_unlikelihood_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     splits = load_summary_splits(
         data_cfg["path"],
         n_train=int(data_cfg.get("n_train", 200)),
-        n_validation=int(data_cfg.get("n_validation", 0)),
+        n_validation=int(data_cfg.get("n_validation", n_validation)),
         n_test=int(data_cfg.get("n_test", 50)),
         seed=int(data_cfg.get("seed", 0)),
         kinds=tuple(data_cfg.get("perturbations", ("entity", "number", "date", "negation"))),
@@ -361,6 +345,32 @@ def run_span_unlikelihood_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
         max_document_tokens=args.max_document_tokens,
         instruction=args.instruction,
     )
+    return args, model, tokenizer, splits, builder
+
+
+def run_span_unlikelihood_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """Recipe task ``faithful-unlikelihood``: perturb summaries, train with the span objective, evaluate.
+
+    Sections: ``model`` (``name_or_path``; ``smollm2`` means the packaged SmolLM2-135M-Instruct), ``data``
+    (``path`` of a JSON-lines file with ``document``/``summary``, ``n_train``, ``n_validation``, ``n_test``,
+    ``seed``, ``perturbations``), ``span`` (the method's fields of :class:`SpanUnlikelihoodConfig`:
+    ``objective``, ``eps``, ``log_prob_floor``, ``max_length``, ``max_document_tokens``, ...), ``args``
+    (``TrainingArguments`` fields), ``lora`` (``peft.LoraConfig`` fields), ``eval`` (``batch_size``). Returns the
+    held-out figures before and after training (mean log-prob of unfaithful spans and of the other summary
+    tokens, faithful-reference perplexity).
+    """
+    from hf_contrastive.evaluation.faithfulness import evaluate_faithfulness
+
+    model_cfg = dict(recipe.get("model") or {})
+    data_cfg = dict(recipe.get("data") or {})
+    args_cfg = {**dict(recipe.get("args") or {}), **dict(recipe.get("span") or {})}
+    eval_cfg = dict(recipe.get("eval") or {})
+    if "name_or_path" not in model_cfg:
+        raise ValueError("The recipe's model section needs name_or_path.")
+    if "path" not in data_cfg:
+        raise ValueError("The recipe's data section needs the path of a JSON-lines summary file.")
+    args_cfg.setdefault("output_dir", "hf-contrastive-output/faithful-unlikelihood")
+    args, model, tokenizer, splits, builder = _recipe_setup(model_cfg, data_cfg, args_cfg, n_validation=0)
     batch_size = int(eval_cfg.get("batch_size", 4))
     results: dict[str, Any] = {
         "before": evaluate_faithfulness(model, builder, splits["test"], batch_size=batch_size)
