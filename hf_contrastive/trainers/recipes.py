@@ -149,6 +149,16 @@ def load_recipe(name_or_path: str | os.PathLike, overrides: list[str] | None = N
     return _substitute(recipe, values)
 
 
+def build_args(config_cls: type, args_cfg: dict[str, Any]):
+    """The recipe's ``args`` section as ``config_cls`` (a `TrainingArguments` dataclass); unknown keys refused."""
+    bad = sorted(set(args_cfg) - set(config_cls.__dataclass_fields__))
+    if bad:
+        raise ValueError(
+            f"Unknown training argument(s) {bad} ({config_cls.__name__} / TrainingArguments fields)."
+        )
+    return config_cls(**args_cfg)
+
+
 def run_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     """Run a resolved recipe with the function of its task; return the figures."""
     recipe = dict(recipe)
@@ -175,13 +185,7 @@ def run_contrastive_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     args_cfg.setdefault("report_to", "none")
     if data_cfg.get("dataset_name"):
         args_cfg.setdefault("dataset_name", data_cfg["dataset_name"])
-    fields = set(ContrastiveConfig.__dataclass_fields__)
-    bad = sorted(set(args_cfg) - fields)
-    if bad:
-        raise ValueError(
-            f"Unknown training argument(s) {bad} (ContrastiveConfig / TrainingArguments fields)."
-        )
-    args = ContrastiveConfig(**args_cfg)
+    args = build_args(ContrastiveConfig, args_cfg)
 
     model = SentenceEncoder.from_pretrained(model_cfg.pop("name_or_path"), **model_cfg)
     train = load_source(data_cfg["train"])

@@ -124,6 +124,7 @@ def run_retrieval_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     """Train a bi-encoder as the recipe says; retrieval figures before/after; save a Hub-ready encoder."""
     from hf_contrastive.modeling import BiEncoder
     from hf_contrastive.trainers.contrastive import ContrastiveConfig, ContrastiveTrainer
+    from hf_contrastive.trainers.recipes import build_args
 
     model_cfg = dict(recipe.get("model") or {})
     if "name_or_path" not in model_cfg:
@@ -138,13 +139,7 @@ def run_retrieval_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     args_cfg.setdefault("output_dir", "hf-contrastive-output")
     args_cfg.setdefault("report_to", "none")
     eval_batch = int(data.get("eval", {}).get("batch_size", 64)) if isinstance(data.get("eval"), dict) else 64
-    fields = set(ContrastiveConfig.__dataclass_fields__)
-    bad = sorted(set(args_cfg) - fields)
-    if bad:
-        raise ValueError(
-            f"Unknown training argument(s) {bad} (ContrastiveConfig / TrainingArguments fields)."
-        )
-    args = ContrastiveConfig(**args_cfg)
+    args = build_args(ContrastiveConfig, args_cfg)
 
     model = BiEncoder.from_pretrained(model_cfg.pop("name_or_path"), **model_cfg)
     tok = model.tokenizer
