@@ -213,6 +213,7 @@ class PerturbationAnnotator(SpanAnnotator):
         self.prefer_document = prefer_document
 
     def annotate(self, document: str, summary: str) -> SpanAnnotation | None:
+        """Perturb ``summary`` with material from ``document``; the span covers the changed text (None: skipped)."""
         if not isinstance(summary, str) or not summary.strip():
             return self._skip("empty summary")
         if not isinstance(document, str):
@@ -460,6 +461,8 @@ class LLMJudgeAnnotator(SpanAnnotator):
         return tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def annotate(self, document: str, summary: str) -> SpanAnnotation | None:
+        """Ask the judge for the unfaithful spans of ``summary`` (JSON), mapped back to character offsets;
+        None with a logged reason when the answer is malformed or the call fails."""
         if not isinstance(summary, str) or not summary.strip():
             return self._skip("empty summary")
         prompt = self.prompt_template.format(document=document, summary=summary)

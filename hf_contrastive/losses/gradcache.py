@@ -200,6 +200,7 @@ class GradCache(ContrastiveLoss):
         return self.loss(*args, **kwargs)
 
     def split(self, features: Features) -> list[tuple[torch.Tensor, Features]]:
+        """Mini-batches of ``features`` (by count, or by token budget): ``[(row_indices, features), ...]``."""
         return split_features(features, self.mini_batch_size, self.token_budget)
 
     def backward(

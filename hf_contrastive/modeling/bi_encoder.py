@@ -290,6 +290,8 @@ class BiEncoder(PreTrainedModel):
         return self.query_encoder.encode(texts, **kwargs)
 
     def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Pairwise scores ``[N, M]`` of query embeddings ``a`` ``[N, D]`` and document embeddings ``b`` ``[M, D]``
+        with the configured similarity function."""
         return self.query_encoder.similarity(a, b)
 
     # -- loading / saving --------------------------------------------------------------------

@@ -692,6 +692,8 @@ class ContrastiveTrainer(Trainer):
     def evaluate(
         self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
     ) -> dict[str, float]:
+        """`Trainer.evaluate` (loss on an eval dataset, if any) plus the STS evaluator's and the `evaluators=`'
+        figures, all prefixed ``{metric_key_prefix}_``; STS results are also recorded for the model card."""
         metrics: dict[str, float] = {}
         if eval_dataset is not None or self.eval_dataset is not None:
             metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
