@@ -45,7 +45,7 @@ def load_model(name: str, device: str):
     from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
 
     if name == "smollm2":
-        from hf_contrastive.generation._smollm2 import smollm2_folder
+        from hf_contrastive.core.smollm2 import smollm2_folder
 
         folder = smollm2_folder()
         if folder is None:

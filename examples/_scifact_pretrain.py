@@ -53,7 +53,7 @@ QUICK = dict(FULL, steps=8, batch_size=16, doc_max_length=64, distractors=300)
 
 
 def _scifact_folder(data_dir: str | os.PathLike | None) -> Path:
-    from hf_contrastive.utils import data_dir as default_data_dir
+    from hf_contrastive.core.utils import data_dir as default_data_dir
 
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     for candidate in (root / "retrieval" / "scifact", root / "scifact", root):
@@ -71,8 +71,8 @@ def _subset_corpus(corpus: dict, qrels: dict, distractors: int, seed: int) -> di
 
 def load_smollm2_biencoder(doc_max_length: int, query_max_length: int):
     """SmolLM2-135M-Instruct as a shared-tower bi-encoder with mean pooling (fp32)."""
-    from hf_contrastive.generation._smollm2 import smollm2_folder
-    from hf_contrastive.modeling import BiEncoder
+    from hf_contrastive.core.smollm2 import smollm2_folder
+    from hf_contrastive.retrieval.bi_encoder import BiEncoder
 
     folder = smollm2_folder()
     if folder is None:
@@ -102,9 +102,9 @@ def run_pretrain_stage(
     from datasets import Dataset
     from peft import LoraConfig
 
-    from hf_contrastive.data.augment import random_crop_pairs
-    from hf_contrastive.evaluation.retrieval import document_text, evaluate_retrieval, load_beir
-    from hf_contrastive.trainers import ContrastiveConfig, ContrastiveTrainer
+    from hf_contrastive.retrieval.augment import random_crop_pairs
+    from hf_contrastive.retrieval.evaluation import document_text, evaluate_retrieval, load_beir
+    from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
 
     s = QUICK if quick else FULL
     out = Path(output_dir)

@@ -15,8 +15,8 @@ import argparse
 from peft import LoraConfig
 
 from hf_contrastive import ContrastiveConfig, ContrastiveTrainer, SentenceEncoder, STSEvaluator
-from hf_contrastive.data.loaders import load_source, snli_triples
-from hf_contrastive.utils import packaged_minilm_path
+from hf_contrastive.core.data.loaders import load_source, snli_triples
+from hf_contrastive.core.utils import packaged_minilm_path
 
 
 def main() -> None:

@@ -67,21 +67,21 @@ import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 
 from hf_contrastive import ContrastiveConfig, ContrastiveTrainer, SentenceEncoder  # noqa: E402
-from hf_contrastive.data.mining import mine_hard_negatives  # noqa: E402
-from hf_contrastive.evaluation.retrieval import (  # noqa: E402
+from hf_contrastive.retrieval.mining import mine_hard_negatives  # noqa: E402
+from hf_contrastive.retrieval.evaluation import (  # noqa: E402
     document_text,
     encode_corpus,
     evaluate_retrieval,
     load_beir,
     retrieval_metrics,  # noqa: E402
 )
-from hf_contrastive.rerankers import (  # noqa: E402
+from hf_contrastive.retrieval.rerankers import (  # noqa: E402
     CrossEncoderReranker,
     RerankerConfig,
     RerankerTrainer,
     rerank_results,
 )
-from hf_contrastive.utils import data_dir, packaged_minilm_path  # noqa: E402
+from hf_contrastive.core.utils import data_dir, packaged_minilm_path  # noqa: E402
 
 STAGES = ("baseline", "finetune", "rerank", "pretrain")
 SHOWN = ("ndcg@10", "mrr@10", "recall@100", "map@100")

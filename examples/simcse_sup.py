@@ -11,8 +11,8 @@ from __future__ import annotations
 import argparse
 
 from hf_contrastive import ContrastiveConfig, ContrastiveTrainer, SentenceEncoder, STSEvaluator
-from hf_contrastive.data.loaders import snli_triples
-from hf_contrastive.utils import packaged_minilm_path
+from hf_contrastive.core.data.loaders import snli_triples
+from hf_contrastive.core.utils import packaged_minilm_path
 
 
 def main() -> None:

@@ -14,9 +14,9 @@ from __future__ import annotations
 import argparse
 
 from hf_contrastive import ContrastiveConfig, ContrastiveTrainer, SentenceEncoder, STSEvaluator
-from hf_contrastive.data.loaders import text_lines
-from hf_contrastive.modeling import ProjectionHead
-from hf_contrastive.utils import data_dir, packaged_minilm_path
+from hf_contrastive.core.data.loaders import text_lines
+from hf_contrastive.embeddings.modeling import ProjectionHead
+from hf_contrastive.core.utils import data_dir, packaged_minilm_path
 
 
 def main() -> None:

@@ -60,7 +60,7 @@ BACKBONES = ("minilm", "smollm2")
 
 # -- data --------------------------------------------------------------------------------------------
 def sts_pairs(split: str, limit: int | None = None) -> list:
-    from hf_contrastive.evaluation.sts import load_sts_benchmark
+    from hf_contrastive.embeddings.sts import load_sts_benchmark
 
     rows = load_sts_benchmark(split)
     return rows[:limit] if limit else rows
@@ -90,7 +90,7 @@ def stsb_train_dataset(limit: int | None = None, seed: int = 0):
 
 def wiki_sentences(n: int, seed: int, path: Path | None = None) -> list[str]:
     """A seeded sample of ``n`` sentences of the wiki1m excerpt (the cut last line left out)."""
-    from hf_contrastive.utils import data_dir
+    from hf_contrastive.core.utils import data_dir
 
     path = path or data_dir() / "corpus" / "wiki1m_first11914.txt"
     if not path.is_file():
@@ -102,7 +102,7 @@ def wiki_sentences(n: int, seed: int, path: Path | None = None) -> list[str]:
 
 def spearman(model: Any, pairs: list, batch_size: int = 64) -> float:
     """Cosine Spearman x 100 on STS pairs, with the same code for every model."""
-    from hf_contrastive.evaluation.sts import evaluate_sts
+    from hf_contrastive.embeddings.sts import evaluate_sts
 
     return (
         100.0 * evaluate_sts(model, pairs, batch_size=batch_size, similarities=("cosine",))["spearman_cosine"]
@@ -111,7 +111,7 @@ def spearman(model: Any, pairs: list, batch_size: int = 64) -> float:
 
 # -- models ------------------------------------------------------------------------------------------
 def minilm_path(a: argparse.Namespace) -> str:
-    from hf_contrastive.utils import packaged_minilm_path
+    from hf_contrastive.core.utils import packaged_minilm_path
 
     path = a.model or packaged_minilm_path()
     if path is None:
@@ -122,7 +122,7 @@ def minilm_path(a: argparse.Namespace) -> str:
 def smollm2_path(a: argparse.Namespace) -> str:
     if a.llm:
         return str(a.llm)
-    from hf_contrastive.generation._smollm2 import smollm2_folder
+    from hf_contrastive.core.smollm2 import smollm2_folder
 
     folder = smollm2_folder()
     if folder is None:
@@ -190,8 +190,8 @@ def supervised(a: argparse.Namespace, out: Path) -> dict:
     }
 
     # ours
-    from hf_contrastive.modeling import SentenceEncoder
-    from hf_contrastive.trainers.contrastive import ContrastiveConfig, ContrastiveTrainer
+    from hf_contrastive.embeddings.modeling import SentenceEncoder
+    from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
 
     set_seed(a.seed)
     model = SentenceEncoder.from_pretrained(path)
@@ -241,7 +241,7 @@ def supervised(a: argparse.Namespace, out: Path) -> dict:
 # -- unsupervised SimCSE on wiki1m sentences ---------------------------------------------------------
 def load_backbone(a: argparse.Namespace, backbone: str):
     """(encoder, peft config or None, description) for a SimCSE run."""
-    from hf_contrastive.modeling import SentenceEncoder
+    from hf_contrastive.embeddings.modeling import SentenceEncoder
 
     if backbone == "minilm":
         model = SentenceEncoder.from_pretrained(minilm_path(a))
@@ -280,7 +280,7 @@ def load_backbone(a: argparse.Namespace, backbone: str):
 def simcse(a: argparse.Namespace, out: Path) -> dict:
     from datasets import Dataset
 
-    from hf_contrastive.trainers.contrastive import ContrastiveConfig, ContrastiveTrainer
+    from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
 
     sentences = wiki_sentences(a.sentences, a.seed)
     test = sts_pairs("test", a.test_limit)

@@ -1,53 +1,89 @@
 """hf-contrastive: contrastive learning methods for the Hugging Face stack.
 
 Public API is re-exported here; anything not listed may change between releases.
-Importing the package registers its heads (`SentenceEncoder`, `BiEncoder`, `RelationClassifier`,
-the rerankers) with the transformers Auto classes and restores
-`generate(penalty_alpha=..., top_k=...)` (contrastive search) as local code.
+
+Layout: a shared core (`hf_contrastive.core`: the loss contract and generic losses, cross-device
+helpers, GradCache, exact search, the save/push/card mixin, PEFT and recipe-section helpers,
+benchmark loaders) and one wing per family of methods (`embeddings`, `retrieval`, `generation`,
+`faithfulness`, `relation`); `hf_contrastive.recipes` maps a recipe's `task:` to its runner.
+
+Importing the package has two side effects, both deliberate:
+
+- it registers its heads (`SentenceEncoder`, `BiEncoder`, `RelationClassifier`, the rerankers)
+  with the transformers `AutoConfig` / `AutoModel` classes;
+- it restores `generate(penalty_alpha=..., top_k=...)` (contrastive search) as local code: see
+  `hf_contrastive.generation.registration` for exactly what is patched (logged once at INFO);
+  `HF_CONTRASTIVE_NO_REGISTER=1` skips it and `disable_contrastive_search()` undoes it.
+
+The module paths of release 0.1 (`hf_contrastive.modeling`, `hf_contrastive.losses`, ...) still
+import, with a `FutureWarning`, until release 0.3 (see `hf_contrastive._deprecated`).
 """
 
 from __future__ import annotations
 
-__version__ = "0.1.0.dev0"
+from hf_contrastive._version import __version__
 
-from hf_contrastive.arithmetic import LoraTaskVector, TaskVector
-from hf_contrastive.data.annotation import LLMJudgeAnnotator, PerturbationAnnotator
-from hf_contrastive.data.augment import context_window_pairs, inverse_cloze_pairs, random_crop_pairs
-from hf_contrastive.data.mining import mine_hard_negatives
-from hf_contrastive.data.relation import RelationExample, load_fewrel, load_semeval2010
-from hf_contrastive.data.spans import SpanDataCollator, SpanFeatureBuilder
-from hf_contrastive.evaluation import STSEvaluator, evaluate_sts, load_sts_benchmark
-from hf_contrastive.evaluation.decoding import coherence, diversity, isotropy, rep_n, repetition_and_diversity
-from hf_contrastive.evaluation.faithfulness import evaluate_faithfulness, hallucination_rate
-from hf_contrastive.evaluation.relation import relation_micro_f1, semeval2010_official_scores
-from hf_contrastive.evaluation.retrieval import RetrievalEvaluator, evaluate_retrieval, load_beir
-from hf_contrastive.generation import *  # noqa: F403
-from hf_contrastive.hub import EvalEntry, ModelCardInfo, push_folder_to_hub, render_model_card
-from hf_contrastive.losses import *  # noqa: F403
-from hf_contrastive.modeling import (
+# isort: split
+from hf_contrastive import _deprecated
+
+_deprecated.install()
+
+# isort: split
+from hf_contrastive.core.hub import EvalEntry, ModelCardInfo, push_folder_to_hub, render_model_card
+from hf_contrastive.core.losses import *  # noqa: F403
+from hf_contrastive.core.momentum import MomentumEncoder
+from hf_contrastive.embeddings import (
     POOLING_MODES,
-    BiEncoder,
-    BiEncoderConfig,
-    RelationClassifier,
-    RelationClassifierConfig,
+    ContrastiveConfig,
+    ContrastiveTrainer,
     SentenceEncoder,
     SentenceEncoderConfig,
     SentenceEncoderOutput,
+    STSEvaluator,
+    evaluate_sts,
+    load_sts_benchmark,
 )
-from hf_contrastive.rerankers import (
+from hf_contrastive.faithfulness import (
+    LLMJudgeAnnotator,
+    LoraTaskVector,
+    PerturbationAnnotator,
+    SpanDataCollator,
+    SpanFeatureBuilder,
+    SpanUnlikelihoodConfig,
+    SpanUnlikelihoodTrainer,
+    TaskVector,
+    evaluate_faithfulness,
+    hallucination_rate,
+)
+from hf_contrastive.generation import *  # noqa: F403
+from hf_contrastive.generation.metrics import coherence, diversity, isotropy, rep_n, repetition_and_diversity
+from hf_contrastive.generation.simctg import SimCTGConfig, SimCTGTrainer
+from hf_contrastive.relation import (
+    RelationClassificationTrainer,
+    RelationClassifier,
+    RelationClassifierConfig,
+    RelationExample,
+    RelationFinetuneConfig,
+    TKREConfig,
+    TKREPretrainer,
+    load_fewrel,
+    load_semeval2010,
+    relation_micro_f1,
+    semeval2010_official_scores,
+)
+from hf_contrastive.retrieval import (
+    BiEncoder,
+    BiEncoderConfig,
     CrossEncoderReranker,
     LLMYesNoReranker,
     RerankerConfig,
     RerankerTrainer,
+    RetrievalEvaluator,
+    context_window_pairs,
     evaluate_reranking,
-)
-from hf_contrastive.trainers import ContrastiveConfig, ContrastiveTrainer
-from hf_contrastive.trainers.momentum import MomentumEncoder
-from hf_contrastive.trainers.simctg import SimCTGConfig, SimCTGTrainer
-from hf_contrastive.trainers.span_unlikelihood import SpanUnlikelihoodConfig, SpanUnlikelihoodTrainer
-from hf_contrastive.trainers.tkre import (
-    RelationClassificationTrainer,
-    RelationFinetuneConfig,
-    TKREConfig,
-    TKREPretrainer,
+    evaluate_retrieval,
+    inverse_cloze_pairs,
+    load_beir,
+    mine_hard_negatives,
+    random_crop_pairs,
 )

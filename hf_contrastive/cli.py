@@ -10,19 +10,19 @@ import argparse
 import importlib
 import sys
 
+from hf_contrastive._version import __version__
+
 # Optional verbs are skipped when their module is absent.
 _VERB_MODULES = (
     "hf_contrastive.quickstart",
-    "hf_contrastive.trainers.cli",
-    "hf_contrastive.evaluation.cli",
+    "hf_contrastive.recipes.cli",
+    "hf_contrastive.embeddings.cli",
     "hf_contrastive.generation.cli",
-    "hf_contrastive.hub.cli",
+    "hf_contrastive.embeddings.card_cli",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hf_contrastive import __version__
-
     parser = argparse.ArgumentParser(
         prog="hf-contrastive",
         description="Contrastive learning for the Hugging Face stack: train, evaluate, decode, write model cards.",

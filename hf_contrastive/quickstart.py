@@ -247,10 +247,10 @@ def run(
     from datasets import Dataset
     from peft import LoraConfig
 
-    from hf_contrastive.hub.card import EvalEntry
-    from hf_contrastive.modeling import SentenceEncoder
-    from hf_contrastive.trainers.contrastive import ContrastiveConfig, ContrastiveTrainer
-    from hf_contrastive.utils import packaged_minilm_path
+    from hf_contrastive.core.hub.card import EvalEntry
+    from hf_contrastive.core.utils import packaged_minilm_path
+    from hf_contrastive.embeddings.modeling import SentenceEncoder
+    from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
 
     if model_path is None:
         packaged = packaged_minilm_path()

@@ -10,7 +10,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from hf_contrastive.utils import data_dir, packaged_minilm_path, packaged_smollm2_gguf  # noqa: E402
+from hf_contrastive.core.utils import data_dir, packaged_minilm_path, packaged_smollm2_gguf  # noqa: E402
 
 
 @pytest.fixture(scope="session")

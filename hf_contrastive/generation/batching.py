@@ -46,7 +46,7 @@ def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str | None
     from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     if name_or_path.lower() in ("smollm2", "smollm2-135m"):
-        from hf_contrastive.generation._smollm2 import smollm2_folder
+        from hf_contrastive.core.smollm2 import smollm2_folder
 
         folder = smollm2_folder()
         if folder is None:

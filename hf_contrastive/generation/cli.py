@@ -39,8 +39,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     import hf_contrastive  # noqa: F401 - registers generate(penalty_alpha=...)
-    from hf_contrastive.evaluation.decoding import repetition_and_diversity
     from hf_contrastive.generation.batching import generate_continuations, load_causal_lm, load_prompts
+    from hf_contrastive.generation.metrics import repetition_and_diversity
 
     prompts = list(args.prompt)
     if args.prompts_file:

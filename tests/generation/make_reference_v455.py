@@ -295,8 +295,8 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run([args.v455_python, __file__, "--stage", "tiny"], check=True, env=env)
     if args.smollm2:
         sys.path.insert(0, str(HERE.parent.parent))
-        from hf_contrastive.generation._smollm2 import smollm2_folder
-        from hf_contrastive.utils import data_dir
+        from hf_contrastive.core.smollm2 import smollm2_folder
+        from hf_contrastive.core.utils import data_dir
 
         folder = smollm2_folder()
         if folder is None:

@@ -19,7 +19,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 def smollm2(smollm2_gguf):
     from transformers import AutoModelForCausalLM
 
-    from hf_contrastive.generation._smollm2 import smollm2_folder
+    from hf_contrastive.core.smollm2 import smollm2_folder
 
     folder = smollm2_folder()
     return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import torch
-from foundation.tiny import bert_config, bert_tokenizer
+from tiny_models import bert_config, bert_tokenizer
 
-from hf_contrastive.data.relation import RelationExample
-from hf_contrastive.modeling import RelationClassifier
+from hf_contrastive.relation.data import RelationExample
+from hf_contrastive.relation.modeling import RelationClassifier
 
 LABELS = ["Cause-Effect(e1,e2)", "Cause-Effect(e2,e1)", "Other"]
 

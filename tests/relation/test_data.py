@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 
 import pytest
-from foundation.tiny import bert_tokenizer
+from tiny_models import bert_tokenizer
 
-from hf_contrastive.data.relation import (
+from hf_contrastive.relation.data import (
     SEMEVAL_LABELS,
     RelationDataCollator,
     RelationExample,

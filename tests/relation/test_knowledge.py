@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hf_contrastive.data.relation import RelationExample
-from hf_contrastive.data.relation_knowledge import (
+from hf_contrastive.relation.data import RelationExample
+from hf_contrastive.relation.knowledge import (
     SEMEVAL_RELATION_DESCRIPTIONS,
     KnowledgeGenerator,
     ValidationReport,
@@ -126,7 +126,7 @@ def test_bad_arguments(tmp_path):
 @pytest.mark.slow
 @pytest.mark.integration
 def test_smollm2_generates_and_caches(smollm2_gguf, tmp_path):
-    from hf_contrastive.generation._smollm2 import smollm2_folder
+    from hf_contrastive.core.smollm2 import smollm2_folder
 
     folder = smollm2_folder()
     rel = {"Cause-Effect(e1,e2)": SEMEVAL_RELATION_DESCRIPTIONS["Cause-Effect(e1,e2)"]}

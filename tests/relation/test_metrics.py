@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from hf_contrastive.evaluation.relation import (
+from hf_contrastive.relation.scoring import (
     episode_accuracy,
     relation_micro_f1,
     relation_scores,

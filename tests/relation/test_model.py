@@ -8,7 +8,8 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-from hf_contrastive.modeling import RelationClassifier, RelationClassifierConfig
+from hf_contrastive.relation.configuration import RelationClassifierConfig
+from hf_contrastive.relation.modeling import RelationClassifier
 
 from .helpers import LABELS, examples, tiny_classifier
 
@@ -81,7 +82,7 @@ def test_push_to_hub_uploads_card(tmp_path, monkeypatch):
         seen["card"] = (Path(folder) / "README.md").read_text()
         seen["repo"] = repo_id
 
-    monkeypatch.setattr("hf_contrastive.hub.push.push_folder_to_hub", fake_push)
+    monkeypatch.setattr("hf_contrastive.core.hub.push.push_folder_to_hub", fake_push)
     model.push_to_hub("me/tiny-re")
     assert seen["repo"] == "me/tiny-re"
     assert "README.md" in seen["files"] and "tokenizer.json" in seen["files"]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from foundation.tiny import bert_tokenizer
+from tiny_models import bert_tokenizer
 
-from hf_contrastive.data.mslm import MaskedSpanLMCollator, region_ids
-from hf_contrastive.data.relation import RelationExample, marker_tokens
+from hf_contrastive.relation.data import RelationExample, marker_tokens
+from hf_contrastive.relation.mslm import MaskedSpanLMCollator, region_ids
 
 
 @pytest.fixture

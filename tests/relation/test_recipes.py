@@ -6,12 +6,12 @@ import json
 
 import pytest
 import torch
-from foundation.tiny import bert_config, bert_tokenizer
+from tiny_models import bert_config, bert_tokenizer
 from transformers import BertForMaskedLM
 
-from hf_contrastive.modeling import RelationClassifier
-from hf_contrastive.trainers.recipes import load_recipe, run_recipe
-from hf_contrastive.trainers.tkre import RelationFinetuneConfig, TKREConfig
+from hf_contrastive.recipes.registry import load_recipe, run_recipe
+from hf_contrastive.relation.modeling import RelationClassifier
+from hf_contrastive.relation.tkre import RelationFinetuneConfig, TKREConfig
 
 from .helpers import examples
 

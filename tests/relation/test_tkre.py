@@ -6,11 +6,11 @@ import math
 
 import pytest
 import torch
-from foundation.tiny import bert_config, bert_tokenizer
+from tiny_models import bert_config, bert_tokenizer
 from transformers import BertForMaskedLM
 
-from hf_contrastive.modeling import RelationClassifier
-from hf_contrastive.trainers.tkre import (
+from hf_contrastive.relation.modeling import RelationClassifier
+from hf_contrastive.relation.tkre import (
     RelationClassificationTrainer,
     RelationFinetuneConfig,
     SpanContrastiveLoss,

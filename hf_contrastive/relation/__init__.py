@@ -1,0 +1,83 @@
+"""Relation extraction: data loaders and K-shot sampling, the entity-marker processor, the
+`RelationClassifier` head, TKRE pretraining (masked span LM + span-level contrast), knowledge
+generation and the official SemEval-2010 scorer.
+
+Importing this wing registers `RelationClassifierConfig` / `RelationClassifier` with the Auto classes.
+"""
+
+from transformers import AutoConfig, AutoModel
+
+from hf_contrastive.relation.configuration import RelationClassifierConfig
+from hf_contrastive.relation.data import (
+    SEMEVAL_LABELS,
+    Episode,
+    RelationDataCollator,
+    RelationDataset,
+    RelationExample,
+    load_fewrel,
+    load_semeval2010,
+    sample_episodes,
+    sample_k_shot,
+)
+from hf_contrastive.relation.knowledge import KnowledgeGenerator, ValidationReport
+from hf_contrastive.relation.modeling import (
+    RelationClassificationHead,
+    RelationClassifier,
+    RelationClassifierOutput,
+)
+from hf_contrastive.relation.mslm import MaskedSpanLMCollator
+from hf_contrastive.relation.scoring import (
+    episode_accuracy,
+    relation_micro_f1,
+    relation_scores,
+    semeval2010_official_scores,
+)
+from hf_contrastive.relation.tkre import (
+    RelationClassificationTrainer,
+    RelationFinetuneConfig,
+    SpanContrastiveLoss,
+    TKREConfig,
+    TKREPretrainer,
+)
+
+
+def _register() -> None:
+    try:
+        AutoConfig.register(RelationClassifierConfig.model_type, RelationClassifierConfig)
+    except ValueError:
+        pass
+    try:
+        AutoModel.register(RelationClassifierConfig, RelationClassifier)
+    except ValueError:
+        pass
+
+
+_register()
+
+__all__ = [
+    "SEMEVAL_LABELS",
+    "Episode",
+    "KnowledgeGenerator",
+    "MaskedSpanLMCollator",
+    "RelationClassificationHead",
+    "RelationClassificationTrainer",
+    "RelationClassifier",
+    "RelationClassifierConfig",
+    "RelationClassifierOutput",
+    "RelationDataCollator",
+    "RelationDataset",
+    "RelationExample",
+    "RelationFinetuneConfig",
+    "SpanContrastiveLoss",
+    "TKREConfig",
+    "TKREPretrainer",
+    "ValidationReport",
+    "episode_accuracy",
+    "load_fewrel",
+    "load_semeval2010",
+    "relation_micro_f1",
+    "relation_scores",
+    "sample_episodes",
+    "sample_k_shot",
+    "semeval2010_official_scores",
+]

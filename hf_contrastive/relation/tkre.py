@@ -1,0 +1,778 @@
+"""TKRE: two-stage knowledge-guided pretraining for few-shot relation extraction, and fine-tuning.
+
+TKRE (2025) prepares an encoder for few-shot relation extraction in two stages before fine-tuning:
+
+1. **Masked span language modelling** (MSLM): masked LM where tokens between the two entities are
+   masked with p 0.8, entity tokens with 0.5 and the rest with 0.2 ([`MaskedSpanLMCollator`]).
+2. **Span-level contrastive learning** (SCL), trained together with MSLM, ``loss = l1 * MLM + l2 * SCL``
+   (both weights 1): each relation has a learned anchor embedding; the positive is the mean-pooled
+   relation span, the negative a random span of 1-3 tokens outside the entities; spans go through a
+   2-layer MLP, everything is L2-normalised and compared with temperature 0.1 ([`SpanContrastiveLoss`]).
+
+The pretrained encoder is then fine-tuned as a [`RelationClassifier`] (typed entity markers, subject- and
+object-start states -> Linear-ReLU-Dropout-Linear) by [`RelationClassificationTrainer`].
+
+Definitions used here (the paper gives them in words): the *relation span* is the tokens strictly
+between the first entity's end marker and the second entity's start marker; when the entities are
+adjacent (nothing between them) it is the whole stretch from the first start marker to the second end
+marker. Negative spans are drawn from ordinary tokens outside both entities (markers included) and
+outside the relation span; when a sentence has no such token the negative is drawn from outside the
+entities only, and when it has none at all the example contributes no SCL term.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import AutoModelForMaskedLM, AutoTokenizer, Trainer, TrainingArguments
+
+from hf_contrastive.core.losses.base import LossOutput
+from hf_contrastive.relation.data import MARKER_SCHEMES, RelationDataset, marker_tokens
+from hf_contrastive.relation.mslm import MaskedSpanLMCollator
+
+logger = logging.getLogger(__name__)
+
+
+# -- span helpers -------------------------------------------------------------------------------
+def relation_span_bounds(entity_positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(start, end)`` (end exclusive) of each row's relation span, from ``[B, 4]`` marker positions."""
+    s0, s1, o0, o1 = entity_positions.unbind(dim=1)
+    subject_first = s0 < o0
+    first_end = torch.where(subject_first, s1, o1)
+    second_start = torch.where(subject_first, o0, s0)
+    start = first_end + 1
+    end = second_start
+    empty = end <= start
+    first_start = torch.where(subject_first, s0, o0)
+    second_end = torch.where(subject_first, o1, s1)
+    start = torch.where(empty, first_start, start)
+    end = torch.where(empty, second_end + 1, end)
+    return start, end
+
+
+def span_mean(hidden: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
+    """Mean of ``hidden[b, start[b]:end[b]]`` for each row: ``[B, L, H] -> [B, H]``."""
+    pos = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
+    mask = ((pos >= start.unsqueeze(1)) & (pos < end.unsqueeze(1))).to(hidden.dtype)
+    counts = mask.sum(dim=1, keepdim=True).clamp(min=1.0)
+    return (hidden * mask.unsqueeze(-1)).sum(dim=1) / counts
+
+
+def sample_negative_spans(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    entity_positions: torch.Tensor,
+    protected_ids: torch.Tensor,
+    max_span: int = 3,
+    generator: torch.Generator | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Random contiguous spans of 1..``max_span`` ordinary tokens outside the entities.
+
+    Returns ``(start, end, valid)`` of shape ``[B]``; ``valid`` is False for rows with no candidate.
+    A span starts at a random candidate position and extends right over candidates only.
+    """
+    b, n = input_ids.shape
+    pos = torch.arange(n).unsqueeze(0).expand(b, n)
+    ep = entity_positions.cpu()
+    s0, s1, o0, o1 = (ep[:, i : i + 1] for i in range(4))
+    ordinary = (attention_mask.cpu() == 1) & ~torch.isin(input_ids.cpu(), protected_ids)
+    outside_entities = ~(((pos >= s0) & (pos <= s1)) | ((pos >= o0) & (pos <= o1)))
+    rs, re_ = relation_span_bounds(ep)
+    outside_relation = ~((pos >= rs.unsqueeze(1)) & (pos < re_.unsqueeze(1)))
+    strict = ordinary & outside_entities & outside_relation
+    loose = ordinary & outside_entities
+    cand = torch.where(strict.any(dim=1, keepdim=True), strict, loose)
+    valid = cand.any(dim=1)
+    starts = torch.zeros(b, dtype=torch.long)
+    ends = torch.ones(b, dtype=torch.long)
+    lengths = torch.randint(1, max_span + 1, (b,), generator=generator)
+    for i in range(b):
+        where = cand[i].nonzero().flatten()
+        if where.numel() == 0:
+            continue
+        j = int(where[torch.randint(where.numel(), (1,), generator=generator)])
+        k = j + 1
+        while k < n and k - j < int(lengths[i]) and bool(cand[i, k]):
+            k += 1
+        starts[i], ends[i] = j, k
+    dev = input_ids.device
+    return starts.to(dev), ends.to(dev), valid.to(dev)
+
+
+class SpanContrastiveLoss(nn.Module):
+    r"""TKRE's span-level contrastive loss: a relation anchor against its positive and negative span.
+
+    For example i with relation y_i, learned anchor a, positive span embedding p and negative span n
+    (all L2-normalised after projection)::
+
+        loss_i = -log( exp(a.p / tau) / (exp(a.p / tau) + exp(a.n / tau)) )
+
+    averaged over the examples that have a negative. With ``anchor_negatives=True`` the other
+    relations' anchors are added to the denominator as well (``exp(a_r.p / tau)`` for r != y_i), which
+    also pushes anchors of different relations apart; the paper's form is the default (False).
+
+    Inputs: ``anchors`` ``[R, D]`` (all relation anchors), ``positives`` ``[B, D]``, ``negatives``
+    ``[B, D]``, ``labels`` ``[B]`` (relation index), optional ``valid`` ``[B]`` (rows with a negative).
+    """
+
+    def __init__(self, temperature: float = 0.1, anchor_negatives: bool = False) -> None:
+        super().__init__()
+        if not (math.isfinite(temperature) and temperature > 0):
+            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
+        self.temperature = float(temperature)
+        self.anchor_negatives = anchor_negatives
+
+    def forward(
+        self,
+        anchors: torch.Tensor,
+        positives: torch.Tensor,
+        negatives: torch.Tensor,
+        labels: torch.Tensor,
+        valid: torch.Tensor | None = None,
+    ) -> LossOutput:
+        if positives.shape != negatives.shape or positives.dim() != 2:
+            raise ValueError(
+                f"positives and negatives must both be [B, D]; got {tuple(positives.shape)} and {tuple(negatives.shape)}."
+            )
+        if anchors.dim() != 2 or anchors.shape[1] != positives.shape[1]:
+            raise ValueError(f"anchors must be [R, {positives.shape[1]}], got {tuple(anchors.shape)}.")
+        if labels.shape != positives.shape[:1]:
+            raise ValueError(f"labels must be [B] = [{positives.shape[0]}], got {tuple(labels.shape)}.")
+        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= anchors.shape[0]):
+            raise ValueError(f"labels must be relation indices in [0, {anchors.shape[0]}).")
+        a = F.normalize(anchors.float(), dim=-1)
+        p = F.normalize(positives.float(), dim=-1)
+        n = F.normalize(negatives.float(), dim=-1)
+        own = a[labels]
+        pos = (own * p).sum(-1) / self.temperature
+        neg = (own * n).sum(-1) / self.temperature
+        logits = [pos.unsqueeze(1), neg.unsqueeze(1)]
+        if self.anchor_negatives and a.shape[0] > 1:
+            others = (p @ a.T) / self.temperature  # [B, R]
+            others = others.masked_fill(F.one_hot(labels, a.shape[0]).bool(), float("-inf"))
+            logits.append(others)
+        logits = torch.cat(logits, dim=1)
+        per_row = -torch.log_softmax(logits, dim=1)[:, 0]
+        if valid is None:
+            valid = torch.ones_like(labels, dtype=torch.bool)
+        if not bool(valid.any()):
+            zero = positives.sum() * 0.0
+            return LossOutput(loss=zero, components={"scl": zero.detach()})
+        loss = per_row[valid].mean()
+        acc = (pos > neg)[valid].float().mean()
+        return LossOutput(loss=loss, components={"scl": loss.detach(), "scl_pos_gt_neg": acc.detach()})
+
+    def config_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature, "anchor_negatives": self.anchor_negatives}
+
+
+# -- pretraining model ----------------------------------------------------------------------------
+class TKREPretrainingModel(nn.Module):
+    """Masked-LM encoder + relation anchors + span projection, for TKRE's two pretraining stages.
+
+    Args:
+        mlm_model: an ``AutoModelForMaskedLM`` (BERT-family); its encoder is what fine-tuning gets.
+        num_relations: number of relation anchors (stage 2).
+        projection_dim: output size of the 2-layer span projection (hidden -> hidden -> projection_dim).
+    """
+
+    def __init__(self, mlm_model: nn.Module, num_relations: int, projection_dim: int = 128) -> None:
+        super().__init__()
+        self.mlm_model = mlm_model
+        hidden = mlm_model.config.hidden_size
+        self.projection = nn.Sequential(
+            nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, projection_dim)
+        )
+        self.anchors = nn.Parameter(torch.randn(max(int(num_relations), 1), projection_dim) * 0.02)
+        self.config = mlm_model.config
+
+    @property
+    def encoder(self) -> nn.Module:
+        model = self.mlm_model
+        if hasattr(model, "get_base_model"):
+            model = model.get_base_model()
+        return getattr(model, model.base_model_prefix)
+
+    def mlm_head(self) -> nn.Module:
+        """The masked-LM prediction head (BERT's ``cls``, RoBERTa's ``lm_head``)."""
+        model = (
+            self.mlm_model.get_base_model() if hasattr(self.mlm_model, "get_base_model") else self.mlm_model
+        )
+        for name in ("cls", "lm_head"):
+            head = getattr(model, name, None)
+            if head is not None:
+                return head
+        raise ValueError(
+            f"Cannot find the masked-LM head of {type(model).__name__} (expected `cls` or `lm_head`)."
+        )
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        **_: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Token states ``[B, L, H]`` and the masked-LM loss over the labelled positions only (the
+        vocabulary projection is computed for masked tokens alone, not the whole sequence)."""
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        hidden = self.encoder(**inputs, return_dict=True).last_hidden_state
+        mlm_loss = None
+        if labels is not None:
+            selected = labels != -100
+            if bool(selected.any()):
+                logits = self.mlm_head()(hidden[selected])
+                mlm_loss = F.cross_entropy(logits.float(), labels[selected])
+            else:
+                mlm_loss = hidden.sum() * 0.0
+        return hidden, mlm_loss
+
+
+# -- pretraining config and trainer ---------------------------------------------------------------
+@dataclass
+class TKREConfig(TrainingArguments):
+    r"""Arguments of [`TKREPretrainer`]: `TrainingArguments` plus TKRE's two stages.
+
+    Defaults are TKRE's: masking p 0.8 between the entities / 0.5 entity tokens / 0.2 others, BERT's
+    80/10/10 replacement, SCL temperature 0.1, negative spans of 1-3 tokens, ``l1 = l2 = 1``.
+
+    Args:
+        stage1_epochs (`float`, 3): epochs of stage 1 (MSLM alone). 0 skips the stage.
+        stage2_epochs (`float`, 3): epochs of stage 2 (MSLM + SCL). 0 skips the stage.
+        p_between / p_entity / p_other (`float`): masking probabilities (0.8 / 0.5 / 0.2).
+        mask_replace_prob / random_replace_prob (`float`): 0.8 / 0.1.
+        mlm_weight (`float`, 1.0): l1. scl_weight (`float`, 1.0): l2.
+        scl_temperature (`float`, 0.1): tau of the span-level contrastive loss.
+        anchor_negatives (`bool`, False): add other relations' anchors to the SCL denominator.
+        projection_dim (`int`, 128): output size of the 2-layer span projection.
+        negative_span_max (`int`, 3): longest negative span.
+        marker_scheme / entity_types / default_entity_type: entity markers (as the classifier's config).
+        max_seq_length (`int`, 128): token budget per example.
+        with_explanations (`bool`, True): append an example's LLM explanation as a second segment.
+    """
+
+    stage1_epochs: float = field(default=3.0, metadata={"help": "Epochs of stage 1 (MSLM)."})
+    stage2_epochs: float = field(default=3.0, metadata={"help": "Epochs of stage 2 (MSLM + SCL)."})
+    p_between: float = field(default=0.8, metadata={"help": "Masking p between the entities."})
+    p_entity: float = field(default=0.5, metadata={"help": "Masking p of entity tokens."})
+    p_other: float = field(default=0.2, metadata={"help": "Masking p of other tokens."})
+    mask_replace_prob: float = field(default=0.8, metadata={"help": "Selected -> [MASK]."})
+    random_replace_prob: float = field(default=0.1, metadata={"help": "Selected -> random token."})
+    mlm_weight: float = field(default=1.0, metadata={"help": "l1 (MLM weight)."})
+    scl_weight: float = field(default=1.0, metadata={"help": "l2 (SCL weight)."})
+    scl_temperature: float = field(default=0.1, metadata={"help": "SCL temperature."})
+    anchor_negatives: bool = field(default=False, metadata={"help": "Other anchors as SCL negatives."})
+    projection_dim: int = field(default=128, metadata={"help": "Span projection output size."})
+    negative_span_max: int = field(default=3, metadata={"help": "Longest negative span."})
+    marker_scheme: str = field(default="typed_entity_marker", metadata={"help": f"One of {MARKER_SCHEMES}."})
+    entity_types: list[str] = field(default_factory=list, metadata={"help": "Entity types with markers."})
+    default_entity_type: str = field(default="ENTITY", metadata={"help": "Type of untyped entities."})
+    max_seq_length: int = field(default=128, metadata={"help": "Token budget per example."})
+    with_explanations: bool = field(default=True, metadata={"help": "Append explanations as segment 2."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Examples are objects, keep them."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Batch size."})
+    report_to: Any = field(default="none", metadata={"help": "Loggers."})
+    save_strategy: Any = field(default="no", metadata={"help": "Checkpoints."})
+
+    def __post_init__(self) -> None:
+        if self.marker_scheme not in MARKER_SCHEMES:
+            raise ValueError(f"marker_scheme must be one of {MARKER_SCHEMES}, got {self.marker_scheme!r}.")
+        if self.stage1_epochs < 0 or self.stage2_epochs < 0:
+            raise ValueError("stage1_epochs and stage2_epochs must be >= 0.")
+        if not (math.isfinite(self.scl_temperature) and self.scl_temperature > 0):
+            raise ValueError(f"scl_temperature must be > 0, got {self.scl_temperature!r}.")
+        if self.negative_span_max < 1:
+            raise ValueError(f"negative_span_max must be >= 1, got {self.negative_span_max}.")
+        super().__post_init__()
+
+
+class TKREPretrainer(Trainer):
+    r"""Runs TKRE's stage 1 (MSLM) then stage 2 (MSLM + span contrastive) and hands the encoder on.
+
+    Args:
+        model: an encoder path / Hub id (loaded with ``AutoModelForMaskedLM``; a sentence-transformers
+            folder works), a masked-LM model, or a [`TKREPretrainingModel`].
+        args: [`TKREConfig`].
+        stage1_dataset: examples for stage 1 (labels not needed): `RelationExample`s or dicts.
+        stage2_dataset: labelled examples for stage 2 (their labels pick the anchors).
+        relations: the relation schema (anchor order); defaults to the sorted labels of stage 2.
+        processing_class: tokenizer; loaded from ``model`` when it is a path. The markers are added.
+        peft_config: optional `peft.LoraConfig` for the encoder (merged when the encoder is exported).
+
+    After ``train()``, ``export_encoder()`` returns ``(encoder, tokenizer)`` for
+    ``RelationClassifier.from_backbone``, and ``save_encoder(dir)`` writes them as a plain folder.
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        args: TKREConfig | None = None,
+        stage1_dataset: Any = None,
+        stage2_dataset: Any = None,
+        relations: Sequence[str] | None = None,
+        processing_class: Any = None,
+        peft_config: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        args = args or TKREConfig(output_dir="tkre-output")
+        stage1 = _as_dataset(stage1_dataset)
+        stage2 = _as_dataset(stage2_dataset)
+        if stage1 is None and stage2 is None:
+            raise ValueError("TKREPretrainer needs stage1_dataset and/or stage2_dataset.")
+        if stage2 is not None:
+            missing = [e.id for e in stage2.examples if e.label is None][:3]
+            if missing:
+                raise ValueError(f"Stage 2 examples need relation labels; e.g. examples {missing} have none.")
+            found = sorted({e.label for e in stage2.examples})
+            relations = list(relations) if relations is not None else found
+            unknown = sorted(set(found) - set(relations))
+            if unknown:
+                raise ValueError(f"Stage-2 labels {unknown} are not in the relation schema {relations}.")
+        self.relations = list(relations or [])
+        if isinstance(model, (str, os.PathLike)):
+            processing_class = processing_class or AutoTokenizer.from_pretrained(os.fspath(model))
+            model = AutoModelForMaskedLM.from_pretrained(os.fspath(model))
+        if processing_class is None:
+            raise ValueError(
+                "TKREPretrainer needs processing_class= (the tokenizer) when given a loaded model."
+            )
+        tokenizer = processing_class
+        markers = marker_tokens(args.marker_scheme, args.entity_types, args.default_entity_type)
+        if markers:
+            tokenizer.add_tokens(markers, special_tokens=True)
+        if not isinstance(model, TKREPretrainingModel):
+            if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+                model.resize_token_embeddings(len(tokenizer))
+            if peft_config is not None:
+                from peft import get_peft_model
+
+                model = get_peft_model(model, _with_marker_tokens(peft_config, tokenizer, markers))
+            model = TKREPretrainingModel(model, len(self.relations), projection_dim=args.projection_dim)
+        self.stage1_dataset, self.stage2_dataset = stage1, stage2
+        self.label2id = {r: i for i, r in enumerate(self.relations)}
+        self.collator = MaskedSpanLMCollator(
+            tokenizer,
+            p_between=args.p_between,
+            p_entity=args.p_entity,
+            p_other=args.p_other,
+            mask_replace_prob=args.mask_replace_prob,
+            random_replace_prob=args.random_replace_prob,
+            seed=args.seed,
+            marker_scheme=args.marker_scheme,
+            entity_types=args.entity_types,
+            default_entity_type=args.default_entity_type,
+            label2id=self.label2id or None,
+            max_length=args.max_seq_length,
+            with_explanations=args.with_explanations,
+        )
+        self.scl = SpanContrastiveLoss(args.scl_temperature, anchor_negatives=args.anchor_negatives)
+        self.stage = 1
+        self._span_generator = torch.Generator().manual_seed(args.seed)
+        self._last_components: dict[str, float] = {}
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=stage1 if stage1 is not None else stage2,
+            data_collator=self.collator,
+            processing_class=tokenizer,
+            **kwargs,
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        relation_labels = inputs.pop("relation_labels", None)
+        entity_positions = inputs.pop("entity_positions")
+        hidden, mlm_loss = model(**inputs)
+        args = self.args
+        loss = args.mlm_weight * mlm_loss
+        logs = {"mlm": float(mlm_loss.detach())}
+        if self.stage == 2:
+            if relation_labels is None:
+                raise ValueError("Stage 2 batches need relation labels.")
+            base = model.module if hasattr(model, "module") else model
+            start, end = relation_span_bounds(entity_positions)
+            positives = base.projection(span_mean(hidden, start, end))
+            ns, ne, valid = sample_negative_spans(
+                inputs["input_ids"],
+                inputs["attention_mask"],
+                entity_positions,
+                self.collator.protected_ids,
+                max_span=args.negative_span_max,
+                generator=self._span_generator,
+            )
+            negatives = base.projection(span_mean(hidden, ns, ne))
+            out = self.scl(base.anchors, positives, negatives, relation_labels, valid)
+            loss = loss + args.scl_weight * out.loss
+            logs.update(out.log_dict())
+        self._last_components = logs
+        return (loss, {"hidden": hidden}) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs:
+            logs = {**logs, **{k: round(v, 4) for k, v in self._last_components.items()}, "stage": self.stage}
+        super().log(logs, start_time)
+
+    def train(self, *args: Any, **kwargs: Any):
+        """Stage 1 (MSLM) for ``stage1_epochs``, then stage 2 (MSLM + SCL) for ``stage2_epochs``.
+
+        Each stage gets a fresh optimiser and schedule. Returns the last stage's `TrainOutput`
+        (with ``metrics["stage1_loss"]`` when stage 1 ran)."""
+        result = None
+        stage1_loss = None
+        plan = (
+            (1, self.stage1_dataset, self.args.stage1_epochs),
+            (2, self.stage2_dataset, self.args.stage2_epochs),
+        )
+        for stage, data, epochs in plan:
+            if data is None or epochs <= 0 or len(data) == 0:
+                continue
+            self.stage = stage
+            self.train_dataset = data
+            self.args.num_train_epochs = epochs
+            self.optimizer, self.lr_scheduler = None, None
+            result = super().train(*args, **kwargs)
+            if stage == 1:
+                stage1_loss = result.training_loss
+        if result is None:
+            raise ValueError("Nothing to train: both stages are empty or have 0 epochs.")
+        if stage1_loss is not None:
+            result.metrics["stage1_loss"] = stage1_loss
+        return result
+
+    def export_encoder(self) -> tuple[nn.Module, Any]:
+        """The pretrained encoder (LoRA merged) and the tokenizer with the markers."""
+        model = self.model
+        mlm = model.mlm_model
+        if hasattr(mlm, "merge_and_unload"):
+            mlm = mlm.merge_and_unload()
+            model.mlm_model = mlm
+        encoder = getattr(mlm, mlm.base_model_prefix)
+        return encoder, self.processing_class
+
+    def save_encoder(self, output_dir: str | os.PathLike) -> Path:
+        """Write the encoder and tokenizer as a plain transformers folder, atomically."""
+        from hf_contrastive.core.utils import atomic_save
+
+        encoder, tokenizer = self.export_encoder()
+        with atomic_save(output_dir) as tmp:
+            encoder.save_pretrained(tmp)
+            tokenizer.save_pretrained(tmp)
+        return Path(output_dir)
+
+
+def _as_dataset(data: Any) -> RelationDataset | None:
+    if data is None:
+        return None
+    if isinstance(data, RelationDataset):
+        return data
+    return RelationDataset(data)
+
+
+def _with_marker_tokens(peft_config: Any, tokenizer: Any, markers: Sequence[str]) -> Any:
+    """Let LoRA train the new marker embeddings (PEFT's ``trainable_token_indices``)."""
+    if (
+        markers
+        and hasattr(peft_config, "trainable_token_indices")
+        and peft_config.trainable_token_indices is None
+    ):
+        peft_config.trainable_token_indices = [int(tokenizer.convert_tokens_to_ids(m)) for m in markers]
+    return peft_config
+
+
+# -- fine-tuning ---------------------------------------------------------------------------------
+@dataclass
+class RelationFinetuneConfig(TrainingArguments):
+    r"""Arguments of [`RelationClassificationTrainer`].
+
+    Args:
+        label_smoothing (`float`, 0.0): label smoothing of the cross-entropy.
+        no_relation_label (`str`, *optional*): class left out of the micro-F1 (defaults to the model's).
+        dataset_name (`str`, *optional*): Hub id of the training data, for the model card.
+    """
+
+    label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing."})
+    no_relation_label: str | None = field(default=None, metadata={"help": "Negative class for micro-F1."})
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub id of the training data."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "Examples are objects, keep them."})
+    learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Batch size."})
+    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size."})
+    report_to: Any = field(default="none", metadata={"help": "Loggers."})
+    save_strategy: Any = field(default="no", metadata={"help": "Checkpoints."})
+
+
+class RelationClassificationTrainer(Trainer):
+    r"""Fine-tunes a [`RelationClassifier`] with cross-entropy over its labels.
+
+    Datasets are lists of `RelationExample`s (or dicts); the collator comes from the model. Evaluation
+    reports ``eval_micro_f1`` (without the negative class), ``eval_accuracy`` and, when every label is a
+    SemEval-2010 label, ``eval_official_macro_f1`` (the official scorer's figure).
+
+    Args:
+        model: a [`RelationClassifier`].
+        args: [`RelationFinetuneConfig`].
+        peft_config: optional `peft.LoraConfig`; the head is always trained in full and the marker
+            embeddings through ``trainable_token_indices``.
+    """
+
+    def __init__(
+        self,
+        model: Any = None,
+        args: RelationFinetuneConfig | None = None,
+        train_dataset: Any = None,
+        eval_dataset: Any = None,
+        processing_class: Any = None,
+        peft_config: Any = None,
+        **kwargs: Any,
+    ) -> None:
+        from hf_contrastive.relation.modeling import RelationClassifier
+
+        if not isinstance(model, RelationClassifier):
+            raise TypeError(
+                f"RelationClassificationTrainer needs a RelationClassifier, got {type(model).__name__}."
+            )
+        args = args or RelationFinetuneConfig(output_dir="re-finetune-output")
+        tokenizer = processing_class or model.tokenizer
+        collator = kwargs.pop("data_collator", None) or model.collator(tokenizer)
+        self.no_relation_label = args.no_relation_label or model.config.no_relation_label
+        self.id2label = dict(model.config.id2label)
+        if peft_config is not None:
+            from peft import get_peft_model
+
+            if getattr(peft_config, "modules_to_save", None) is None:
+                peft_config.modules_to_save = ["classifier"]
+            peft_config = _with_marker_tokens(peft_config, tokenizer, model.config.marker_tokens)
+            model = get_peft_model(model, peft_config)
+        kwargs.setdefault("compute_metrics", self._metrics)
+        super().__init__(
+            model=model,
+            args=args,
+            train_dataset=_as_dataset(train_dataset),
+            eval_dataset=_as_dataset(eval_dataset),
+            data_collator=collator,
+            processing_class=tokenizer,
+            **kwargs,
+        )
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        loss = F.cross_entropy(outputs.logits.float(), labels, label_smoothing=self.args.label_smoothing)
+        return (loss, outputs) if return_outputs else loss
+
+    def _metrics(self, eval_pred) -> dict[str, float]:
+        from hf_contrastive.relation.scoring import relation_scores
+
+        logits = (
+            eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
+        )
+        pred = [self.id2label[int(i)] for i in logits.argmax(-1)]
+        gold = [self.id2label[int(i)] for i in eval_pred.label_ids]
+        return relation_scores(gold, pred, self.no_relation_label)
+
+    def classifier(self) -> Any:
+        """The trained [`RelationClassifier`] (LoRA merged into a copy-free unwrapped model)."""
+        model = self.model
+        if hasattr(model, "merge_and_unload"):
+            model = model.merge_and_unload()
+            self.model = model
+        return model
+
+
+# -- recipes ---------------------------------------------------------------------------------------
+RECIPE_SECTIONS = ("model", "data", "args", "lora", "tkre")
+"""Sections of a ``relation`` recipe: ``tkre`` holds the pretraining method's settings (`TKREConfig`
+fields beyond `TrainingArguments`); ``args`` the Trainer's."""
+
+
+def load_relation_source(spec: dict[str, Any]) -> list:
+    """Examples named by a recipe's data entry.
+
+    ``{dataset: semeval2010, split: train|test, path: ..., k: 16, seed: 0, limit: N}`` or
+    ``{dataset: fewrel, name: val_wiki, path: ...}`` or ``{dataset: jsonl, path: file}`` (one
+    `RelationExample` dict a line). ``k`` samples K per label with ``seed``; ``limit`` keeps the first N.
+    """
+    import json
+
+    from hf_contrastive.relation.data import (
+        SEMEVAL_LABELS,
+        RelationExample,
+        load_fewrel,
+        load_semeval2010,
+        sample_k_shot,
+    )
+
+    if not isinstance(spec, dict) or "dataset" not in spec:
+        raise ValueError(f"A relation data entry is a mapping with a 'dataset' key, got {spec!r}.")
+    kind = spec["dataset"]
+    if kind == "semeval2010":
+        examples = load_semeval2010(spec.get("split", "train"), path=spec.get("path"))
+        labels = SEMEVAL_LABELS
+    elif kind == "fewrel":
+        data = load_fewrel(spec.get("name", "val_wiki"), path=spec.get("path"))
+        examples = [e for rows in data.values() for e in rows]
+        labels = sorted(data)
+    elif kind == "jsonl":
+        path = Path(spec["path"])
+        examples = [
+            RelationExample.from_dict(json.loads(x)) for x in path.read_text().splitlines() if x.strip()
+        ]
+        labels = None
+    else:
+        raise ValueError(f"Unknown relation dataset {kind!r}; expected semeval2010, fewrel or jsonl.")
+    if spec.get("k"):
+        examples = sample_k_shot(examples, int(spec["k"]), seed=int(spec.get("seed", 0)), labels=labels)
+    if spec.get("limit"):
+        examples = examples[: int(spec["limit"])]
+    return examples
+
+
+def _args(cls, cfg: dict[str, Any]):
+    cfg = dict(cfg)
+    cfg.setdefault("output_dir", "hf-contrastive-output")
+    bad = sorted(set(cfg) - set(cls.__dataclass_fields__))
+    if bad:
+        raise ValueError(f"Unknown training argument(s) {bad} for {cls.__name__}.")
+    return cls(**cfg)
+
+
+def _lora(recipe: dict[str, Any]):
+    if not recipe.get("lora"):
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(**recipe["lora"])
+
+
+def run_relation_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """The ``relation`` recipe task: TKRE pretraining when the data section names ``stage1`` /
+    ``stage2`` sources, classifier fine-tuning when it names ``train``."""
+    data_cfg = recipe.get("data") or {}
+    pretraining = "stage1" in data_cfg or "stage2" in data_cfg
+    if pretraining and "train" in data_cfg:
+        raise ValueError(
+            "A relation recipe's data section has either stage1/stage2 (pretraining) or train (fine-tuning), not both."
+        )
+    return run_tkre_pretrain_recipe(recipe) if pretraining else run_re_finetune_recipe(recipe)
+
+
+def run_tkre_pretrain_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """TKRE stages 1 and 2 as a recipe says; saves the encoder to ``<output_dir>/encoder``."""
+    model_cfg = dict(recipe.get("model") or {})
+    data_cfg = dict(recipe.get("data") or {})
+    if "name_or_path" not in model_cfg:
+        raise ValueError("The recipe's model section needs name_or_path.")
+    if "stage1" not in data_cfg and "stage2" not in data_cfg:
+        raise ValueError("The recipe's data section needs stage1 and/or stage2 sources.")
+    args = _args(TKREConfig, {**(recipe.get("args") or {}), **(recipe.get("tkre") or {})})
+    stage1 = load_relation_source(data_cfg["stage1"]) if data_cfg.get("stage1") else None
+    stage2 = load_relation_source(data_cfg["stage2"]) if data_cfg.get("stage2") else None
+    relations = data_cfg.get("relations")
+    if relations is None and data_cfg.get("stage2", {}).get("dataset") == "semeval2010":
+        from hf_contrastive.relation.data import SEMEVAL_LABELS
+
+        relations = list(SEMEVAL_LABELS)
+    trainer = TKREPretrainer(
+        model=model_cfg["name_or_path"],
+        args=args,
+        stage1_dataset=stage1,
+        stage2_dataset=stage2,
+        relations=relations,
+        peft_config=_lora(recipe),
+    )
+    out = trainer.train()
+    target = Path(args.output_dir) / "encoder"
+    if args.should_save:
+        trainer.save_encoder(target)
+    return {"train_loss": out.training_loss, **out.metrics, "output": str(target.resolve())}
+
+
+def run_re_finetune_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """Fine-tune a `RelationClassifier` as a recipe says, evaluate, save to ``<output_dir>/final``."""
+    from hf_contrastive.core.hub.card import EvalEntry
+    from hf_contrastive.relation.data import SEMEVAL_LABELS
+    from hf_contrastive.relation.modeling import RelationClassifier
+    from hf_contrastive.relation.scoring import relation_scores
+
+    model_cfg = dict(recipe.get("model") or {})
+    data_cfg = dict(recipe.get("data") or {})
+    if "name_or_path" not in model_cfg:
+        raise ValueError("The recipe's model section needs name_or_path.")
+    if "train" not in data_cfg:
+        raise ValueError("The recipe's data section needs a train source.")
+    args = _args(RelationFinetuneConfig, recipe.get("args") or {})
+    train = load_relation_source(data_cfg["train"])
+    labels = model_cfg.pop("labels", None)
+    if labels is None:
+        labels = (
+            list(SEMEVAL_LABELS)
+            if data_cfg["train"].get("dataset") == "semeval2010"
+            else sorted({e.label for e in train})
+        )
+    torch.manual_seed(args.seed)
+    model = RelationClassifier.from_pretrained(model_cfg.pop("name_or_path"), labels=labels, **model_cfg)
+    trainer = RelationClassificationTrainer(
+        model=model, args=args, train_dataset=train, peft_config=_lora(recipe)
+    )
+    out = trainer.train()
+    model = trainer.classifier()
+    results: dict[str, Any] = {"train_loss": out.training_loss}
+    if data_cfg.get("eval"):
+        test = load_relation_source(data_cfg["eval"])
+        pred = model.predict(test, batch_size=args.per_device_eval_batch_size)
+        scores = relation_scores([e.label for e in test], pred, model.config.no_relation_label)
+        results.update({f"eval_{k}": v for k, v in scores.items()})
+        name = data_cfg.get("dataset_name") or data_cfg["eval"].get("dataset", "relation")
+        for metric, value in scores.items():
+            if metric in ("official_macro_f1", "micro_f1"):
+                model.card_info.add_result(
+                    EvalEntry(
+                        "text-classification",
+                        name,
+                        name,
+                        metric,
+                        value,
+                        dataset_split=data_cfg["eval"].get("split"),
+                    )
+                )
+    model.card_info.training = {
+        "objective": "cross-entropy over subject/object start-marker states",
+        "train examples": len(train),
+        "epochs": args.num_train_epochs,
+        "learning rate": args.learning_rate,
+    }
+    final = Path(args.output_dir) / "final"
+    if args.should_save:
+        model.save_pretrained(final)
+    results["output"] = str(final.resolve())
+    return results
+
+
+__all__ = [
+    "RECIPE_SECTIONS",
+    "RelationClassificationTrainer",
+    "RelationFinetuneConfig",
+    "load_relation_source",
+    "run_re_finetune_recipe",
+    "run_relation_recipe",
+    "run_tkre_pretrain_recipe",
+    "SpanContrastiveLoss",
+    "TKREConfig",
+    "TKREPretrainer",
+    "TKREPretrainingModel",
+    "relation_span_bounds",
+    "sample_negative_spans",
+    "span_mean",
+]

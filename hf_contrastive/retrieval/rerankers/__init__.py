@@ -1,0 +1,64 @@
+"""Rerankers: a cross-encoder and an LLM yes/no reranker, their losses, trainer and evaluation.
+
+Importing this package registers both heads with `AutoConfig` / `AutoModel`.
+"""
+
+from transformers import AutoConfig, AutoModel
+
+from hf_contrastive.retrieval.rerankers.configuration import (
+    DEFAULT_LLM_PROMPT,
+    CrossEncoderRerankerConfig,
+    LLMYesNoRerankerConfig,
+)
+from hf_contrastive.retrieval.rerankers.evaluation import evaluate_reranking, rerank_results
+from hf_contrastive.retrieval.rerankers.losses import (
+    listwise_infonce_loss,
+    pointwise_bce_loss,
+    yes_no_sft_loss,
+)
+from hf_contrastive.retrieval.rerankers.modeling import CrossEncoderReranker, LLMYesNoReranker, RerankerOutput
+from hf_contrastive.retrieval.rerankers.trainer import (
+    RerankerCollator,
+    RerankerConfig,
+    RerankerTrainer,
+    load_reranker,
+    resolve_reranker_columns,
+)
+
+
+def _register() -> None:
+    # Idempotent: a second import (or a reload) must not raise "already registered".
+    for config_cls, model_cls in (
+        (CrossEncoderRerankerConfig, CrossEncoderReranker),
+        (LLMYesNoRerankerConfig, LLMYesNoReranker),
+    ):
+        try:
+            AutoConfig.register(config_cls.model_type, config_cls)
+        except ValueError:
+            pass
+        try:
+            AutoModel.register(config_cls, model_cls)
+        except ValueError:
+            pass
+
+
+_register()
+
+__all__ = [
+    "DEFAULT_LLM_PROMPT",
+    "CrossEncoderReranker",
+    "CrossEncoderRerankerConfig",
+    "LLMYesNoReranker",
+    "LLMYesNoRerankerConfig",
+    "RerankerCollator",
+    "RerankerConfig",
+    "RerankerOutput",
+    "RerankerTrainer",
+    "evaluate_reranking",
+    "listwise_infonce_loss",
+    "load_reranker",
+    "pointwise_bce_loss",
+    "rerank_results",
+    "resolve_reranker_columns",
+    "yes_no_sft_loss",
+]

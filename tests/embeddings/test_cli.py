@@ -1,0 +1,49 @@
+"""The console script: help, eval and card verbs."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+from tiny_models import bert_config, bert_tokenizer
+
+from hf_contrastive import SentenceEncoder, SentenceEncoderConfig
+from hf_contrastive.cli import main
+
+
+def test_help_lists_verbs():
+    proc = subprocess.run(
+        [sys.executable, "-m", "hf_contrastive", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0
+    for verb in ("eval", "card"):
+        assert verb in proc.stdout
+
+
+def test_eval_verb_on_sts(tmp_path, shared_data, capsys):
+    torch.manual_seed(0)
+    tok = bert_tokenizer(tmp_path / "v")
+    model = SentenceEncoder(SentenceEncoderConfig(backbone_config=bert_config(len(tok))))
+    model.tokenizer = tok
+    model.save_pretrained(tmp_path / "m")
+    assert main(["eval", str(tmp_path / "m"), "--split", "dev", "--similarities", "cosine", "--json"]) == 0
+    out = capsys.readouterr().out
+    assert '"spearman_cosine"' in out and '"split": "dev"' in out
+
+
+def test_card_verb_rewrites_card(tmp_path):
+    torch.manual_seed(0)
+    tok = bert_tokenizer(tmp_path / "v")
+    model = SentenceEncoder(SentenceEncoderConfig(backbone_config=bert_config(len(tok))))
+    model.tokenizer = tok
+    model.save_pretrained(tmp_path / "m")
+    assert main(["card", str(tmp_path / "m"), "--base-model", "org/base", "--license", "mit"]) == 0
+    text = (tmp_path / "m" / "README.md").read_text()
+    assert "base_model: org/base" in text and "license: mit" in text
+
+
+def test_unknown_verb_fails():
+    with pytest.raises(SystemExit):
+        main(["frobnicate"])

@@ -1,0 +1,114 @@
+"""SciFact (BEIR test split) with the packaged all-MiniLM-L6-v2: the published nDCG@10 and
+sentence-transformers' InformationRetrievalEvaluator on the same run.
+
+The corpus (5183 abstracts, 256 tokens) is embedded once per module and shared.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hf_contrastive import SentenceEncoder
+from hf_contrastive.retrieval.evaluation import (
+    RetrievalEvaluator,
+    document_text,
+    encode_corpus,
+    evaluate_retrieval,
+    load_beir,
+)
+
+pytestmark = [pytest.mark.slow, pytest.mark.integration]
+
+# MTEB / BEIR figure for all-MiniLM-L6-v2 on SciFact (test): nDCG@10 = 0.645.
+PUBLISHED_NDCG10 = 0.645
+
+
+@pytest.fixture(scope="module")
+def scifact(shared_data):
+    folder = shared_data / "retrieval" / "scifact"
+    if not folder.is_dir():
+        pytest.skip(f"SciFact not found at {folder}")
+    return load_beir(folder, "test")
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_path):
+    return SentenceEncoder.from_pretrained(str(minilm_path))
+
+
+@pytest.fixture(scope="module")
+def corpus_embeddings(minilm, scifact):
+    corpus, _, _ = scifact
+    return encode_corpus(minilm, corpus, batch_size=32)
+
+
+def test_scifact_split_shape(scifact):
+    corpus, queries, qrels = scifact
+    assert len(corpus) == 5183 and len(queries) == 300
+    assert sum(len(v) for v in qrels.values()) == 339
+    train_corpus, train_queries, train_qrels = load_beir("scifact", "train")
+    assert len(train_queries) == 809 and sum(len(v) for v in train_qrels.values()) == 919
+    assert not set(train_queries) & set(queries)
+    # Abstract sentences are joined with spaces, not glued together.
+    doc = corpus["4983"]
+    assert doc["title"].startswith("Microstructural development of human newborn cerebral white matter")
+    assert "functional disabilities. A line scan" in doc["text"]
+
+
+def test_minilm_ndcg_matches_published_and_sentence_transformers(
+    minilm, minilm_path, scifact, corpus_embeddings
+):
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.evaluation import InformationRetrievalEvaluator
+    from sentence_transformers.util import cos_sim
+
+    corpus, queries, qrels = scifact
+    ours = evaluate_retrieval(minilm, corpus, queries, qrels, corpus_embeddings=corpus_embeddings)
+    assert ours["ndcg@10"] == pytest.approx(PUBLISHED_NDCG10, abs=1e-3)
+    assert ours["num_queries"] == 300 and ours["unknown_qrels_documents"] == 0
+
+    st = SentenceTransformer(str(minilm_path), device="cpu")
+    # The encoders agree on documents (sampled) and on every query.
+    ids = list(corpus)[::97]
+    st_docs = torch.as_tensor(st.encode([document_text(corpus[i]) for i in ids], convert_to_tensor=True))
+    idx = torch.tensor([list(corpus).index(i) for i in ids])
+    assert torch.allclose(st_docs, corpus_embeddings[idx], atol=2e-5)
+
+    ks = [1, 3, 5, 10, 100]
+    ev = InformationRetrievalEvaluator(
+        queries=queries,
+        corpus={did: document_text(doc) for did, doc in corpus.items()},
+        relevant_docs={q: set(d) for q, d in qrels.items()},
+        mrr_at_k=ks,
+        ndcg_at_k=ks,
+        accuracy_at_k=ks,
+        precision_recall_at_k=ks,
+        map_at_k=ks,
+        batch_size=32,
+        score_functions={"cosine": cos_sim},
+    )
+    # sentence-transformers' own search and metrics, over our corpus embeddings and its query embeddings.
+    scores = ev.compute_all_metrics(st, corpus_embeddings=corpus_embeddings)["cosine"]
+    for metric in ("ndcg", "mrr", "recall", "precision", "accuracy", "map"):
+        for k in ks:
+            assert ours[f"{metric}@{k}"] == pytest.approx(float(scores[f"{metric}@k"][k]), abs=1e-4), (
+                metric,
+                k,
+            )
+
+    # The evaluator object gives the same figures, prefixed.
+    evaluator = RetrievalEvaluator.from_beir(shared_scifact_folder(), "test")
+    figures = {
+        f"scifact_{k}": v
+        for k, v in evaluator.evaluate(minilm, corpus_embeddings=corpus_embeddings).items()
+        if "@" in k
+    }
+    assert figures["scifact_ndcg@10"] == pytest.approx(ours["ndcg@10"], abs=1e-9)
+    assert evaluator.primary_metric == "scifact_ndcg@10"
+
+
+def shared_scifact_folder():
+    from hf_contrastive.core.utils import data_dir
+
+    return data_dir() / "retrieval" / "scifact"
