@@ -28,6 +28,12 @@ from hf_contrastive import _deprecated
 
 _deprecated.install()
 
+
+def __getattr__(name: str):
+    # `hf_contrastive.losses` etc. as attributes, as in release 0.1 (the alias warns once).
+    return _deprecated.package_attribute(name)
+
+
 # isort: split
 from hf_contrastive.core.hub import EvalEntry, ModelCardInfo, push_folder_to_hub, render_model_card
 from hf_contrastive.core.losses import *  # noqa: F403
@@ -64,6 +70,7 @@ from hf_contrastive.relation import (
     RelationClassifierConfig,
     RelationExample,
     RelationFinetuneConfig,
+    RelationProcessor,
     TKREConfig,
     TKREPretrainer,
     load_fewrel,

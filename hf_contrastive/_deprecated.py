@@ -64,6 +64,7 @@ MOVED: dict[str, str] = {
     "hf_contrastive.rerankers.losses": "hf_contrastive.retrieval.rerankers.losses",
     "hf_contrastive.rerankers.modeling": "hf_contrastive.retrieval.rerankers.modeling",
     "hf_contrastive.rerankers.trainer": "hf_contrastive.retrieval.rerankers.trainer",
+    "hf_contrastive.rerankers.recipes": "hf_contrastive.retrieval.recipes",
     "hf_contrastive.arithmetic": "hf_contrastive.faithfulness.arithmetic",
     "hf_contrastive.arithmetic.lora": "hf_contrastive.faithfulness.arithmetic.lora",
     "hf_contrastive.arithmetic.negation": "hf_contrastive.faithfulness.arithmetic.negation",
@@ -73,6 +74,7 @@ MOVED: dict[str, str] = {
     "hf_contrastive.trainers.span_unlikelihood": "hf_contrastive.faithfulness.trainer",
     "hf_contrastive.trainers.tkre": "hf_contrastive.relation.tkre",
     "hf_contrastive.trainers.recipes": "hf_contrastive.recipes",
+    "hf_contrastive.trainers.retrieval": "hf_contrastive.retrieval.recipes",
 }
 
 # Former packages whose public names now live in several wings.
@@ -153,7 +155,20 @@ class _AliasFinder(importlib.abc.MetaPathFinder):
         return None
 
 
+def package_attribute(name: str) -> types.ModuleType:
+    """`hf_contrastive.<name>` for a former top-level module or package (`hf_contrastive.losses`)."""
+    full = f"hf_contrastive.{name}"
+    if full in MOVED or full in SPLIT:
+        return importlib.import_module(full)
+    raise AttributeError(f"module 'hf_contrastive' has no attribute {name!r}")
+
+
 def install() -> None:
-    """Put the alias finder on `sys.meta_path` (once)."""
+    """Put the alias finder first on `sys.meta_path` (once).
+
+    First, not last: below an aliased package such as `hf_contrastive.arithmetic` (which is the module
+    `hf_contrastive.faithfulness.arithmetic`, with its real `__path__`) the path finder would otherwise load
+    `lora.py` a second time as a new module `hf_contrastive.arithmetic.lora`, with classes of its own.
+    """
     if not any(isinstance(f, _AliasFinder) for f in sys.meta_path):
-        sys.meta_path.append(_AliasFinder())
+        sys.meta_path.insert(0, _AliasFinder())

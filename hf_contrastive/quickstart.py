@@ -27,6 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from datasets import Dataset
+from peft import LoraConfig
+
+from hf_contrastive.core.hub.card import EvalEntry
+from hf_contrastive.core.utils import packaged_minilm_path
+from hf_contrastive.embeddings.modeling import SentenceEncoder
+from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
 
 PRODUCTS = [
     "router",
@@ -244,13 +251,6 @@ def run(
     max_steps: int = -1,
 ) -> dict[str, Any]:
     """Run the main job; returns the figures before/after and the output folder."""
-    from datasets import Dataset
-    from peft import LoraConfig
-
-    from hf_contrastive.core.hub.card import EvalEntry
-    from hf_contrastive.core.utils import packaged_minilm_path
-    from hf_contrastive.embeddings.modeling import SentenceEncoder
-    from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
 
     if model_path is None:
         packaged = packaged_minilm_path()

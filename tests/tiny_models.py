@@ -115,3 +115,23 @@ def tiny_causal_lm(vocab_size: int, seed: int = 0) -> LlamaForCausalLM:
     config.tie_word_embeddings = False
     torch.manual_seed(seed)
     return LlamaForCausalLM(config).eval()
+
+
+def summation_tolerance(dtype: torch.dtype, scale: float, depth: int, safety: float = 8.0) -> float:
+    """Largest gap expected between two evaluations of the same float computation in another order.
+
+    Summing ``depth`` terms of magnitude about ``scale`` in another order (other kernels, other mini-batches)
+    moves the result by up to about ``depth * eps * scale`` (the recursive-summation error bound);
+    ``safety`` covers the few chained operations (matmul, softmax, normalisation) around the sum. Tests
+    compare in float64 where they can, so that this bound stays far below any real discrepancy.
+    """
+    return safety * depth * torch.finfo(dtype).eps * scale
+
+
+def adam_weight_tolerance(grad_gap: float, lr: float, steps: int, adam_eps: float = 1e-8) -> float:
+    """Weight gap after ``steps`` Adam(W) steps when each step's gradients differ by at most ``grad_gap``.
+
+    Adam's update ``m / (sqrt(v) + eps)`` has slope at most ``1 / eps`` in the gradient, and is bounded
+    by about 1 in size: each step moves a weight by at most ``lr * min(2, grad_gap / eps)`` more.
+    """
+    return steps * lr * min(2.0, grad_gap / adam_eps)

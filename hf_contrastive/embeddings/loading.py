@@ -24,8 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer
+from huggingface_hub import snapshot_download
+from safetensors import safe_open
+from safetensors.torch import load_file
+from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
 
+from hf_contrastive.core.hub.card import ModelCardInfo
+from hf_contrastive.core.utils import packaged_minilm_path
 from hf_contrastive.embeddings.configuration import SentenceEncoderConfig
 
 _HEAD_KEYS = tuple(
@@ -65,7 +70,6 @@ KNOWN_SOURCES: dict[str, str] = {}
 
 
 def _register_known_sources() -> None:
-    from hf_contrastive.core.utils import packaged_minilm_path
 
     p = packaged_minilm_path()
     if p is not None:
@@ -88,7 +92,6 @@ def resolve_folder(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> Path:
         raise ValueError(
             f"Expected a model folder or a Hub id ('org/name'); the folder {str(path)!r} does not exist."
         )
-    from huggingface_hub import snapshot_download
 
     try:
         return Path(snapshot_download(text, **hub_kwargs))
@@ -123,7 +126,7 @@ def load_sentence_encoder(cls, name_or_path: str | os.PathLike, *model_args: Any
                 setattr(config, key, value)
             _validate(config)
             model = cls._from_own_folder(folder, *model_args, config=config, **backbone_kwargs)
-            model.tokenizer = _load_tokenizer(folder)
+            model.tokenizer = load_tokenizer(folder)
         elif _simcse_mlp_state(folder) is not None:
             model = _load_simcse(cls, folder, head, backbone_kwargs)
         else:
@@ -133,7 +136,6 @@ def load_sentence_encoder(cls, name_or_path: str | os.PathLike, *model_args: Any
             f"{folder} is not a model folder: expected a config.json (transformers / hf-contrastive) or a "
             "modules.json (sentence-transformers)."
         )
-    from hf_contrastive.core.hub.card import ModelCardInfo
 
     model.card_info = ModelCardInfo.from_folder(folder) if own else ModelCardInfo()
     if not own:
@@ -168,7 +170,8 @@ def _build(cls, backbone, head: dict[str, Any], tokenizer) -> Any:
     return model
 
 
-def _load_tokenizer(folder: Path):
+def load_tokenizer(folder: Path):
+    """The tokenizer saved in `folder` (never remote code), or `None` when the folder has none."""
     try:
         return AutoTokenizer.from_pretrained(folder, trust_remote_code=False)
     except (OSError, ValueError, TypeError):
@@ -178,8 +181,6 @@ def _load_tokenizer(folder: Path):
 def _load_backbone(folder: Path, backbone_kwargs: dict[str, Any]):
     config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
     if getattr(config, "is_encoder_decoder", False):
-        from transformers import T5EncoderModel
-
         if config.model_type in ("t5", "mt5", "umt5"):
             return T5EncoderModel.from_pretrained(folder, **backbone_kwargs)
         raise ValueError(
@@ -191,7 +192,7 @@ def _load_backbone(folder: Path, backbone_kwargs: dict[str, Any]):
 
 def _load_backbone_folder(cls, folder: Path, head: dict[str, Any], backbone_kwargs: dict[str, Any]):
     backbone = _load_backbone(folder, backbone_kwargs)
-    return _build(cls, backbone, head, _load_tokenizer(folder))
+    return _build(cls, backbone, head, load_tokenizer(folder))
 
 
 # -- sentence-transformers ------------------------------------------------------------------
@@ -253,7 +254,7 @@ def _load_sentence_transformers(cls, folder: Path, head: dict[str, Any], backbon
         elif sim == "dot_product":
             derived["similarity_fn"] = "dot"
 
-    tokenizer = _load_tokenizer(paths["Transformer"])
+    tokenizer = load_tokenizer(paths["Transformer"])
     if "max_seq_length" not in derived and tokenizer is not None:
         # Newer sentence-transformers folders keep the limit as the tokenizer's model_max_length.
         limit = getattr(tokenizer, "model_max_length", None)
@@ -301,8 +302,6 @@ def _weight_keys(folder: Path) -> list[str] | None:
         return list(json.loads(index.read_text(encoding="utf-8"))["weight_map"])
     single = folder / "model.safetensors"
     if single.is_file():
-        from safetensors import safe_open
-
         with safe_open(str(single), framework="pt") as f:
             return list(f.keys())
     binary = folder / "pytorch_model.bin"
@@ -314,8 +313,6 @@ def _weight_keys(folder: Path) -> list[str] | None:
 def _read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     st = folder / "model.safetensors"
     if st.is_file():
-        from safetensors.torch import load_file
-
         return load_file(str(st))
     binary = folder / "pytorch_model.bin"
     if binary.is_file():
@@ -340,10 +337,10 @@ def _load_simcse(cls, folder: Path, head: dict[str, Any], backbone_kwargs: dict[
     settings = {"pooling": "cls", "projection_dim": width, "projection_activation": "tanh"}
     settings.update(head)
     backbone = _load_backbone(folder, backbone_kwargs)
-    model = _build(cls, backbone, settings, _load_tokenizer(folder))
+    model = _build(cls, backbone, settings, load_tokenizer(folder))
     if model.projection is not None:
         model.projection.load_state_dict(mlp, strict=True)
     return model
 
 
-__all__ = ["load_sentence_encoder", "resolve_folder", "KNOWN_SOURCES"]
+__all__ = ["load_sentence_encoder", "load_tokenizer", "resolve_folder", "KNOWN_SOURCES"]

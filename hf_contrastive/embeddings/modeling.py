@@ -11,10 +11,14 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput, logging
 
+from hf_contrastive.core.hub.card import ModelCardInfo
+from hf_contrastive.core.hub.mixin import HubMixin
 from hf_contrastive.embeddings.configuration import SentenceEncoderConfig
+from hf_contrastive.embeddings.loading import load_sentence_encoder
 from hf_contrastive.embeddings.pooling import pool
 
 logger = logging.get_logger(__name__)
@@ -81,7 +85,7 @@ class SentenceEncoderPreTrainedModel(PreTrainedModel):
                 init.zeros_(module.dense.bias)
 
 
-class SentenceEncoder(SentenceEncoderPreTrainedModel):
+class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
     r"""Sentence embeddings from any transformer backbone.
 
     ``forward`` maps tokenised inputs to a [`SentenceEncoderOutput`]; ``encode`` maps raw texts to
@@ -124,10 +128,42 @@ class SentenceEncoder(SentenceEncoderPreTrainedModel):
             else None
         )
         self.tokenizer = None  # attached by from_pretrained when the folder has one; used by encode()
-        from hf_contrastive.core.hub.card import ModelCardInfo
 
         self.card_info = ModelCardInfo()  # provenance, data and results for the model card
         self.post_init()
+
+    # -- model card ------------------------------------------------------------------------------
+    card_template = "sentence_encoder.md"
+    card_pipeline_tag = "sentence-similarity"
+    card_tags = ("sentence-embeddings", "sentence-similarity", "feature-extraction")
+
+    def card_details(self) -> dict[str, Any]:
+        """Settings of the head for ``model_cards/sentence_encoder.md``."""
+        config = self.config
+        backbone_type = getattr(config.backbone_config, "model_type", "unknown")
+        if config.projection_dim is None:
+            projection = "none"
+        else:
+            projection = (
+                f"Linear({config.hidden_size} -> {config.projection_dim}) + {config.projection_activation}"
+                + (" (training only)" if config.mlp_only_train else "")
+            )
+        return {
+            "title": "Sentence encoder",
+            "description": (
+                "A sentence encoder made with [hf-contrastive](https://github.com/hf-contrastive/hf-contrastive): "
+                f"a `{backbone_type}` backbone with `{config.pooling}` pooling that maps text to "
+                f"{config.embedding_dim}-dimensional vectors for semantic similarity, search and clustering."
+            ),
+            "backbone_type": backbone_type,
+            "pooling": config.pooling,
+            "projection": projection,
+            "normalize": "yes (L2)" if config.normalize else "no",
+            "embedding_dim": config.embedding_dim,
+            "max_seq_length": config.max_seq_length or "tokenizer limit",
+            "similarity_fn": config.similarity_fn,
+            "prompts": config.prompts,
+        }
 
     # -- plumbing expected by Trainer / PEFT -------------------------------------------------
     def get_input_embeddings(self) -> nn.Module:
@@ -287,8 +323,6 @@ class SentenceEncoder(SentenceEncoderPreTrainedModel):
             show_progress_bar = len(texts) >= _PROGRESS_BAR_MIN_TEXTS
         batches = range(0, len(texts), batch_size)
         if show_progress_bar:
-            from tqdm.auto import tqdm
-
             batches = tqdm(batches, desc="Encoding", total=math.ceil(len(texts) / batch_size))
 
         was_training = self.training
@@ -382,7 +416,6 @@ class SentenceEncoder(SentenceEncoderPreTrainedModel):
         the checkpoint says. Other keyword arguments go to the backbone's ``from_pretrained``
         (``dtype``, ``attn_implementation``, ``revision``, ...). Remote code is never executed.
         """
-        from hf_contrastive.embeddings.loading import load_sentence_encoder
 
         return load_sentence_encoder(cls, pretrained_model_name_or_path, *model_args, **kwargs)
 
@@ -390,39 +423,7 @@ class SentenceEncoder(SentenceEncoderPreTrainedModel):
     def _from_own_folder(cls, folder: str | os.PathLike, *model_args: Any, **kwargs: Any):
         return super().from_pretrained(folder, *model_args, **kwargs)
 
-    def save_pretrained(
-        self,
-        save_directory: str | os.PathLike,
-        *args: Any,
-        push_to_hub: bool = False,
-        write_card: bool = True,
-        repo_id: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """Save weights (safetensors), config, tokenizer and a model card ``README.md``.
-
-        The files are written to a temporary folder first and moved into ``save_directory`` only
-        when all of them are complete. ``push_to_hub=True`` then uploads the folder with its card.
-        """
-        from hf_contrastive.core.hub.card import render_model_card
-        from hf_contrastive.core.hub.push import save_folder_with_card
-
-        parent_save = super().save_pretrained  # weights + config, into the temporary folder
-        save_folder_with_card(
-            self,
-            save_directory,
-            lambda tmp, **kw: parent_save(tmp, *args, **kw),
-            render_model_card if write_card else None,
-            push_to_hub=push_to_hub,
-            repo_id=repo_id,
-            **kwargs,
-        )
-
-    def push_to_hub(self, repo_id: str, **kwargs: Any):
-        """Upload weights, config, tokenizer and the rendered model card to ``repo_id``."""
-        from hf_contrastive.core.hub.push import push_to_hub
-
-        return push_to_hub(self, repo_id, **kwargs)
+    # ``save_pretrained`` / ``push_to_hub`` (atomic save with the card, one-commit upload): HubMixin.
 
 
 __all__ = ["SentenceEncoder", "SentenceEncoderOutput", "SentenceEncoderPreTrainedModel", "ProjectionHead"]

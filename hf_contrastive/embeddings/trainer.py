@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
@@ -26,22 +27,17 @@ from hf_contrastive.core.data.collator import ContrastiveDataCollator, length_bu
 from hf_contrastive.core.data.columns import ColumnRoles, resolve_column_roles
 from hf_contrastive.core.data.samplers import NoDuplicatesBatchSampler
 from hf_contrastive.core.hub.card import EvalEntry
-from hf_contrastive.core.losses import (
-    CoSENTLoss,
-    EmbeddingRegressionLoss,
-    GradCache,
-    InfoNCELoss,
-    MomentumContrastLoss,
-    MultiCSRLoss,
-    SupervisedSimCSELoss,
-    UnsupervisedSimCSELoss,
-)
+from hf_contrastive.core.losses import EmbeddingRegressionLoss, GradCache, InfoNCELoss, MultiCSRLoss
+from hf_contrastive.core.losses import registry as loss_registry
 from hf_contrastive.core.momentum import MomentumEncoder
+from hf_contrastive.core.peft import apply_peft
+from hf_contrastive.embeddings.modeling import SentenceEncoder
 from hf_contrastive.embeddings.sts import STSEvaluator
 
 logger = logging.getLogger(__name__)
 
-LOSSES = ("auto", "infonce", "mnrl", "simcse_unsup", "simcse_sup", "multicsr", "cosent", "regression", "moco")
+# `loss="auto"`: the loss implied by the data layout.
+AUTO_LOSSES = {"unsupervised": "simcse_unsup", "pairs": "infonce", "scored_pairs": "cosent"}
 CHECKPOINT_STATE_NAME = "contrastive_state.safetensors"
 
 
@@ -57,7 +53,9 @@ class ContrastiveConfig(TrainingArguments):
             `auto` picks from the dataset layout: one text column -> `simcse_unsup`, pairs or triples
             -> `infonce`, scored pairs -> `cosent`. Also `mnrl` (= infonce with scale 20),
             `simcse_sup`, `multicsr` (needs `reference_model`), `regression` (scored pairs, MSE of
-            cosine to the score rescaled to [0, 1]).
+            cosine to the score rescaled to [0, 1]), `moco` (see `momentum`), and any loss registered
+            with `hf_contrastive.core.losses.register_loss` (`available_losses()` lists them; aliases
+            are resolved to the registered name).
         temperature (`float`, defaults to 0.05): softmax temperature of the InfoNCE-family losses
             (CoSENT uses it as 1 / scale, 0.05 -> 20).
         learnable_temperature (`bool`, defaults to `False`): learn the scale (CLIP-style), clamped.
@@ -88,7 +86,12 @@ class ContrastiveConfig(TrainingArguments):
             (CCP's asymmetric batch normalisation).
     """
 
-    loss: str = field(default="auto", metadata={"help": f"One of {LOSSES}."})
+    loss: str = field(
+        default="auto",
+        metadata={
+            "help": "`auto` (picked from the data layout) or a registered loss name (`available_losses()`)."
+        },
+    )
     temperature: float = field(
         default=0.05, metadata={"help": "Softmax temperature (scale = 1 / temperature)."}
     )
@@ -125,8 +128,12 @@ class ContrastiveConfig(TrainingArguments):
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs."})
 
     def __post_init__(self) -> None:
-        if self.loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}.")
+        if self.loss != "auto":
+            if not loss_registry.is_registered(self.loss):
+                raise ValueError(
+                    f"loss must be one of {('auto', *loss_registry.available_losses())}, got {self.loss!r}."
+                )
+            self.loss = loss_registry.resolve_loss_name(self.loss)
         if not (
             isinstance(self.temperature, (int, float))
             and math.isfinite(self.temperature)
@@ -192,58 +199,18 @@ class ContrastiveConfig(TrainingArguments):
         return self.gradcache_mini_batch_size is not None or self.gradcache_token_budget is not None
 
 
-def build_loss(config: ContrastiveConfig, roles: ColumnRoles) -> nn.Module:
-    """The loss module named by ``config.loss`` (or implied by the data layout for ``auto``)."""
-    name = config.loss
-    layout = roles.layout
-    if name == "auto":
-        name = {"unsupervised": "simcse_unsup", "pairs": "infonce", "scored_pairs": "cosent"}[layout]
-    needs = {
-        "simcse_unsup": ("unsupervised",),
-        "infonce": ("pairs",),
-        "mnrl": ("pairs",),
-        "simcse_sup": ("pairs",),
-        "multicsr": ("pairs",),
-        "cosent": ("scored_pairs",),
-        "regression": ("scored_pairs",),
-        "moco": ("pairs",),
-    }[name]
-    if layout not in needs:
-        raise ValueError(
-            f"loss={name!r} needs a {' or '.join(needs)} dataset, but the columns give {roles.describe()}."
-        )
-    common = {"gather_across_devices": config.gather_across_devices}
-    t = config.temperature
-    if name == "simcse_unsup":
-        return UnsupervisedSimCSELoss(temperature=t, learnable_scale=config.learnable_temperature, **common)
-    if name == "simcse_sup":
-        return SupervisedSimCSELoss(
-            temperature=t,
-            hard_negative_weight=config.hard_negative_weight,
-            symmetric=config.symmetric,
-            **common,
-        )
-    if name == "multicsr":
-        return MultiCSRLoss(
-            phi=config.false_negative_threshold if config.false_negative_threshold is not None else 0.95,
-            temperature=t,
-            hard_negative_weight=config.hard_negative_weight,
-            **common,
-        )
-    if name in ("infonce", "mnrl"):
-        return InfoNCELoss(
-            temperature=t,
-            learnable_scale=config.learnable_temperature,
-            hard_negative_weight=config.hard_negative_weight,
-            symmetric=config.symmetric,
-            false_negative_threshold=config.false_negative_threshold,
-            **common,
-        )
-    if name == "cosent":
-        return CoSENTLoss(temperature=t, **common)
-    if name == "moco":
-        raise ValueError("loss='moco' is built by ContrastiveTrainer, which knows the embedding size.")
-    return EmbeddingRegressionLoss(objective="mse", similarity="cosine")
+def build_loss(config: ContrastiveConfig, roles: ColumnRoles, model: Any = None) -> nn.Module:
+    """The loss module named by ``config.loss`` (or implied by the data layout for ``auto``).
+
+    Args:
+        config (`ContrastiveConfig`): the training arguments (the loss's hyper-parameters).
+        roles (`ColumnRoles`): the dataset's column roles; the loss must accept their layout.
+        model (*optional*): the model being trained (MoCo reads its embedding size).
+
+    Built through :mod:`hf_contrastive.core.losses.registry`, so any registered loss works.
+    """
+    name = AUTO_LOSSES[roles.layout] if config.loss == "auto" else config.loss
+    return loss_registry.build_loss(name, config, roles, model)
 
 
 class ContrastiveTrainer(Trainer):
@@ -281,7 +248,6 @@ class ContrastiveTrainer(Trainer):
         optimizers: tuple = (None, None),
         **kwargs: Any,
     ) -> None:
-        from hf_contrastive.embeddings.modeling import SentenceEncoder
 
         if args is None:
             args = ContrastiveConfig(output_dir="hf-contrastive-output")
@@ -306,9 +272,7 @@ class ContrastiveTrainer(Trainer):
         self.roles = resolve_column_roles(
             columns, args.anchor_column, args.positive_column, args.negative_columns, args.score_column
         )
-        if loss is None and args.loss == "moco":
-            loss = self._build_moco(args, model)
-        self.loss_fn = loss if loss is not None else build_loss(args, self.roles)
+        self.loss_fn = loss if loss is not None else build_loss(args, self.roles, model)
         if args.gradcache and not isinstance(self.loss_fn, GradCache):
             self.loss_fn = GradCache(
                 self.loss_fn,
@@ -330,7 +294,7 @@ class ContrastiveTrainer(Trainer):
                 "loss='multicsr' needs reference_model= (the frozen encoder that flags false negatives)."
             )
         if peft_config is not None:
-            model = _apply_peft(model, peft_config)
+            model = apply_peft(model, peft_config)
         self.reference_model = reference_model
         if reference_model is not None:
             reference_model.eval().requires_grad_(False)
@@ -384,7 +348,7 @@ class ContrastiveTrainer(Trainer):
         # parameters' (learnable temperature, CCP batch norm): without this they would accumulate.
         self.add_callback(_ZeroLossGrad(self.loss_fn))
         self.key_encoder: MomentumEncoder | None = None
-        if isinstance(self.loss_fn, MomentumContrastLoss):
+        if getattr(self.loss_fn, "uses_momentum_encoder", False):
             self.key_encoder = MomentumEncoder(self.model, momentum=args.momentum).to(self.args.device)
         self._components: dict[str, list[float]] = defaultdict(list)
 
@@ -420,27 +384,6 @@ class ContrastiveTrainer(Trainer):
         return optimizer
 
     # -- momentum contrast ----------------------------------------------------------------------
-    def _build_moco(self, args: ContrastiveConfig, model: Any) -> MomentumContrastLoss:
-        if self.roles.layout != "pairs" or self.roles.negatives:
-            raise ValueError(
-                "loss='moco' needs (anchor, positive) pairs and takes its negatives from the queue; got "
-                f"{self.roles.describe()}."
-            )
-        base = _base_encoder(model)
-        dim = getattr(base, "embedding_dim", None) or getattr(
-            getattr(base, "config", None), "hidden_size", None
-        )
-        if not isinstance(dim, int):
-            raise ValueError("loss='moco' needs a model with an `embedding_dim` (a SentenceEncoder).")
-        return MomentumContrastLoss(
-            dim,
-            queue_size=int(args.queue_size),
-            temperature=args.temperature,
-            num_queues=len(args.languages) if args.languages else 1,
-            query_batch_norm=args.query_batch_norm,
-            seed=args.seed,
-        )
-
     def _moco_loss(self, model, inputs: dict[str, Any]) -> tuple[Any, torch.Tensor]:
         features, _, _ = self._embedding_inputs(inputs)
         queue_ids = inputs.get("queue_ids")
@@ -469,7 +412,6 @@ class ContrastiveTrainer(Trainer):
         super()._save_checkpoint(model, trial)
         if not self.args.should_save:
             return
-        from safetensors.torch import save_file
 
         tensors = {
             f"loss.{k}": v.detach().cpu().contiguous().clone() for k, v in self.loss_fn.state_dict().items()
@@ -498,7 +440,6 @@ class ContrastiveTrainer(Trainer):
                     "loss='moco' cannot be restored from it."
                 )
             return
-        from safetensors.torch import load_file
 
         state = load_file(path)
         loss_state = {k[len("loss.") :]: v for k, v in state.items() if k.startswith("loss.")}
@@ -863,23 +804,11 @@ def _base_encoder(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-def _apply_peft(model: Any, peft_config: Any) -> Any:
-    from peft import get_peft_model
-
-    targets = getattr(peft_config, "target_modules", None)
-    if targets and not isinstance(targets, str):
-        names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-        missing = sorted(
-            t for t in targets if t not in names and not any(n.endswith(t) for n, _ in model.named_modules())
-        )
-        if missing:
-            linear = sorted(
-                {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, nn.Linear)}
-            )
-            raise ValueError(
-                f"LoRA target module(s) {missing} do not exist in this model. Linear layers it has: {linear}."
-            )
-    return get_peft_model(model, peft_config)
+def __getattr__(name: str) -> Any:
+    # ``LOSSES`` is computed on access, so losses registered after import (by a wing or user code) show.
+    if name == "LOSSES":
+        return ("auto", *loss_registry.available_losses())
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ContrastiveConfig", "ContrastiveTrainer", "build_loss", "LOSSES"]
+__all__ = ["ContrastiveConfig", "ContrastiveTrainer", "build_loss", "LOSSES"]  # noqa: F822 (LOSSES: module __getattr__)

@@ -18,6 +18,7 @@ from hf_contrastive.faithfulness.evaluation import (
     span_log_probs,
     summary_perplexity,
 )
+from hf_contrastive.faithfulness.losses import SpanUnlikelihoodLoss
 from hf_contrastive.faithfulness.spans import (
     UNFAITHFUL_MASK,
     SpanDataCollator,
@@ -40,6 +41,7 @@ __all__ = [
     "SpanFeatureBuilder",
     "SpanMatchJudge",
     "SpanUnlikelihoodConfig",
+    "SpanUnlikelihoodLoss",
     "SpanUnlikelihoodTrainer",
     "TaskVector",
     "annotator_judge",

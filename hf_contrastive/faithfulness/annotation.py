@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from hf_contrastive.faithfulness.spans import SpanExample, normalize_spans
 
 logger = logging.getLogger(__name__)
@@ -445,7 +447,6 @@ class LLMJudgeAnnotator(SpanAnnotator):
         )
 
     def _model_generate(self, model: Any, tokenizer: Any, prompt: str) -> str:
-        import torch
 
         if getattr(tokenizer, "chat_template", None):
             text = tokenizer.apply_chat_template(

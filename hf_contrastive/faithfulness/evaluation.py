@@ -22,7 +22,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+from hf_contrastive.core.smollm2 import smollm2_folder
 from hf_contrastive.faithfulness.spans import (
     UNFAITHFUL_MASK,
     SpanDataCollator,
@@ -50,11 +52,8 @@ def load_causal_lm(name_or_path: str, dtype: torch.dtype = torch.float32):
 
     The tokenizer gets a pad token (its EOS) when it has none.
     """
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if name_or_path == "smollm2":
-        from hf_contrastive.core.smollm2 import smollm2_folder
-
         folder = smollm2_folder()
         if folder is None:
             raise ValueError(

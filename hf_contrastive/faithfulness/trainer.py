@@ -33,11 +33,19 @@ from datasets import Dataset
 from torch import nn
 from trl import SFTConfig, SFTTrainer
 
+from hf_contrastive.core.hub.mixin import CardTrainerMixin
+from hf_contrastive.faithfulness.losses import (
+    OBJECTIVES,
+    SpanUnlikelihoodLoss,
+    safe_log1m_exp,
+    span_objective,
+)
 from hf_contrastive.faithfulness.spans import (
     DEFAULT_INSTRUCTION,
     UNFAITHFUL_MASK,
     SpanDataCollator,
     SpanFeatureBuilder,
+    build_summary_prompt,
 )
 
 logger = logging.getLogger(__name__)
@@ -48,92 +56,7 @@ __all__ = [
     "SpanUnlikelihoodTrainer",
     "span_objective",
     "safe_log1m_exp",
-    "RECIPE_SECTIONS",
-    "run_span_unlikelihood_recipe",
 ]
-
-OBJECTIVES = ("unlikelihood", "gradient_ascent", "nll")
-RECIPE_SECTIONS = ("span", "eval")
-
-
-def safe_log1m_exp(log_p: torch.Tensor, clamp: float = 1e-5) -> torch.Tensor:
-    """``log(1 - p)`` from ``log p`` without cancellation: ``log(max(-expm1(log p), clamp))``.
-
-    ``-expm1(x)`` is exact near ``x = 0`` (``p -> 1``), where ``1 - exp(x)`` would round to 0. ``clamp`` (the
-    lower bound on ``1 - p``, 1e-5 as in Welleck et al. 2019) keeps the value and its gradient finite.
-    """
-    if clamp <= 0:
-        raise ValueError(f"`clamp` must be > 0, got {clamp}.")
-    return torch.log((-torch.expm1(log_p.clamp(max=0.0))).clamp(min=clamp))
-
-
-def span_objective(
-    log_probs: torch.Tensor,
-    label_mask: torch.Tensor,
-    unfaithful_mask: torch.Tensor,
-    objective: str = "unlikelihood",
-    eps: float = 1.0,
-    num_items: torch.Tensor | int | None = None,
-    log_prob_floor: float = math.log(1e-5),
-    unlikelihood_clamp: float = 1e-5,
-) -> dict[str, torch.Tensor]:
-    """The span-level objective from per-label log-probabilities.
-
-    Args:
-        log_probs: ``[B, T]`` log-probability of each label (any value where ``label_mask`` is 0).
-        label_mask: ``[B, T]`` bool, True on labelled tokens.
-        unfaithful_mask: ``[B, T]`` 0/1, 1 on tokens inside an unfaithful span (ignored where not labelled).
-        objective: ``"unlikelihood"``, ``"gradient_ascent"`` or ``"nll"``.
-        eps: weight of the span term (>= 0).
-        num_items: the normaliser ``N`` (default: the number of labelled tokens, at least 1).
-        log_prob_floor: floor on ``log p`` in the gradient ascent term.
-        unlikelihood_clamp: lower bound on ``1 - p`` in the unlikelihood term.
-
-    Returns:
-        dict with ``loss`` (scalar), ``faithful_nll`` and ``span_term`` (the two sums divided by ``N``, so
-        ``loss = faithful_nll + eps * span_term`` for unlikelihood/gradient ascent), ``span_log_prob`` (mean
-        ``log p`` over span tokens, detached; NaN without span tokens) and ``num_span_tokens``.
-    """
-    if objective not in OBJECTIVES:
-        raise ValueError(f"Unknown objective {objective!r}; expected one of {OBJECTIVES}.")
-    if eps < 0:
-        raise ValueError(f"`eps` must be >= 0, got {eps}.")
-    if log_probs.shape != label_mask.shape or log_probs.shape != unfaithful_mask.shape:
-        raise ValueError(
-            f"log_probs {tuple(log_probs.shape)}, label_mask {tuple(label_mask.shape)} and unfaithful_mask "
-            f"{tuple(unfaithful_mask.shape)} must have the same shape."
-        )
-    log_probs = log_probs.float()
-    valid = label_mask.bool()
-    span = unfaithful_mask.bool() & valid
-    faithful = valid & ~span
-    denom = (
-        valid.sum().clamp(min=1) if num_items is None else torch.as_tensor(num_items, device=log_probs.device)
-    )
-    denom = denom.to(log_probs.dtype).clamp(min=1)
-    zero = log_probs.new_zeros(())
-    faithful_nll = -torch.where(faithful, log_probs, zero).sum() / denom
-    if objective == "unlikelihood":
-        span_sum = -torch.where(span, safe_log1m_exp(log_probs, unlikelihood_clamp), zero).sum()
-    elif objective == "gradient_ascent":
-        span_sum = torch.where(span, log_probs.clamp(min=log_prob_floor), zero).sum()
-    else:
-        span_sum = zero * log_probs.sum()
-    span_term = span_sum / denom
-    loss = faithful_nll + eps * span_term if objective != "nll" else faithful_nll + span_term
-    n_span = span.sum()
-    span_lp = (
-        torch.where(span, log_probs, zero).sum().detach() / n_span
-        if n_span > 0
-        else log_probs.new_tensor(float("nan"))
-    )
-    return {
-        "loss": loss,
-        "faithful_nll": faithful_nll.detach(),
-        "span_term": span_term.detach(),
-        "span_log_prob": span_lp,
-        "num_span_tokens": n_span.detach(),
-    }
 
 
 @dataclass
@@ -181,7 +104,7 @@ class SpanUnlikelihoodConfig(SFTConfig):
         super().__post_init__()
 
 
-class SpanUnlikelihoodTrainer(SFTTrainer):
+class SpanUnlikelihoodTrainer(CardTrainerMixin, SFTTrainer):
     """``trl.SFTTrainer`` with the span-level objectives of faithful summarisation.
 
     Args:
@@ -193,8 +116,22 @@ class SpanUnlikelihoodTrainer(SFTTrainer):
         data_collator: defaults to :class:`~hf_contrastive.faithfulness.spans.SpanDataCollator`, which pads the mask.
         **kwargs: everything else ``SFTTrainer`` takes.
 
-    Logged (train and ``eval_``): ``loss_faithful_nll``, ``loss_span`` and ``span_log_prob``.
+    The objective is ``self.loss_fn``, a :class:`~hf_contrastive.faithfulness.losses.SpanUnlikelihoodLoss` built
+    from ``args``. Logged (train and ``eval_``): ``loss_faithful_nll``, ``loss_span`` and ``span_log_prob``.
+
+    ``save_model`` / ``push_to_hub`` write the model (or its LoRA adapter) with a card
+    (``model_cards/causal_lm_adapter.md``) naming the objective; ``trainer.card_info`` takes the base
+    model's Hub id, datasets, license and results.
     """
+
+    card_tags = ("faithfulness", "summarization", "text-generation")
+    _CARD_OBJECTIVES = {
+        "unlikelihood": "span unlikelihood: -sum (1-m_t) log p_t - eps * sum m_t log(1 - p_t), "
+        "m_t = 1 on unfaithful summary tokens (Welleck et al. 2019, applied to labelled spans)",
+        "gradient_ascent": "gradient ascent on unfaithful spans: -sum (1-m_t) log p_t + eps * sum m_t "
+        "max(log p_t, floor)",
+        "nll": "likelihood on the faithful summary tokens only: -sum (1-m_t) log p_t",
+    }
 
     def __init__(self, model: Any = None, args: SpanUnlikelihoodConfig | None = None, **kwargs: Any):
         if args is None:
@@ -204,6 +141,12 @@ class SpanUnlikelihoodTrainer(SFTTrainer):
         if model is None:
             raise ValueError("SpanUnlikelihoodTrainer needs a causal language model.")
         user_collator = kwargs.get("data_collator")
+        self.loss_fn = SpanUnlikelihoodLoss(
+            objective=args.objective,
+            eps=args.eps,
+            log_prob_floor=args.log_prob_floor,
+            unlikelihood_clamp=args.unlikelihood_clamp,
+        )
         super().__init__(model=model, args=args, **kwargs)
         if user_collator is None:
             # SFTTrainer's own collator pads only ids and labels: pad the mask too.
@@ -216,6 +159,38 @@ class SpanUnlikelihoodTrainer(SFTTrainer):
                 type(self.data_collator).__name__,
                 UNFAITHFUL_MASK,
             )
+
+    def card_training(self) -> dict[str, Any]:
+        args = self.args
+        training = {"loss": self._CARD_OBJECTIVES[args.objective] + ", divided by the labelled tokens"}
+        if args.objective != "nll":
+            training["eps (weight of the span term)"] = args.eps
+        if args.objective == "unlikelihood":
+            training["clamp on 1 - p"] = args.unlikelihood_clamp
+        if args.objective == "gradient_ascent":
+            training["floor on log p"] = args.log_prob_floor
+        training["max length"] = args.max_length
+        return training
+
+    def card_details(self) -> dict[str, Any]:
+        tokenizer = getattr(self.processing_class, "tokenizer", self.processing_class)
+        document = "The city council met on Tuesday and voted to build a new park next to the river."
+        prompt, _ = build_summary_prompt(tokenizer, document, self.args.instruction, None)
+        return {
+            "title": "Faithful summariser",
+            "description": (
+                "A causal language model fine-tuned for faithful summaries with span-level objectives "
+                "(span-level fine-tuning for faithful summarisation, 2025) using "
+                "[hf-contrastive](https://github.com/hf-contrastive/hf-contrastive): tokens of summaries labelled "
+                f"as unfaithful are trained with the `{self.args.objective}` objective, the others with likelihood."
+            ),
+            "method": "span-level fine-tuning for faithful summarisation (2025)",
+            "objective": f"`{self.args.objective}`: {self._CARD_OBJECTIVES[self.args.objective]}",
+            "decoding_note": "greedy decoding",
+            "contrastive_search": False,
+            "example_prompt": prompt,
+            "generate_kwargs": "max_new_tokens=16, do_sample=False",
+        }
 
     def _set_signature_columns_if_needed(self) -> None:
         if self._signature_columns is None:
@@ -280,112 +255,23 @@ class SpanUnlikelihoodTrainer(SFTTrainer):
             use_cache=False,
         )
         # The fused head scores labels[:, 1:] from the states at [:, :-1]; the mask follows the labels.
-        terms = span_objective(
+        out = self.loss_fn(
             outputs.log_probs,
             outputs.label_mask,
             unfaithful[:, 1:].to(outputs.log_probs.device),
-            objective=self.args.objective,
-            eps=self.args.eps,
             num_items=num_items_in_batch,
-            log_prob_floor=self.args.log_prob_floor,
-            unlikelihood_clamp=self.args.unlikelihood_clamp,
         )
-        loss = terms["loss"]
+        loss, terms = out.loss, out.components
         # As in Trainer: N counts every process's tokens and DDP averages the gradients over processes.
         if self.args.average_tokens_across_devices and num_items_in_batch is not None:
             loss = loss * self.accelerator.num_processes
         metrics = self._metrics[mode]
         metrics["loss_faithful_nll"].append(float(terms["faithful_nll"]))
         metrics["loss_span"].append(float(terms["span_term"]))
-        if terms["num_span_tokens"] > 0:
+        if "span_log_prob" in terms:
             metrics["span_log_prob"].append(float(terms["span_log_prob"]))
         if return_outputs:
             with torch.no_grad():
                 outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"))
             return loss, outputs
         return loss
-
-
-def _lora_config(section: dict[str, Any] | None):
-    if not section:
-        return None
-    from peft import LoraConfig
-
-    section = dict(section)
-    section.setdefault("task_type", "CAUSAL_LM")
-    return LoraConfig(**section)
-
-
-def _recipe_setup(model_cfg: dict, data_cfg: dict, args_cfg: dict, n_validation: int):
-    """What the faithfulness recipes share: the checked config, the causal LM and its tokenizer, the
-    perturbed train/validation/test splits and the feature builder."""
-    from hf_contrastive.faithfulness.annotation import load_summary_splits
-    from hf_contrastive.faithfulness.evaluation import load_causal_lm
-    from hf_contrastive.faithfulness.spans import SpanFeatureBuilder
-
-    args_cfg.setdefault("report_to", "none")
-    if not torch.cuda.is_available():
-        args_cfg.setdefault("use_cpu", True)  # SFTConfig defaults to bf16, which needs a GPU
-    bad = sorted(set(args_cfg) - set(SpanUnlikelihoodConfig.__dataclass_fields__))
-    if bad:
-        raise ValueError(f"Unknown training argument(s) {bad} (SpanUnlikelihoodConfig fields).")
-    args = SpanUnlikelihoodConfig(**args_cfg)
-    model, tokenizer = load_causal_lm(model_cfg["name_or_path"])
-    splits = load_summary_splits(
-        data_cfg["path"],
-        n_train=int(data_cfg.get("n_train", 200)),
-        n_validation=int(data_cfg.get("n_validation", n_validation)),
-        n_test=int(data_cfg.get("n_test", 50)),
-        seed=int(data_cfg.get("seed", 0)),
-        kinds=tuple(data_cfg.get("perturbations", ("entity", "number", "date", "negation"))),
-    )
-    builder = SpanFeatureBuilder(
-        tokenizer,
-        max_length=args.max_length,
-        max_document_tokens=args.max_document_tokens,
-        instruction=args.instruction,
-    )
-    return args, model, tokenizer, splits, builder
-
-
-def run_span_unlikelihood_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """Recipe task ``faithful-unlikelihood``: perturb summaries, train with the span objective, evaluate.
-
-    Sections: ``model`` (``name_or_path``; ``smollm2`` means the packaged SmolLM2-135M-Instruct), ``data``
-    (``path`` of a JSON-lines file with ``document``/``summary``, ``n_train``, ``n_validation``, ``n_test``,
-    ``seed``, ``perturbations``), ``span`` (the method's fields of :class:`SpanUnlikelihoodConfig`:
-    ``objective``, ``eps``, ``log_prob_floor``, ``max_length``, ``max_document_tokens``, ...), ``args``
-    (``TrainingArguments`` fields), ``lora`` (``peft.LoraConfig`` fields), ``eval`` (``batch_size``). Returns the
-    held-out figures before and after training (mean log-prob of unfaithful spans and of the other summary
-    tokens, faithful-reference perplexity).
-    """
-    from hf_contrastive.faithfulness.evaluation import evaluate_faithfulness
-
-    model_cfg = dict(recipe.get("model") or {})
-    data_cfg = dict(recipe.get("data") or {})
-    args_cfg = {**dict(recipe.get("args") or {}), **dict(recipe.get("span") or {})}
-    eval_cfg = dict(recipe.get("eval") or {})
-    if "name_or_path" not in model_cfg:
-        raise ValueError("The recipe's model section needs name_or_path.")
-    if "path" not in data_cfg:
-        raise ValueError("The recipe's data section needs the path of a JSON-lines summary file.")
-    args_cfg.setdefault("output_dir", "hf-contrastive-output/faithful-unlikelihood")
-    args, model, tokenizer, splits, builder = _recipe_setup(model_cfg, data_cfg, args_cfg, n_validation=0)
-    batch_size = int(eval_cfg.get("batch_size", 4))
-    results: dict[str, Any] = {
-        "before": evaluate_faithfulness(model, builder, splits["test"], batch_size=batch_size)
-    }
-    train = Dataset.from_list([ex.to_row() for ex in splits["train"]])
-    trainer = SpanUnlikelihoodTrainer(
-        model=model,
-        args=args,
-        train_dataset=train,
-        processing_class=tokenizer,
-        peft_config=_lora_config(recipe.get("lora")),
-    )
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    results["after"] = evaluate_faithfulness(trainer.model, builder, splits["test"], batch_size=batch_size)
-    if args.should_save:
-        trainer.save_model(args.output_dir)
-    results["output"] = str(args.output_dir)
-    return results

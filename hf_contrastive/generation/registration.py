@@ -1,21 +1,33 @@
 """Make plain ``model.generate(penalty_alpha=..., top_k=...)`` run the local contrastive search.
 
 transformers v5 maps ``GenerationMode.CONTRASTIVE_SEARCH`` to the Hub repository
-``transformers-community/contrastive-search`` (remote code, needs ``trust_remote_code=True`` and the network).
-:func:`enable` points that mode at a method of ``GenerationMixin`` that runs
-:func:`hf_contrastive.generation.contrastive_search` instead, and makes
-``custom_generate="transformers-community/contrastive-search"`` resolve to the same local code without a
-download. Generation pipelines (``pipeline("text-generation")``) default to sampling in transformers v5; while
-enabled, a call that sets ``penalty_alpha > 0`` and leaves ``do_sample`` unset gets contrastive search instead of
-those sampling defaults (as in transformers <= 4.55). Importing ``hf_contrastive`` calls :func:`enable` (set
-``HF_CONTRASTIVE_NO_REGISTER=1`` to skip it);
-:func:`disable` restores transformers' own behaviour. Both are idempotent. Nothing in transformers' source is
-modified: the registration uses the public mode table and adds one method.
+``transformers-community/contrastive-search`` (remote code: it needs ``trust_remote_code=True`` and the network,
+and without them ``generate(penalty_alpha=...)`` raises). Importing ``hf_contrastive`` calls :func:`enable`,
+which changes exactly four objects of transformers, in memory only (no file of transformers is modified):
+
+1. ``transformers.generation.utils.GENERATION_MODES_MAPPING[GenerationMode.CONTRASTIVE_SEARCH]``: the Hub
+   repository id is replaced by ``"_contrastive_search"``, so ``generate`` dispatches that mode to a method.
+2. ``transformers.GenerationMixin._contrastive_search``: that method is added (transformers v5 has none); it
+   calls :func:`hf_contrastive.generation.contrastive_search`.
+3. ``transformers.GenerationMixin.load_custom_generate``: wrapped. For
+   ``custom_generate="transformers-community/contrastive-search"`` (any ``@revision``) it returns the local
+   code instead of downloading the repository; every other value goes to the original method unchanged.
+4. ``transformers.pipelines.base.Pipeline._prepare_generate_kwargs``: wrapped. Generation pipelines default to
+   sampling in transformers v5; a call that sets ``penalty_alpha > 0`` and leaves ``do_sample`` unset gets
+   ``do_sample=False`` and none of the pipeline's default sampling settings (as in transformers <= 4.55).
+   Every other call is left as the original method returns it.
+
+The first :func:`enable` of a process logs this list once at INFO (logger
+``hf_contrastive.generation.registration``). To undo it, call :func:`disable` (also exported as
+``hf_contrastive.disable_contrastive_search()``): it puts back the original mapping value and methods and deletes
+the added one. To never apply it, set ``HF_CONTRASTIVE_NO_REGISTER=1`` before importing ``hf_contrastive``.
+:func:`enable` and :func:`disable` are idempotent; :func:`is_enabled` says which state is current.
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -31,8 +43,20 @@ HUB_REPO_ID = "transformers-community/contrastive-search"
 _METHOD_NAME = "_contrastive_search"
 _MODE = GenerationMode.CONTRASTIVE_SEARCH
 
+logger = logging.getLogger(__name__)
+
 # What was there before `enable` (restored by `disable`); None while disabled.
 _saved: dict[str, Any] | None = None
+# Whether this process already logged what `enable` patches (logged on the first enable only).
+_announced = False
+
+PATCHED = (
+    f"transformers.generation.utils.GENERATION_MODES_MAPPING[{_MODE!s}] -> {_METHOD_NAME!r}",
+    f"transformers.GenerationMixin.{_METHOD_NAME} (added)",
+    f"transformers.GenerationMixin.load_custom_generate (wrapped: {HUB_REPO_ID!r} resolves to local code)",
+    "transformers.pipelines.base.Pipeline._prepare_generate_kwargs (wrapped: penalty_alpha without do_sample "
+    "turns off the pipeline's sampling defaults)",
+)
 
 
 def _contrastive_search_method(
@@ -129,7 +153,7 @@ def enable() -> None:
 
     Idempotent: a second call does nothing.
     """
-    global _saved
+    global _saved, _announced
     if _saved is not None:
         return
     _saved = {
@@ -147,6 +171,13 @@ def enable() -> None:
     _gen_utils.GENERATION_MODES_MAPPING[_MODE] = _METHOD_NAME
     if _saved["loader"] is not None:
         GenerationMixin.load_custom_generate = _make_loader(_saved["loader"])
+    if not _announced:
+        _announced = True
+        logger.info(
+            "hf_contrastive: local contrastive search registered for generate(penalty_alpha=...). Patched: %s. "
+            "Undo with hf_contrastive.disable_contrastive_search(); skip with HF_CONTRASTIVE_NO_REGISTER=1.",
+            "; ".join(PATCHED),
+        )
 
 
 def disable() -> None:

@@ -18,45 +18,11 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
-__all__ = ["SimCTGConfig", "SimCTGTrainer", "SimCTGCollator", "simctg_contrastive_loss"]
+from hf_contrastive.core.hub.mixin import CardTrainerMixin
+from hf_contrastive.core.peft import apply_peft
+from hf_contrastive.generation.losses import SimCTGLoss, simctg_contrastive_loss
 
-
-def simctg_contrastive_loss(
-    hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None, margin: float = 0.5
-) -> torch.Tensor:
-    """Token-level contrastive margin loss of SimCTG.
-
-    Args:
-        hidden_states: [B, T, D] last-layer token states.
-        attention_mask: [B, T] with 1 for real tokens (pairs with a padding token are ignored); None = no padding.
-        margin: rho (default 0.5, the paper's value).
-
-    Returns:
-        A scalar: the mean of ``max(0, rho - s(h_i, h_i) + s(h_i, h_j))`` over all valid pairs i != j of every
-        sequence (computed in float32).
-    """
-    if hidden_states.ndim != 3:
-        raise ValueError(
-            f"`hidden_states` must be [batch, seq, dim], got shape {tuple(hidden_states.shape)}."
-        )
-    if margin < 0:
-        raise ValueError(f"`margin` (rho) must be >= 0, got {margin}.")
-    h = nn.functional.normalize(hidden_states.float(), dim=-1)
-    sim = h @ h.transpose(1, 2)  # [B, T, T]
-    gold = sim.diagonal(dim1=1, dim2=2)[:, :, None]
-    loss = torch.relu(margin - gold + sim)
-    b, t, _ = h.shape
-    mask = (
-        torch.ones(b, t, dtype=torch.bool, device=h.device)
-        if attention_mask is None
-        else attention_mask.bool()
-    )
-    pair = mask[:, :, None] & mask[:, None, :]
-    pair &= ~torch.eye(t, dtype=torch.bool, device=h.device)[None]
-    count = pair.sum()
-    if count == 0:
-        return loss.sum() * 0.0
-    return (loss * pair).sum() / count
+__all__ = ["SimCTGConfig", "SimCTGTrainer", "SimCTGCollator", "SimCTGLoss", "simctg_contrastive_loss"]
 
 
 @dataclass
@@ -102,17 +68,24 @@ class SimCTGCollator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-class SimCTGTrainer(Trainer):
+class SimCTGTrainer(CardTrainerMixin, Trainer):
     """``transformers.Trainer`` with the SimCTG objective: LM loss + weighted token-level contrastive loss.
 
     Args:
         model: a causal LM (``AutoModelForCausalLM``).
         args: a :class:`SimCTGConfig` (``margin``, ``contrastive_weight``).
-        peft_config: optional ``peft`` config (e.g. ``LoraConfig``); the model is wrapped with ``get_peft_model``.
+        peft_config: optional ``peft`` config (e.g. ``LoraConfig``); the model is wrapped with ``apply_peft``.
         **kwargs: everything else ``Trainer`` takes (``train_dataset``, ``data_collator``, ``processing_class``...).
 
+    The objective is ``self.loss_fn``, a :class:`~hf_contrastive.generation.losses.SimCTGLoss` built from ``args``.
     Logged components: ``loss_mle`` and ``loss_contrastive`` (training and ``eval_`` metrics).
+
+    ``save_model`` / ``push_to_hub`` write the model (or its LoRA adapter) with a card
+    (``model_cards/causal_lm_adapter.md``); ``trainer.card_info`` takes the base model's Hub id, datasets,
+    license and results.
     """
+
+    card_tags = ("simctg", "contrastive-search", "text-generation")
 
     def __init__(
         self, model: Any = None, args: SimCTGConfig | None = None, peft_config: Any = None, **kwargs: Any
@@ -124,10 +97,9 @@ class SimCTGTrainer(Trainer):
         if model is None:
             raise ValueError("SimCTGTrainer needs a causal language model.")
         if peft_config is not None:
-            from peft import get_peft_model
-
-            model = get_peft_model(model, peft_config)
+            model = apply_peft(model, peft_config)
         super().__init__(model=model, args=args, **kwargs)
+        self.loss_fn = SimCTGLoss(margin=args.margin, contrastive_weight=args.contrastive_weight)
         self._components: dict[str, list[float]] = {"loss_mle": [], "loss_contrastive": []}
 
     def compute_loss(
@@ -149,14 +121,37 @@ class SimCTGTrainer(Trainer):
             output_hidden_states=True,
             return_dict=True,
         )
-        mle = outputs.loss
-        cl = simctg_contrastive_loss(
-            outputs.hidden_states[-1], inputs.get("attention_mask"), self.args.margin
-        )
-        loss = mle + self.args.contrastive_weight * cl.to(mle.dtype)
-        self._components["loss_mle"].append(float(mle.detach()))
-        self._components["loss_contrastive"].append(float(cl.detach()))
-        return (loss, outputs) if return_outputs else loss
+        out = self.loss_fn(outputs.hidden_states[-1], inputs.get("attention_mask"), lm_loss=outputs.loss)
+        for name, value in out.components.items():
+            self._components[f"loss_{name}"].append(float(value))
+        return (out.loss, outputs) if return_outputs else out.loss
+
+    def card_training(self) -> dict[str, Any]:
+        cfg = self.loss_fn.config_dict()
+        return {
+            "loss": "L_MLE + contrastive_weight * L_CL, the token-level contrastive margin loss of SimCTG "
+            "(Su et al. 2022): mean over token pairs i != j of max(0, rho - s(h_i, h_i) + s(h_i, h_j)), "
+            "s = cosine of last-layer states",
+            "margin (rho)": cfg.get("margin"),
+            "contrastive weight": cfg.get("contrastive_weight"),
+        }
+
+    def card_details(self) -> dict[str, Any]:
+        return {
+            "title": "SimCTG language model",
+            "description": (
+                "A causal language model fine-tuned with the SimCTG objective (Su et al. 2022) using "
+                "[hf-contrastive](https://github.com/hf-contrastive/hf-contrastive): the language-modelling loss "
+                "plus a token-level contrastive loss that spreads its token representations apart, which is what "
+                "contrastive search relies on at decoding time."
+            ),
+            "method": "SimCTG (Su et al. 2022)",
+            "objective": "L_MLE + contrastive_weight * L_CL (token-level contrastive margin loss)",
+            "decoding_note": "contrastive search, `penalty_alpha=0.6, top_k=4`",
+            "contrastive_search": True,
+            "example_prompt": "The city council met on Tuesday and",
+            "generate_kwargs": "max_new_tokens=16, penalty_alpha=0.6, top_k=4",
+        }
 
     def log(self, logs: dict[str, float], *args: Any, **kwargs: Any) -> None:
         prefix = "eval_" if any(k.startswith("eval_") for k in logs) else ""

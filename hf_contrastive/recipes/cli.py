@@ -5,13 +5,16 @@ from __future__ import annotations
 import argparse
 import json
 
+from hf_contrastive.recipes import load_recipe, run_recipe
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="Train with a recipe (trainers/*.yaml or a packaged name such as simcse-unsup).",
         description="Run a training recipe. Overrides use dotted keys: --args.learning_rate 1e-4 "
-        "--model.pooling cls --data.train.max_rows 1000 (a key without a section goes to args). Works under "
+        "--method.temperature 0.1 --model.pooling cls --data.train.max_rows 1000 (a key without a section "
+        "goes to method when it names a method setting, else to args). Works under "
         "`accelerate launch --multi_gpu --num_processes N -m hf_contrastive train RECIPE` (also on CPU-only machines).",
     )
     p.add_argument("recipe", help="recipe file or packaged recipe name")
@@ -20,7 +23,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from hf_contrastive.recipes.registry import load_recipe, run_recipe
 
     recipe = load_recipe(args.recipe, args.overrides)
     if args.print_recipe:

@@ -2,10 +2,11 @@
 `RelationClassifier` head, TKRE pretraining (masked span LM + span-level contrast), knowledge
 generation and the official SemEval-2010 scorer.
 
-Importing this wing registers `RelationClassifierConfig` / `RelationClassifier` with the Auto classes.
+Importing this wing registers `RelationClassifierConfig` / `RelationClassifier` / `RelationProcessor` with
+the Auto classes.
 """
 
-from transformers import AutoConfig, AutoModel
+from transformers import AutoConfig, AutoModel, AutoProcessor
 
 from hf_contrastive.relation.configuration import RelationClassifierConfig
 from hf_contrastive.relation.data import (
@@ -20,12 +21,14 @@ from hf_contrastive.relation.data import (
     sample_k_shot,
 )
 from hf_contrastive.relation.knowledge import KnowledgeGenerator, ValidationReport
+from hf_contrastive.relation.losses import SpanContrastiveLoss
 from hf_contrastive.relation.modeling import (
     RelationClassificationHead,
     RelationClassifier,
     RelationClassifierOutput,
 )
 from hf_contrastive.relation.mslm import MaskedSpanLMCollator
+from hf_contrastive.relation.processing import RelationProcessor
 from hf_contrastive.relation.scoring import (
     episode_accuracy,
     relation_micro_f1,
@@ -35,7 +38,6 @@ from hf_contrastive.relation.scoring import (
 from hf_contrastive.relation.tkre import (
     RelationClassificationTrainer,
     RelationFinetuneConfig,
-    SpanContrastiveLoss,
     TKREConfig,
     TKREPretrainer,
 )
@@ -48,6 +50,10 @@ def _register() -> None:
         pass
     try:
         AutoModel.register(RelationClassifierConfig, RelationClassifier)
+    except ValueError:
+        pass
+    try:
+        AutoProcessor.register(RelationClassifierConfig, RelationProcessor)
     except ValueError:
         pass
 
@@ -68,6 +74,7 @@ __all__ = [
     "RelationDataset",
     "RelationExample",
     "RelationFinetuneConfig",
+    "RelationProcessor",
     "SpanContrastiveLoss",
     "TKREConfig",
     "TKREPretrainer",

@@ -6,6 +6,7 @@ from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 
+from hf_contrastive.core.configuration import backbone_hidden_size
 from hf_contrastive.relation.data import MARKER_SCHEMES, marker_tokens
 
 
@@ -83,15 +84,7 @@ class RelationClassifierConfig(PretrainedConfig):
     @property
     def hidden_size(self) -> int:
         """Width of the backbone's token states."""
-        if self.backbone_config is None:
-            raise ValueError("RelationClassifierConfig has no backbone_config.")
-        for name in ("hidden_size", "d_model", "dim"):
-            value = getattr(self.backbone_config, name, None)
-            if isinstance(value, int):
-                return value
-        raise ValueError(
-            f"Cannot find the hidden size of backbone config {type(self.backbone_config).__name__}."
-        )
+        return backbone_hidden_size(self.backbone_config, type(self).__name__)
 
     @property
     def marker_tokens(self) -> list[str]:

@@ -6,13 +6,8 @@ An example is a [`RelationExample`]: word tokens, the subject and object as half
 the relation as the data set writes it (``e1`` in SemEval-2010, ``h`` in FewRel); the direction of
 SemEval-2010 relations lives in the label (``Cause-Effect(e2,e1)``).
 
-Marker schemes (Zhou and Chen 2022, "An Improved Baseline for Sentence-level Relation Extraction",
-the scheme TKRE fine-tunes with):
-
-- ``entity_marker``: ``[E1] subject [/E1]`` and ``[E2] object [/E2]`` (new tokens);
-- ``typed_entity_marker``: ``[S:TYPE] subject [/S:TYPE]`` and ``[O:TYPE] object [/O:TYPE]`` (new tokens,
-  one set per entity type; untyped data uses the config's default type);
-- ``typed_entity_marker_punct``: ``@ * type * subject @`` and ``# ^ type ^ object #`` (no new tokens).
+Marking itself (the schemes, `mark_words`, `marker_tokens`, tokenisation, truncation that keeps both
+entities) lives in `processing.py` ([`RelationProcessor`]); the names stay importable from here.
 """
 
 from __future__ import annotations
@@ -24,17 +19,17 @@ import random
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from hf_contrastive.core.utils import data_dir
+from hf_contrastive.relation.example import RelationExample, as_examples, validate_spans
+from hf_contrastive.relation.processing import MARKER_SCHEMES, RelationProcessor, mark_words, marker_tokens
 
 logger = logging.getLogger(__name__)
-
-MARKER_SCHEMES = ("entity_marker", "typed_entity_marker", "typed_entity_marker_punct")
 
 SEMEVAL_RELATIONS = (
     "Cause-Effect",
@@ -54,95 +49,6 @@ SEMEVAL_LABELS = (
     "Other",
 )
 """The 19 directed SemEval-2010 labels (18 directed relations + ``Other``)."""
-
-
-@dataclass
-class RelationExample:
-    """One relation instance.
-
-    Attributes:
-        tokens: the sentence as words.
-        subject: ``(start, end)`` word span of the subject (end exclusive).
-        object: ``(start, end)`` word span of the object (end exclusive).
-        label: relation label (``None`` for unlabelled text).
-        subject_type / object_type: entity types (typed marker schemes), optional.
-        id: identifier in the source file.
-        explanation: free text about the instance (LLM-written, used by TKRE pretraining).
-    """
-
-    tokens: list[str]
-    subject: tuple[int, int]
-    object: tuple[int, int]
-    label: str | None = None
-    subject_type: str | None = None
-    object_type: str | None = None
-    id: str | None = None
-    explanation: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.tokens = list(self.tokens)
-        self.subject = (int(self.subject[0]), int(self.subject[1]))
-        self.object = (int(self.object[0]), int(self.object[1]))
-        validate_spans(self.tokens, self.subject, self.object, where=self.id)
-
-    @property
-    def subject_text(self) -> str:
-        return " ".join(self.tokens[self.subject[0] : self.subject[1]])
-
-    @property
-    def object_text(self) -> str:
-        return " ".join(self.tokens[self.object[0] : self.object[1]])
-
-    @property
-    def text(self) -> str:
-        return " ".join(self.tokens)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "tokens": list(self.tokens),
-            "subject": list(self.subject),
-            "object": list(self.object),
-            "label": self.label,
-            "subject_type": self.subject_type,
-            "object_type": self.object_type,
-            "id": self.id,
-            "explanation": self.explanation,
-        }
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> RelationExample:
-        if isinstance(d, RelationExample):
-            return d
-        missing = [k for k in ("tokens", "subject", "object") if k not in d]
-        if missing:
-            raise ValueError(f"A relation example needs keys tokens, subject, object; missing {missing}.")
-        return cls(
-            tokens=list(d["tokens"]),
-            subject=tuple(d["subject"]),
-            object=tuple(d["object"]),
-            label=d.get("label"),
-            subject_type=d.get("subject_type"),
-            object_type=d.get("object_type"),
-            id=None if d.get("id") is None else str(d["id"]),
-            explanation=d.get("explanation"),
-        )
-
-
-def validate_spans(
-    tokens: Sequence[str], subject: tuple[int, int], object: tuple[int, int], where: Any = None
-) -> None:
-    """Raise ``ValueError`` for an empty, out-of-range or overlapping pair of entity spans."""
-    at = f" (example {where})" if where is not None else ""
-    n = len(tokens)
-    for name, (s, e) in (("subject", subject), ("object", object)):
-        if not 0 <= s < e <= n:
-            raise ValueError(f"The {name} span [{s}, {e}) is empty or outside the sentence of {n} words{at}.")
-    if subject[0] < object[1] and object[0] < subject[1]:
-        raise ValueError(
-            f"The subject span {list(subject)} and the object span {list(object)} overlap{at}; "
-            "the two entities of a relation instance must be disjoint."
-        )
 
 
 # -- SemEval-2010 Task 8 --------------------------------------------------------------------------
@@ -384,88 +290,14 @@ def sample_episodes(
     return episodes
 
 
-# -- marking --------------------------------------------------------------------------------------
-def marker_tokens(scheme: str, entity_types: Sequence[str] = (), default_type: str = "ENTITY") -> list[str]:
-    """The new tokens a scheme adds to the vocabulary (none for ``typed_entity_marker_punct``)."""
-    if scheme not in MARKER_SCHEMES:
-        raise ValueError(f"Unknown marker scheme {scheme!r}; expected one of {MARKER_SCHEMES}.")
-    if scheme == "entity_marker":
-        return ["[E1]", "[/E1]", "[E2]", "[/E2]"]
-    if scheme == "typed_entity_marker":
-        types = list(dict.fromkeys([*entity_types, default_type]))
-        return [f"[{r}:{t}]" for t in types for r in ("S", "/S", "O", "/O")]
-    return []
-
-
-def mark_words(
-    example: RelationExample, scheme: str, entity_types: Sequence[str] = (), default_type: str = "ENTITY"
-) -> tuple[list[str], tuple[int, int, int, int]]:
-    """Insert the scheme's markers into the words.
-
-    Returns the marked words and the word indices of (subject start marker, subject end marker,
-    object start marker, object end marker). The head reads the states at the two start markers.
-    """
-    if scheme not in MARKER_SCHEMES:
-        raise ValueError(f"Unknown marker scheme {scheme!r}; expected one of {MARKER_SCHEMES}.")
-    types = set(entity_types) | {default_type}
-    stype = example.subject_type or default_type
-    otype = example.object_type or default_type
-    if scheme == "typed_entity_marker":
-        for t in (stype, otype):
-            if t not in types:
-                raise ValueError(
-                    f"Entity type {t!r} (example {example.id}) is not among the configured entity types "
-                    f"{sorted(types)}; add it to `entity_types`."
-                )
-    if scheme == "entity_marker":
-        s_open, s_close, o_open, o_close = ["[E1]"], ["[/E1]"], ["[E2]"], ["[/E2]"]
-    elif scheme == "typed_entity_marker":
-        s_open, s_close = [f"[S:{stype}]"], [f"[/S:{stype}]"]
-        o_open, o_close = [f"[O:{otype}]"], [f"[/O:{otype}]"]
-    else:
-        s_open, s_close = ["@", "*", *stype.lower().split(), "*"], ["@"]
-        o_open, o_close = ["#", "^", *otype.lower().split(), "^"], ["#"]
-    inserts = {
-        example.subject[0]: ("s_open", s_open),
-        example.object[0]: ("o_open", o_open),
-    }
-    closes = {example.subject[1]: ("s_close", s_close), example.object[1]: ("o_close", o_close)}
-    words: list[str] = []
-    where: dict[str, int] = {}
-    for i in range(len(example.tokens) + 1):
-        if i in closes:
-            name, marks = closes[i]
-            where[name] = len(words)
-            words.extend(marks)
-        if i in inserts:
-            name, marks = inserts[i]
-            where[name] = len(words)
-            words.extend(marks)
-        if i < len(example.tokens):
-            words.append(example.tokens[i])
-    return words, (where["s_open"], where["s_close"], where["o_open"], where["o_close"])
-
-
-def as_examples(rows: Iterable[Any]) -> list[RelationExample]:
-    """Accept `RelationExample`s or dicts with tokens/subject/object (a `datasets.Dataset` row)."""
-    out = []
-    for r in rows:
-        if isinstance(r, RelationExample):
-            out.append(r)
-        elif isinstance(r, Mapping):
-            out.append(RelationExample.from_dict(r))
-        else:
-            raise TypeError(f"Expected a RelationExample or a dict, got {type(r).__name__}.")
-    return out
-
-
 class RelationDataCollator:
     """Mark, tokenize and pad relation examples for [`RelationClassifier`] and TKRE pretraining.
 
-    Output keys: ``input_ids``, ``attention_mask`` (and ``token_type_ids`` when the tokenizer makes
-    them), ``entity_positions`` ``[B, 4]`` (token positions of subject start, subject end, object start
-    and object end markers; for multi-token punctuation markers the first token of each), ``labels``
-    ``[B]`` when ``label2id`` is given and examples carry labels.
+    Marking goes through a [`RelationProcessor`] (given as ``processor=``, or built from ``tokenizer`` and
+    the marker settings). Output keys: ``input_ids``, ``attention_mask`` (and ``token_type_ids`` when the
+    tokenizer makes them), ``entity_positions`` ``[B, 4]`` (token positions of subject start, subject end,
+    object start and object end markers; for multi-token punctuation markers the first token of each),
+    ``labels`` ``[B]`` when ``label2id`` is given and examples carry labels.
 
     Sentences longer than ``max_length`` are cut to a window that keeps both entities (and as much
     context around them as fits); a pair of entities that alone does not fit raises ``ValueError``.
@@ -473,123 +305,106 @@ class RelationDataCollator:
 
     Args:
         tokenizer: a fast tokenizer that already knows the scheme's markers
-            (see ``RelationClassifier.add_marker_tokens``).
-        marker_scheme / entity_types / default_entity_type: as in [`RelationClassifierConfig`].
+            (see [`RelationProcessor.add_marker_tokens`]); may be left out when ``processor`` is given.
+        marker_scheme / entity_types / default_entity_type: as in [`RelationClassifierConfig`]
+            (defaults ``"typed_entity_marker"``, ``()``, ``"ENTITY"``); with ``processor``, they must
+            agree with it.
         label2id: label -> class index; labels outside it raise ``ValueError``.
-        max_length: token budget per example (128 by default).
+        max_length: token budget per example (the processor's, 128 by default).
         with_explanations: append ``example.explanation`` after a separator.
+        processor: a [`RelationProcessor`] to mark with.
     """
 
     def __init__(
         self,
-        tokenizer: Any,
-        marker_scheme: str = "typed_entity_marker",
-        entity_types: Sequence[str] = (),
-        default_entity_type: str = "ENTITY",
+        tokenizer: Any = None,
+        marker_scheme: str | None = None,
+        entity_types: Sequence[str] | None = None,
+        default_entity_type: str | None = None,
         label2id: Mapping[str, int] | None = None,
-        max_length: int = 128,
+        max_length: int | None = None,
         with_explanations: bool = False,
+        processor: RelationProcessor | None = None,
     ) -> None:
-        if not getattr(tokenizer, "is_fast", False):
-            raise TypeError("RelationDataCollator needs a fast tokenizer (it maps words to tokens).")
-        if marker_scheme not in MARKER_SCHEMES:
-            raise ValueError(f"Unknown marker scheme {marker_scheme!r}; expected one of {MARKER_SCHEMES}.")
-        vocab = tokenizer.get_vocab()
-        missing = [
-            m for m in marker_tokens(marker_scheme, entity_types, default_entity_type) if m not in vocab
-        ]
-        if missing:
-            raise ValueError(
-                f"The tokenizer lacks the marker tokens {missing}; add them first "
-                "(RelationClassifier.add_marker_tokens(tokenizer, config))."
+        if processor is None:
+            if tokenizer is None:
+                raise TypeError("RelationDataCollator needs a tokenizer or a processor.")
+            if not getattr(tokenizer, "is_fast", False):
+                raise TypeError("RelationDataCollator needs a fast tokenizer (it maps words to tokens).")
+            processor = RelationProcessor(
+                tokenizer,
+                marker_scheme=marker_scheme or "typed_entity_marker",
+                entity_types=() if entity_types is None else entity_types,
+                default_entity_type=default_entity_type or "ENTITY",
+                max_length=128 if max_length is None else max_length,
             )
-        if max_length < 8:
-            raise ValueError(f"max_length must be at least 8, got {max_length}.")
-        self.tokenizer = tokenizer
-        self.marker_scheme = marker_scheme
-        self.entity_types = tuple(entity_types)
-        self.default_entity_type = default_entity_type
+        else:
+            if not isinstance(processor, RelationProcessor):
+                raise TypeError(f"processor must be a RelationProcessor, got {type(processor).__name__}.")
+            if tokenizer is not None and tokenizer is not processor.tokenizer:
+                raise ValueError("Pass either tokenizer or processor (whose tokenizer is used), not both.")
+            given = {
+                "marker_scheme": marker_scheme,
+                "entity_types": None if entity_types is None else list(entity_types),
+                "default_entity_type": default_entity_type,
+            }
+            clash = {k: v for k, v in given.items() if v is not None and v != getattr(processor, k)}
+            if clash:
+                raise ValueError(
+                    f"The collator's marker settings {clash} differ from the processor's "
+                    f"{ {k: getattr(processor, k) for k in clash} }; leave them out to use the processor's."
+                )
+            if not getattr(processor.tokenizer, "is_fast", False):
+                raise TypeError("RelationDataCollator needs a fast tokenizer (it maps words to tokens).")
+        processor.check_marker_tokens()
+        self.processor = processor
         self.label2id = dict(label2id) if label2id is not None else None
-        self.max_length = int(max_length)
+        self.max_length = (
+            processor.max_length if max_length is None else processor.check_max_length(max_length)
+        )
         self.with_explanations = with_explanations
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.processor.tokenizer
+
+    @property
+    def marker_scheme(self) -> str:
+        return self.processor.marker_scheme
+
+    @property
+    def entity_types(self) -> tuple[str, ...]:
+        return tuple(self.processor.entity_types)
+
+    @property
+    def default_entity_type(self) -> str:
+        return self.processor.default_entity_type
 
     def encode(self, example: RelationExample) -> dict[str, Any]:
         """Token ids, token type ids and the four marker positions of one example (unpadded)."""
-        words, marks = mark_words(example, self.marker_scheme, self.entity_types, self.default_entity_type)
-        pair = example.explanation.split() if (self.with_explanations and example.explanation) else None
-        enc = self.tokenizer(words, pair, is_split_into_words=True, add_special_tokens=True)
-        word_ids = enc.word_ids()
-        seq_ids = enc.sequence_ids()
-        first: dict[int, int] = {}
-        for pos, (w, s) in enumerate(zip(word_ids, seq_ids)):
-            if w is not None and s == 0 and w not in first:
-                first[w] = pos
-        try:
-            positions = [first[m] for m in marks]
-        except KeyError as err:
-            raise ValueError(f"Marker word {err} produced no token (example {example.id}).") from None
-        ids = list(enc["input_ids"])
-        types = list(enc["token_type_ids"]) if "token_type_ids" in enc else None
-        if len(ids) > self.max_length:
-            ids, types, positions = self._crop(ids, types, positions, seq_ids, example)
-        out = {"input_ids": ids, "entity_positions": positions}
-        if types is not None:
-            out["token_type_ids"] = types
-        return out
-
-    def _crop(self, ids, types, positions, seq_ids, example):
-        # Keep the leading special token(s) and the closing one, and a window of the first segment that
-        # covers both entities; an explanation segment is dropped first.
-        first_seg = [i for i, s in enumerate(seq_ids) if s == 0]
-        lo_text, hi_text = first_seg[0], first_seg[-1] + 1
-        head, tail = ids[:lo_text], ids[hi_text : hi_text + 1] if hi_text < len(ids) else []
-        budget = self.max_length - len(head) - len(tail)
-        lo, hi = min(positions), max(positions) + 1
-        if self.marker_scheme == "typed_entity_marker_punct":
-            hi += 1
-        if hi - lo > budget:
-            raise ValueError(
-                f"Example {example.id}: the two entities and their markers span {hi - lo} tokens, more than "
-                f"the {budget} that max_length={self.max_length} leaves; raise max_length."
-            )
-        spare = budget - (hi - lo)
-        start = max(lo_text, lo - spare // 2)
-        end = min(hi_text, start + budget)
-        start = max(lo_text, end - budget)
-        new_ids = head + ids[start:end] + tail
-        new_types = (
-            None
-            if types is None
-            else types[:lo_text] + types[start:end] + types[hi_text : hi_text + len(tail)]
+        return self.processor.encode_example(
+            example, max_length=self.max_length, with_explanations=self.with_explanations
         )
-        shift = len(head) - start
-        return new_ids, new_types, [p + shift for p in positions]
 
     def __call__(self, examples: Sequence[Any]) -> dict[str, torch.Tensor]:
         rows = as_examples(examples)
         if not rows:
             raise ValueError("RelationDataCollator got an empty batch.")
-        encoded = [self.encode(r) for r in rows]
-        width = max(len(e["input_ids"]) for e in encoded)
-        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        b = len(encoded)
-        input_ids = torch.full((b, width), pad, dtype=torch.long)
-        attention = torch.zeros((b, width), dtype=torch.long)
-        has_types = "token_type_ids" in encoded[0]
-        token_types = torch.zeros((b, width), dtype=torch.long) if has_types else None
-        for i, e in enumerate(encoded):
-            n = len(e["input_ids"])
-            input_ids[i, :n] = torch.tensor(e["input_ids"])
-            attention[i, :n] = 1
-            if has_types:
-                token_types[i, :n] = torch.tensor(e["token_type_ids"])
+        enc = self.processor(
+            rows,
+            return_tensors="pt",
+            padding=True,
+            max_length=self.max_length,
+            return_end_markers=True,
+            with_explanations=self.with_explanations,
+        )
         batch = {
-            "input_ids": input_ids,
-            "attention_mask": attention,
-            "entity_positions": torch.tensor([e["entity_positions"] for e in encoded], dtype=torch.long),
+            "input_ids": enc["input_ids"],
+            "attention_mask": enc["attention_mask"],
+            "entity_positions": enc["entity_positions"],
         }
-        if has_types:
-            batch["token_type_ids"] = token_types
+        if "token_type_ids" in enc:
+            batch["token_type_ids"] = enc["token_type_ids"]
         if self.label2id is not None and all(r.label is not None for r in rows):
             unknown = sorted({r.label for r in rows if r.label not in self.label2id})
             if unknown:

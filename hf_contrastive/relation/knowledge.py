@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from hf_contrastive.relation.data import RelationExample, parse_marked_sentence
 
@@ -183,8 +184,6 @@ class KnowledgeGenerator:
         self.model = None
         self.tokenizer = tokenizer
         if isinstance(model, (str, os.PathLike)):
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
             self.model_name = model_name or os.fspath(model)
             self.tokenizer = tokenizer or AutoTokenizer.from_pretrained(os.fspath(model))
             self.model = AutoModelForCausalLM.from_pretrained(os.fspath(model)).eval()

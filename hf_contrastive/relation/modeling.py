@@ -13,9 +13,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
-from transformers.utils import ModelOutput, logging
+from transformers.utils import PROCESSOR_NAME, ModelOutput, cached_file, logging
 
+from hf_contrastive.core.hub.card import ModelCardInfo, render_model_card
+from hf_contrastive.core.hub.mixin import HubMixin
 from hf_contrastive.relation.configuration import RelationClassifierConfig
+from hf_contrastive.relation.data import RelationDataCollator, RelationExample, as_examples, mark_words
+from hf_contrastive.relation.processing import RelationProcessor
 
 logger = logging.get_logger(__name__)
 
@@ -62,6 +66,27 @@ class RelationClassificationHead(nn.Module):
         return self.out_proj(self.dropout(self.activation(self.dense(x))))
 
 
+def _marker_settings(obj: Any) -> dict[str, Any]:
+    return {
+        "marker_scheme": obj.marker_scheme,
+        "entity_types": list(obj.entity_types),
+        "default_entity_type": obj.default_entity_type,
+    }
+
+
+def _matches(processor: RelationProcessor, config: RelationClassifierConfig) -> bool:
+    return _marker_settings(processor) == _marker_settings(config)
+
+
+def _check_processor_matches(processor: RelationProcessor, config: RelationClassifierConfig) -> None:
+    """Raise ``ValueError`` when a processor marks differently from what the model was trained with."""
+    if not _matches(processor, config):
+        raise ValueError(
+            f"The processor's marker settings {_marker_settings(processor)} differ from the model config's "
+            f"{_marker_settings(config)}; use RelationProcessor.from_config(tokenizer, model.config)."
+        )
+
+
 class RelationClassifierPreTrainedModel(PreTrainedModel):
     config_class = RelationClassifierConfig
     base_model_prefix = "backbone"
@@ -82,7 +107,7 @@ class RelationClassifierPreTrainedModel(PreTrainedModel):
                 init.zeros_(layer.bias)
 
 
-class RelationClassifier(RelationClassifierPreTrainedModel):
+class RelationClassifier(HubMixin, RelationClassifierPreTrainedModel):
     r"""Sentence-level relation classification with entity markers (TKRE fine-tuning head).
 
     The sentence is marked (``[S:ENTITY] subject [/S:ENTITY] ... [O:ENTITY] object [/O:ENTITY]``), encoded,
@@ -121,7 +146,6 @@ class RelationClassifier(RelationClassifierPreTrainedModel):
             2 * hidden, config.classifier_hidden_size or hidden, config.num_labels, config.classifier_dropout
         )
         self.tokenizer = None  # attached by from_pretrained / from_backbone; used by collator() and predict()
-        from hf_contrastive.core.hub.card import ModelCardInfo
 
         self.card_info = ModelCardInfo()
         self.post_init()
@@ -135,26 +159,58 @@ class RelationClassifier(RelationClassifierPreTrainedModel):
 
     @staticmethod
     def add_marker_tokens(tokenizer: Any, config: RelationClassifierConfig) -> int:
-        """Add the scheme's marker tokens to ``tokenizer`` (as special tokens, never split) and record
-        their ids in ``config.marker_token_ids``. Returns how many tokens were new."""
-        markers = config.marker_tokens
-        added = tokenizer.add_tokens(markers, special_tokens=True) if markers else 0
-        config.marker_token_ids = {m: int(tokenizer.convert_tokens_to_ids(m)) for m in markers}
-        return int(added)
+        """Add the scheme's marker tokens to ``tokenizer`` (a tokenizer or a [`RelationProcessor`]; as
+        special tokens, never split) and record their ids in ``config.marker_token_ids``. Returns how many
+        tokens were new."""
+        if isinstance(tokenizer, RelationProcessor):
+            processor = tokenizer
+            _check_processor_matches(processor, config)
+        else:
+            processor = RelationProcessor.from_config(tokenizer, config)
+        added = processor.add_marker_tokens()
+        config.marker_token_ids = processor.marker_token_ids
+        return len(added)
+
+    @property
+    def processor(self) -> RelationProcessor | None:
+        """The [`RelationProcessor`] that marks inputs for this model (``None`` while it has no tokenizer).
+
+        Built from the config's marker settings and ``model.tokenizer``, unless one was set (or loaded
+        from a folder holding ``processor_config.json``); setting one also sets ``model.tokenizer``.
+        """
+        tokenizer = self.tokenizer
+        if tokenizer is None:
+            return None
+        processor = self.__dict__.get("_processor")
+        if processor is None or processor.tokenizer is not tokenizer or not _matches(processor, self.config):
+            processor = RelationProcessor.from_config(tokenizer, self.config)
+            self.__dict__["_processor"] = processor
+        return processor
+
+    @processor.setter
+    def processor(self, processor: RelationProcessor | None) -> None:
+        if processor is not None:
+            if not isinstance(processor, RelationProcessor):
+                raise TypeError(f"processor must be a RelationProcessor, got {type(processor).__name__}.")
+            _check_processor_matches(processor, self.config)
+            self.tokenizer = processor.tokenizer
+        self.__dict__["_processor"] = processor
 
     def collator(self, tokenizer: Any = None, with_labels: bool = True, **kwargs: Any):
-        """A [`RelationDataCollator`] set up from this model's config and tokenizer."""
-        from hf_contrastive.relation.data import RelationDataCollator
+        """A [`RelationDataCollator`] that marks with this model's [`processor`] (or with a processor built
+        from the config and ``tokenizer``, which may also be a [`RelationProcessor`])."""
 
-        tokenizer = tokenizer or self.tokenizer
-        if tokenizer is None:
+        if isinstance(tokenizer, RelationProcessor):
+            _check_processor_matches(tokenizer, self.config)
+            processor = tokenizer
+        elif tokenizer is not None and tokenizer is not self.tokenizer:
+            processor = RelationProcessor.from_config(tokenizer, self.config)
+        else:
+            processor = self.processor
+        if processor is None:
             raise ValueError("No tokenizer: load the model from a folder that has one, or pass tokenizer=.")
-        kwargs.setdefault("max_length", self.config.max_seq_length)
         return RelationDataCollator(
-            tokenizer,
-            marker_scheme=self.config.marker_scheme,
-            entity_types=self.config.entity_types,
-            default_entity_type=self.config.default_entity_type,
+            processor=processor,
             label2id=dict(self.config.label2id) if with_labels else None,
             **kwargs,
         )
@@ -265,7 +321,6 @@ class RelationClassifier(RelationClassifierPreTrainedModel):
         was_training = self.training
         self.eval()
         device = next(self.parameters()).device
-        from hf_contrastive.relation.data import as_examples
 
         examples = as_examples(examples)
         # Longest first, so each batch pads little; results go back to the input order.
@@ -359,109 +414,80 @@ class RelationClassifier(RelationClassifierPreTrainedModel):
                 )
             return cls.from_backbone(path, labels, tokenizer=kwargs.pop("tokenizer", None), **kwargs)
         tokenizer = kwargs.pop("tokenizer", None)
+        processor = kwargs.pop("processor", None)
         model = super().from_pretrained(path, *model_args, **kwargs)
-        if tokenizer is None:
-            try:
-                tokenizer = AutoTokenizer.from_pretrained(path)
-            except (OSError, ValueError):
-                tokenizer = None
-        model.tokenizer = tokenizer
+        if processor is None:
+            # A folder holding a processor (processor_config.json) restores it, with ``tokenizer`` when given.
+            hub = {
+                k: kwargs[k]
+                for k in ("cache_dir", "revision", "token", "local_files_only", "subfolder")
+                if k in kwargs
+            }
+            saved = cached_file(
+                path,
+                PROCESSOR_NAME,
+                _raise_exceptions_for_missing_entries=False,
+                _raise_exceptions_for_connection_errors=False,
+                **hub,
+            )
+            if saved is not None:
+                processor = RelationProcessor.from_pretrained(path, tokenizer=tokenizer, **hub)
+        if processor is not None:
+            model.processor = processor  # checks that it marks as the config says; sets model.tokenizer
+        else:
+            if tokenizer is None:
+                try:
+                    tokenizer = AutoTokenizer.from_pretrained(path)
+                except (OSError, ValueError):
+                    tokenizer = None
+            model.tokenizer = tokenizer
         if os.path.isdir(path):
-            from hf_contrastive.core.hub.card import ModelCardInfo
-
             model.card_info = ModelCardInfo.from_folder(path)
         return model
 
-    def save_pretrained(
-        self,
-        save_directory: str | os.PathLike,
-        *args: Any,
-        push_to_hub: bool = False,
-        write_card: bool = True,
-        repo_id: str | None = None,
-        **kwargs: Any,
-    ) -> None:
-        """Save weights (safetensors), config, tokenizer (with its markers) and a model card, atomically.
+    # -- model card ------------------------------------------------------------------------------
+    # ``save_pretrained`` / ``push_to_hub`` (atomic save with the card, one-commit upload): HubMixin.
+    card_template = "relation_classifier.md"
+    card_pipeline_tag = "text-classification"
+    card_tags = ("relation-extraction", "text-classification")
+    card_citations = (MARKER_CITATION,)
 
-        Everything is written to a temporary folder next to ``save_directory`` and moved into place
-        only once complete. ``push_to_hub=True`` then uploads the folder.
-        """
-        from hf_contrastive.core.hub.push import save_folder_with_card
-
-        parent_save = super().save_pretrained  # weights + config, into the temporary folder
-        save_folder_with_card(
-            self,
-            save_directory,
-            lambda tmp, **kw: parent_save(tmp, *args, **kw),
-            render_relation_card if write_card else None,
-            push_to_hub=push_to_hub,
-            repo_id=repo_id,
-            **kwargs,
+    def card_details(self) -> dict[str, Any]:
+        """Settings of the head for ``model_cards/relation_classifier.md``."""
+        config = self.config
+        backbone_type = getattr(config.backbone_config, "model_type", "unknown")
+        markers = {
+            "entity_marker": "`[E1] subject [/E1]` ... `[E2] object [/E2]`",
+            "typed_entity_marker": "`[S:TYPE] subject [/S:TYPE]` ... `[O:TYPE] object [/O:TYPE]`",
+            "typed_entity_marker_punct": "`@ * type * subject @` ... `# ^ type ^ object #`",
+        }[config.marker_scheme]
+        hidden = config.classifier_hidden_size or config.hidden_size
+        example = RelationExample(
+            "The company fabricates plastic chairs .".split(), subject=(1, 2), object=(4, 5)
         )
+        marked, _ = mark_words(example, config.marker_scheme, config.entity_types, config.default_entity_type)
+        return {
+            "title": "Relation classifier",
+            # The plain-transformers snippet finds the markers by token id: schemes with marker tokens only.
+            "marked_example": " ".join(marked) if config.marker_tokens else None,
+            "description": (
+                "A relation classifier made with [hf-contrastive](https://github.com/hf-contrastive/hf-contrastive): "
+                f"a `{backbone_type}` encoder reads a sentence with its two entities marked, and an MLP over the "
+                f"subject-start and object-start marker states picks one of {config.num_labels} relations."
+            ),
+            "backbone_type": backbone_type,
+            "marker_scheme": config.marker_scheme,
+            "markers": markers,
+            "head": f"Linear({2 * config.hidden_size} -> {hidden}) -> ReLU -> Dropout({config.classifier_dropout}) "
+            f"-> Linear({hidden} -> {config.num_labels})",
+            "labels": [config.id2label[i] for i in sorted(config.id2label)],
+            "no_relation_label": config.no_relation_label,
+            "max_seq_length": config.max_seq_length,
+        }
 
-    def push_to_hub(self, repo_id: str, **kwargs: Any):
-        """Upload weights, config, tokenizer and the rendered model card to ``repo_id``."""
-        from hf_contrastive.core.hub.push import push_to_hub
 
-        return push_to_hub(self, repo_id, **kwargs)
-
-
-def render_relation_card(model: RelationClassifier, repo_id: str | None = None, load_path: str | None = None):
-    """Render ``model_cards/relation_classifier.md`` for a [`RelationClassifier`]."""
-    from huggingface_hub import ModelCard, ModelCardData
-
-    from hf_contrastive.core.hub.card import LIBRARY_NAME, ModelCardInfo, _versions
-    from hf_contrastive.core.utils import resource_dir
-
-    info: ModelCardInfo = getattr(model, "card_info", None) or ModelCardInfo()
-    config = model.config
-    backbone_type = getattr(config.backbone_config, "model_type", "unknown")
-    model_name = info.model_name or (repo_id.split("/")[-1] if repo_id else None)
-    if info.eval_results and not model_name:
-        model_name = "relation-classifier"
-    base_tags = ["hf-contrastive", "relation-extraction", "text-classification"]
-    card_data = ModelCardData(
-        library_name=LIBRARY_NAME,
-        pipeline_tag="text-classification",
-        tags=list(dict.fromkeys([*base_tags, backbone_type, *info.tags])),
-        base_model=info.base_model,
-        datasets=info.datasets or None,
-        license=info.license,
-        language=info.language or None,
-        model_name=model_name,
-        eval_results=[e.to_hub() for e in info.eval_results] or None,
-    )
-    markers = {
-        "entity_marker": "`[E1] subject [/E1]` ... `[E2] object [/E2]`",
-        "typed_entity_marker": "`[S:TYPE] subject [/S:TYPE]` ... `[O:TYPE] object [/O:TYPE]`",
-        "typed_entity_marker_punct": "`@ * type * subject @` ... `# ^ type ^ object #`",
-    }[config.marker_scheme]
-    hidden = config.classifier_hidden_size or config.hidden_size
-    description = info.description or (
-        "A relation classifier made with [hf-contrastive](https://github.com/hf-contrastive/hf-contrastive): "
-        f"a `{backbone_type}` encoder reads a sentence with its two entities marked, and an MLP over the "
-        f"subject-start and object-start marker states picks one of {config.num_labels} relations."
-    )
-    return ModelCard.from_template(
-        card_data,
-        template_path=str(resource_dir("model_cards") / "relation_classifier.md"),
-        title=model_name or "Relation classifier",
-        description=description,
-        backbone_type=backbone_type,
-        base_model=info.base_model,
-        marker_scheme=config.marker_scheme,
-        markers=markers,
-        head=f"Linear({2 * config.hidden_size} -> {hidden}) -> ReLU -> Dropout({config.classifier_dropout}) "
-        f"-> Linear({hidden} -> {config.num_labels})",
-        labels=[config.id2label[i] for i in sorted(config.id2label)],
-        no_relation_label=config.no_relation_label,
-        max_seq_length=config.max_seq_length,
-        load_path=repo_id or load_path or "path/to/this/folder",
-        training=info.training,
-        eval_rows=info.eval_results,
-        versions=_versions(),
-        citations=list(dict.fromkeys([*info.citations, MARKER_CITATION])),
-    )
+# The card of a [`RelationClassifier`] (``model_cards/relation_classifier.md``); kept under its 0.1 name.
+render_relation_card = render_model_card
 
 
 __all__ = [

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 
 from hf_contrastive.relation.data import RelationDataCollator
+from hf_contrastive.relation.processing import RelationProcessor
 
 
 def region_ids(
@@ -48,9 +49,9 @@ def region_ids(
 class MaskedSpanLMCollator:
     """Mark, tokenize and mask relation examples for TKRE's masked span language modelling.
 
-    Wraps a [`RelationDataCollator`] (or builds one from ``tokenizer`` and the marker settings) and
-    adds ``labels`` (``[B, L]``, -100 where nothing is predicted) to its batch, with ``input_ids``
-    masked. The batch keeps ``entity_positions`` (stage 2 needs them) and, for labelled examples,
+    Wraps a [`RelationDataCollator`] (or builds one from ``tokenizer`` and the marker settings, or from
+    a [`RelationProcessor`]), whose processor does the marking, and adds ``labels`` (``[B, L]``, -100
+    where nothing is predicted) to its batch, with ``input_ids`` masked. The batch keeps ``entity_positions`` (stage 2 needs them) and, for labelled examples,
     ``relation_labels``.
 
     Args:
@@ -62,6 +63,7 @@ class MaskedSpanLMCollator:
         protected_ids: extra token ids never masked (the marker ids are protected automatically).
         seed: seeds the collator's own generator, so a run's masks are reproducible.
         relation_collator: an existing [`RelationDataCollator`]; other keyword arguments build one.
+        processor: a [`RelationProcessor`] (over ``tokenizer``) that the built collator marks with.
     """
 
     def __init__(
@@ -75,6 +77,7 @@ class MaskedSpanLMCollator:
         protected_ids: Sequence[int] = (),
         seed: int | None = None,
         relation_collator: RelationDataCollator | None = None,
+        processor: RelationProcessor | None = None,
         **collator_kwargs: Any,
     ) -> None:
         for name, p in (
@@ -93,7 +96,13 @@ class MaskedSpanLMCollator:
         if tokenizer.mask_token_id is None:
             raise ValueError("Masked span LM needs a tokenizer with a mask token.")
         self.tokenizer = tokenizer
-        self.relation_collator = relation_collator or RelationDataCollator(tokenizer, **collator_kwargs)
+        if relation_collator is not None and (processor is not None or collator_kwargs):
+            raise ValueError(
+                "Pass relation_collator or the settings to build one (processor, ...), not both."
+            )
+        self.relation_collator = relation_collator or RelationDataCollator(
+            tokenizer, processor=processor, **collator_kwargs
+        )
         self.p = (float(p_between), float(p_entity), float(p_other))
         self.mask_replace_prob = float(mask_replace_prob)
         self.random_replace_prob = float(random_replace_prob)

@@ -27,6 +27,8 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from hf_contrastive.relation.data import SEMEVAL_LABELS
+
 _DIRECTION = re.compile(r"\(e[12],e[12]\)$")
 
 
@@ -191,7 +193,6 @@ def relation_scores(
     """The figures a relation trainer reports: ``micro_f1`` / ``micro_precision`` / ``micro_recall``
     without ``no_relation_label``, ``accuracy`` and, when every gold and predicted label is a
     SemEval-2010 label, ``official_macro_f1`` (see [`semeval2010_official_scores`])."""
-    from hf_contrastive.relation.data import SEMEVAL_LABELS
 
     _check_pairs(gold, pred)
     micro = relation_micro_f1(gold, pred, no_relation_label)

@@ -26,7 +26,7 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +35,20 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForMaskedLM, AutoTokenizer, Trainer, TrainingArguments
 
-from hf_contrastive.core.losses.base import LossOutput
-from hf_contrastive.relation.data import MARKER_SCHEMES, RelationDataset, marker_tokens
+from hf_contrastive.core.hub.card import ModelCardInfo
+from hf_contrastive.core.hub.mixin import save_with_card
+from hf_contrastive.core.peft import apply_peft
+from hf_contrastive.relation.data import (
+    MARKER_SCHEMES,
+    RelationDataset,
+    RelationExample,
+    mark_words,
+    marker_tokens,
+)
+from hf_contrastive.relation.losses import SpanContrastiveLoss
+from hf_contrastive.relation.modeling import RelationClassifier
 from hf_contrastive.relation.mslm import MaskedSpanLMCollator
+from hf_contrastive.relation.scoring import relation_scores
 
 logger = logging.getLogger(__name__)
 
@@ -106,73 +117,6 @@ def sample_negative_spans(
         starts[i], ends[i] = j, k
     dev = input_ids.device
     return starts.to(dev), ends.to(dev), valid.to(dev)
-
-
-class SpanContrastiveLoss(nn.Module):
-    r"""TKRE's span-level contrastive loss: a relation anchor against its positive and negative span.
-
-    For example i with relation y_i, learned anchor a, positive span embedding p and negative span n
-    (all L2-normalised after projection)::
-
-        loss_i = -log( exp(a.p / tau) / (exp(a.p / tau) + exp(a.n / tau)) )
-
-    averaged over the examples that have a negative. With ``anchor_negatives=True`` the other
-    relations' anchors are added to the denominator as well (``exp(a_r.p / tau)`` for r != y_i), which
-    also pushes anchors of different relations apart; the paper's form is the default (False).
-
-    Inputs: ``anchors`` ``[R, D]`` (all relation anchors), ``positives`` ``[B, D]``, ``negatives``
-    ``[B, D]``, ``labels`` ``[B]`` (relation index), optional ``valid`` ``[B]`` (rows with a negative).
-    """
-
-    def __init__(self, temperature: float = 0.1, anchor_negatives: bool = False) -> None:
-        super().__init__()
-        if not (math.isfinite(temperature) and temperature > 0):
-            raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}.")
-        self.temperature = float(temperature)
-        self.anchor_negatives = anchor_negatives
-
-    def forward(
-        self,
-        anchors: torch.Tensor,
-        positives: torch.Tensor,
-        negatives: torch.Tensor,
-        labels: torch.Tensor,
-        valid: torch.Tensor | None = None,
-    ) -> LossOutput:
-        if positives.shape != negatives.shape or positives.dim() != 2:
-            raise ValueError(
-                f"positives and negatives must both be [B, D]; got {tuple(positives.shape)} and {tuple(negatives.shape)}."
-            )
-        if anchors.dim() != 2 or anchors.shape[1] != positives.shape[1]:
-            raise ValueError(f"anchors must be [R, {positives.shape[1]}], got {tuple(anchors.shape)}.")
-        if labels.shape != positives.shape[:1]:
-            raise ValueError(f"labels must be [B] = [{positives.shape[0]}], got {tuple(labels.shape)}.")
-        if labels.numel() and (int(labels.min()) < 0 or int(labels.max()) >= anchors.shape[0]):
-            raise ValueError(f"labels must be relation indices in [0, {anchors.shape[0]}).")
-        a = F.normalize(anchors.float(), dim=-1)
-        p = F.normalize(positives.float(), dim=-1)
-        n = F.normalize(negatives.float(), dim=-1)
-        own = a[labels]
-        pos = (own * p).sum(-1) / self.temperature
-        neg = (own * n).sum(-1) / self.temperature
-        logits = [pos.unsqueeze(1), neg.unsqueeze(1)]
-        if self.anchor_negatives and a.shape[0] > 1:
-            others = (p @ a.T) / self.temperature  # [B, R]
-            others = others.masked_fill(F.one_hot(labels, a.shape[0]).bool(), float("-inf"))
-            logits.append(others)
-        logits = torch.cat(logits, dim=1)
-        per_row = -torch.log_softmax(logits, dim=1)[:, 0]
-        if valid is None:
-            valid = torch.ones_like(labels, dtype=torch.bool)
-        if not bool(valid.any()):
-            zero = positives.sum() * 0.0
-            return LossOutput(loss=zero, components={"scl": zero.detach()})
-        loss = per_row[valid].mean()
-        acc = (pos > neg)[valid].float().mean()
-        return LossOutput(loss=loss, components={"scl": loss.detach(), "scl_pos_gt_neg": acc.detach()})
-
-    def config_dict(self) -> dict[str, Any]:
-        return {"temperature": self.temperature, "anchor_negatives": self.anchor_negatives}
 
 
 # -- pretraining model ----------------------------------------------------------------------------
@@ -357,9 +301,7 @@ class TKREPretrainer(Trainer):
             if len(tokenizer) > model.get_input_embeddings().num_embeddings:
                 model.resize_token_embeddings(len(tokenizer))
             if peft_config is not None:
-                from peft import get_peft_model
-
-                model = get_peft_model(model, _with_marker_tokens(peft_config, tokenizer, markers))
+                model = apply_peft(model, _with_marker_tokens(peft_config, tokenizer, markers))
             model = TKREPretrainingModel(model, len(self.relations), projection_dim=args.projection_dim)
         self.stage1_dataset, self.stage2_dataset = stage1, stage2
         self.label2id = {r: i for i, r in enumerate(self.relations)}
@@ -461,15 +403,72 @@ class TKREPretrainer(Trainer):
         encoder = getattr(mlm, mlm.base_model_prefix)
         return encoder, self.processing_class
 
-    def save_encoder(self, output_dir: str | os.PathLike) -> Path:
-        """Write the encoder and tokenizer as a plain transformers folder, atomically."""
-        from hf_contrastive.core.utils import atomic_save
+    def card_training(self) -> dict[str, Any]:
+        """The training section of the encoder's card: both stages' objectives and hyper-parameters."""
+        args = self.args
+        training = {
+            "stage 1 (MSLM)": (
+                f"{args.stage1_epochs} epochs; masking p {args.p_between} between the entities, "
+                f"{args.p_entity} entity tokens, {args.p_other} others"
+            ),
+            "stage 2 (MSLM + SCL)": f"{args.stage2_epochs} epochs; loss = {args.mlm_weight} * MLM + "
+            f"{args.scl_weight} * SCL (span-level contrastive, temperature {args.scl_temperature}, "
+            f"negative spans of 1-{args.negative_span_max} tokens, projection {args.projection_dim})",
+            "relations (stage-2 anchors)": len(self.relations),
+            "entity markers": args.marker_scheme,
+            "learning rate": args.learning_rate,
+            "batch size (per device)": args.per_device_train_batch_size,
+            "max sequence length": args.max_seq_length,
+            "explanations as a second segment": args.with_explanations,
+        }
+        peft_config = getattr(self.model.mlm_model, "peft_config", None)
+        if peft_config:
+            c = next(iter(peft_config.values()))
+            training["LoRA (merged into the saved weights)"] = (
+                f"r={getattr(c, 'r', '?')}, alpha={getattr(c, 'lora_alpha', '?')}, "
+                f"targets={sorted(getattr(c, 'target_modules', None) or [])}"
+            )
+        return training
 
+    def save_encoder(self, output_dir: str | os.PathLike, card_info: ModelCardInfo | None = None) -> Path:
+        """Write the encoder and tokenizer as a plain transformers folder with a model card, atomically.
+
+        Args:
+            output_dir: the target folder (written whole or not at all).
+            card_info ([`ModelCardInfo`], *optional*): base model, datasets, license for the card; the
+                training section is filled from the run.
+        """
+
+        training = self.card_training()  # before the export merges LoRA away
         encoder, tokenizer = self.export_encoder()
-        with atomic_save(output_dir) as tmp:
-            encoder.save_pretrained(tmp)
-            tokenizer.save_pretrained(tmp)
-        return Path(output_dir)
+        info = card_info if card_info is not None else ModelCardInfo()
+        info = replace(info, training={**training, **info.training})
+        args = self.args
+        return save_with_card(
+            encoder,
+            output_dir,
+            info,
+            "tkre_encoder.md",
+            tokenizer=tokenizer,
+            details={
+                "title": "TKRE encoder",
+                "marker_scheme": args.marker_scheme,
+                "relations": list(self.relations),
+                "marked_example": _card_example(
+                    args.marker_scheme, args.entity_types, args.default_entity_type
+                ),
+            },
+            pipeline_tag="feature-extraction",
+            tags=("relation-extraction", "tkre", "feature-extraction"),
+            citations=(SpanContrastiveLoss.citation,),
+        )
+
+
+def _card_example(scheme: str, entity_types: Sequence[str], default_type: str) -> str:
+    example = RelationExample(
+        "The company fabricates plastic chairs .".split(), subject=(1, 2), object=(4, 5)
+    )
+    return " ".join(mark_words(example, scheme, entity_types, default_type)[0])
 
 
 def _as_dataset(data: Any) -> RelationDataset | None:
@@ -537,7 +536,6 @@ class RelationClassificationTrainer(Trainer):
         peft_config: Any = None,
         **kwargs: Any,
     ) -> None:
-        from hf_contrastive.relation.modeling import RelationClassifier
 
         if not isinstance(model, RelationClassifier):
             raise TypeError(
@@ -549,12 +547,10 @@ class RelationClassificationTrainer(Trainer):
         self.no_relation_label = args.no_relation_label or model.config.no_relation_label
         self.id2label = dict(model.config.id2label)
         if peft_config is not None:
-            from peft import get_peft_model
-
             if getattr(peft_config, "modules_to_save", None) is None:
                 peft_config.modules_to_save = ["classifier"]
             peft_config = _with_marker_tokens(peft_config, tokenizer, model.config.marker_tokens)
-            model = get_peft_model(model, peft_config)
+            model = apply_peft(model, peft_config)
         kwargs.setdefault("compute_metrics", self._metrics)
         super().__init__(
             model=model,
@@ -573,7 +569,6 @@ class RelationClassificationTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
     def _metrics(self, eval_pred) -> dict[str, float]:
-        from hf_contrastive.relation.scoring import relation_scores
 
         logits = (
             eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
@@ -591,183 +586,9 @@ class RelationClassificationTrainer(Trainer):
         return model
 
 
-# -- recipes ---------------------------------------------------------------------------------------
-RECIPE_SECTIONS = ("model", "data", "args", "lora", "tkre")
-"""Sections of a ``relation`` recipe: ``tkre`` holds the pretraining method's settings (`TKREConfig`
-fields beyond `TrainingArguments`); ``args`` the Trainer's."""
-
-
-def load_relation_source(spec: dict[str, Any]) -> list:
-    """Examples named by a recipe's data entry.
-
-    ``{dataset: semeval2010, split: train|test, path: ..., k: 16, seed: 0, limit: N}`` or
-    ``{dataset: fewrel, name: val_wiki, path: ...}`` or ``{dataset: jsonl, path: file}`` (one
-    `RelationExample` dict a line). ``k`` samples K per label with ``seed``; ``limit`` keeps the first N.
-    """
-    import json
-
-    from hf_contrastive.relation.data import (
-        SEMEVAL_LABELS,
-        RelationExample,
-        load_fewrel,
-        load_semeval2010,
-        sample_k_shot,
-    )
-
-    if not isinstance(spec, dict) or "dataset" not in spec:
-        raise ValueError(f"A relation data entry is a mapping with a 'dataset' key, got {spec!r}.")
-    kind = spec["dataset"]
-    if kind == "semeval2010":
-        examples = load_semeval2010(spec.get("split", "train"), path=spec.get("path"))
-        labels = SEMEVAL_LABELS
-    elif kind == "fewrel":
-        data = load_fewrel(spec.get("name", "val_wiki"), path=spec.get("path"))
-        examples = [e for rows in data.values() for e in rows]
-        labels = sorted(data)
-    elif kind == "jsonl":
-        path = Path(spec["path"])
-        examples = [
-            RelationExample.from_dict(json.loads(x)) for x in path.read_text().splitlines() if x.strip()
-        ]
-        labels = None
-    else:
-        raise ValueError(f"Unknown relation dataset {kind!r}; expected semeval2010, fewrel or jsonl.")
-    if spec.get("k"):
-        examples = sample_k_shot(examples, int(spec["k"]), seed=int(spec.get("seed", 0)), labels=labels)
-    if spec.get("limit"):
-        examples = examples[: int(spec["limit"])]
-    return examples
-
-
-def _args(cls, cfg: dict[str, Any]):
-    cfg = dict(cfg)
-    cfg.setdefault("output_dir", "hf-contrastive-output")
-    bad = sorted(set(cfg) - set(cls.__dataclass_fields__))
-    if bad:
-        raise ValueError(f"Unknown training argument(s) {bad} for {cls.__name__}.")
-    return cls(**cfg)
-
-
-def _lora(recipe: dict[str, Any]):
-    if not recipe.get("lora"):
-        return None
-    from peft import LoraConfig
-
-    return LoraConfig(**recipe["lora"])
-
-
-def run_relation_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """The ``relation`` recipe task: TKRE pretraining when the data section names ``stage1`` /
-    ``stage2`` sources, classifier fine-tuning when it names ``train``."""
-    data_cfg = recipe.get("data") or {}
-    pretraining = "stage1" in data_cfg or "stage2" in data_cfg
-    if pretraining and "train" in data_cfg:
-        raise ValueError(
-            "A relation recipe's data section has either stage1/stage2 (pretraining) or train (fine-tuning), not both."
-        )
-    return run_tkre_pretrain_recipe(recipe) if pretraining else run_re_finetune_recipe(recipe)
-
-
-def run_tkre_pretrain_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """TKRE stages 1 and 2 as a recipe says; saves the encoder to ``<output_dir>/encoder``."""
-    model_cfg = dict(recipe.get("model") or {})
-    data_cfg = dict(recipe.get("data") or {})
-    if "name_or_path" not in model_cfg:
-        raise ValueError("The recipe's model section needs name_or_path.")
-    if "stage1" not in data_cfg and "stage2" not in data_cfg:
-        raise ValueError("The recipe's data section needs stage1 and/or stage2 sources.")
-    args = _args(TKREConfig, {**(recipe.get("args") or {}), **(recipe.get("tkre") or {})})
-    stage1 = load_relation_source(data_cfg["stage1"]) if data_cfg.get("stage1") else None
-    stage2 = load_relation_source(data_cfg["stage2"]) if data_cfg.get("stage2") else None
-    relations = data_cfg.get("relations")
-    if relations is None and data_cfg.get("stage2", {}).get("dataset") == "semeval2010":
-        from hf_contrastive.relation.data import SEMEVAL_LABELS
-
-        relations = list(SEMEVAL_LABELS)
-    trainer = TKREPretrainer(
-        model=model_cfg["name_or_path"],
-        args=args,
-        stage1_dataset=stage1,
-        stage2_dataset=stage2,
-        relations=relations,
-        peft_config=_lora(recipe),
-    )
-    out = trainer.train()
-    target = Path(args.output_dir) / "encoder"
-    if args.should_save:
-        trainer.save_encoder(target)
-    return {"train_loss": out.training_loss, **out.metrics, "output": str(target.resolve())}
-
-
-def run_re_finetune_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """Fine-tune a `RelationClassifier` as a recipe says, evaluate, save to ``<output_dir>/final``."""
-    from hf_contrastive.core.hub.card import EvalEntry
-    from hf_contrastive.relation.data import SEMEVAL_LABELS
-    from hf_contrastive.relation.modeling import RelationClassifier
-    from hf_contrastive.relation.scoring import relation_scores
-
-    model_cfg = dict(recipe.get("model") or {})
-    data_cfg = dict(recipe.get("data") or {})
-    if "name_or_path" not in model_cfg:
-        raise ValueError("The recipe's model section needs name_or_path.")
-    if "train" not in data_cfg:
-        raise ValueError("The recipe's data section needs a train source.")
-    args = _args(RelationFinetuneConfig, recipe.get("args") or {})
-    train = load_relation_source(data_cfg["train"])
-    labels = model_cfg.pop("labels", None)
-    if labels is None:
-        labels = (
-            list(SEMEVAL_LABELS)
-            if data_cfg["train"].get("dataset") == "semeval2010"
-            else sorted({e.label for e in train})
-        )
-    torch.manual_seed(args.seed)
-    model = RelationClassifier.from_pretrained(model_cfg.pop("name_or_path"), labels=labels, **model_cfg)
-    trainer = RelationClassificationTrainer(
-        model=model, args=args, train_dataset=train, peft_config=_lora(recipe)
-    )
-    out = trainer.train()
-    model = trainer.classifier()
-    results: dict[str, Any] = {"train_loss": out.training_loss}
-    if data_cfg.get("eval"):
-        test = load_relation_source(data_cfg["eval"])
-        pred = model.predict(test, batch_size=args.per_device_eval_batch_size)
-        scores = relation_scores([e.label for e in test], pred, model.config.no_relation_label)
-        results.update({f"eval_{k}": v for k, v in scores.items()})
-        name = data_cfg.get("dataset_name") or data_cfg["eval"].get("dataset", "relation")
-        for metric, value in scores.items():
-            if metric in ("official_macro_f1", "micro_f1"):
-                model.card_info.add_result(
-                    EvalEntry(
-                        "text-classification",
-                        name,
-                        name,
-                        metric,
-                        value,
-                        dataset_split=data_cfg["eval"].get("split"),
-                    )
-                )
-    model.card_info.training = {
-        "objective": "cross-entropy over subject/object start-marker states",
-        "train examples": len(train),
-        "epochs": args.num_train_epochs,
-        "learning rate": args.learning_rate,
-    }
-    final = Path(args.output_dir) / "final"
-    if args.should_save:
-        model.save_pretrained(final)
-    results["output"] = str(final.resolve())
-    return results
-
-
 __all__ = [
-    "RECIPE_SECTIONS",
     "RelationClassificationTrainer",
     "RelationFinetuneConfig",
-    "load_relation_source",
-    "run_re_finetune_recipe",
-    "run_relation_recipe",
-    "run_tkre_pretrain_recipe",
     "SpanContrastiveLoss",
     "TKREConfig",
     "TKREPretrainer",

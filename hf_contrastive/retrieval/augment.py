@@ -28,6 +28,8 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
+from datasets import Dataset
+
 __all__ = [
     "context_window_pairs",
     "inverse_cloze_pairs",
@@ -128,7 +130,6 @@ def random_crop_pairs(
     Returns:
         ``datasets.Dataset`` with columns ``anchor``, ``positive``, ``doc_index``.
     """
-    from datasets import Dataset
 
     texts = _check_texts(texts, "random_crop_pairs")
     _check_ratio_range(ratio_range)
@@ -197,7 +198,6 @@ def inverse_cloze_pairs(
         ``datasets.Dataset`` with ``anchor`` (the sentence), ``positive`` (the context), ``doc_index``.
         Documents with fewer than two sentences are skipped.
     """
-    from datasets import Dataset
 
     if not (isinstance(remove_prob, (int, float)) and 0.0 <= remove_prob <= 1.0):
         raise ValueError(f"remove_prob must be in [0, 1], got {remove_prob!r}.")
@@ -239,7 +239,6 @@ def context_window_pairs(
     Returns:
         ``datasets.Dataset`` with ``anchor``, ``positive``, ``doc_index``.
     """
-    from datasets import Dataset
 
     if int(window) < 1:
         raise ValueError(f"window must be >= 1 sentence, got {window!r}.")

@@ -9,6 +9,8 @@ so a saved model embeds exactly as it was trained.
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -16,12 +18,23 @@ from typing import Any
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
+from hf_contrastive.core.hub.card import ModelCardInfo
+from hf_contrastive.core.hub.mixin import HubMixin
 from hf_contrastive.embeddings.configuration import SentenceEncoderConfig
+from hf_contrastive.embeddings.loading import load_tokenizer, resolve_folder
 from hf_contrastive.embeddings.modeling import SentenceEncoder, SentenceEncoderOutput
 
 __all__ = ["BiEncoder", "BiEncoderConfig"]
 
 TOWERS = ("query", "document")
+
+DPR_CITATION = """@inproceedings{karpukhin-etal-2020-dense,
+  title     = {Dense Passage Retrieval for Open-Domain Question Answering},
+  author    = {Karpukhin, Vladimir and Oguz, Barlas and Min, Sewon and Lewis, Patrick and Wu, Ledell and
+               Edunov, Sergey and Chen, Danqi and Yih, Wen-tau},
+  booktitle = {Proceedings of EMNLP 2020},
+  year      = {2020}
+}"""
 
 
 def _as_encoder_config(value: Any, name: str) -> SentenceEncoderConfig | None:
@@ -100,7 +113,7 @@ class BiEncoderConfig(PretrainedConfig):
         super().__init__(**kwargs)
 
 
-class BiEncoder(PreTrainedModel):
+class BiEncoder(HubMixin, PreTrainedModel):
     r"""Query and document towers ([`SentenceEncoder`] each, or one shared) for dense retrieval.
 
     ``forward`` embeds a tokenised batch with one tower (``tower="query"`` or ``"document"``), or
@@ -150,7 +163,6 @@ class BiEncoder(PreTrainedModel):
                 if document_encoder is not None
                 else SentenceEncoder(config.document_encoder_config)
             )
-        from hf_contrastive.core.hub.card import ModelCardInfo
 
         self.card_info = ModelCardInfo()
         for encoder in {
@@ -335,10 +347,6 @@ class BiEncoder(PreTrainedModel):
         (``pooling``, ``normalize``, ``dtype``, ...). Contriever checkpoints are BERT weights with mean
         pooling, the [`SentenceEncoderConfig`] default, so they need no argument.
         """
-        import copy
-        import json
-
-        from hf_contrastive.embeddings.loading import _load_tokenizer, resolve_folder
 
         settings = {
             k: kwargs.pop(k)
@@ -362,8 +370,7 @@ class BiEncoder(PreTrainedModel):
                     raise ValueError("shared_towers of a saved bi-encoder cannot be changed at load time.")
                 setattr(config, key, value)
             model = super().from_pretrained(folder, *model_args, config=config, **kwargs)
-            model.tokenizer = _load_tokenizer(folder)
-            from hf_contrastive.core.hub.card import ModelCardInfo
+            model.tokenizer = load_tokenizer(folder)
 
             model.card_info = ModelCardInfo.from_folder(folder)
             return model.eval()
@@ -372,13 +379,44 @@ class BiEncoder(PreTrainedModel):
         document = None if shared else copy.deepcopy(query)
         return cls.from_encoders(query, document, **settings).eval()
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
-        """Save weights (safetensors), config and tokenizer; written to a temporary folder, then renamed."""
-        from hf_contrastive.core.utils import atomic_save
+    # -- model card ------------------------------------------------------------------------------
+    # ``save_pretrained`` / ``push_to_hub`` (atomic save with the card, one-commit upload): HubMixin.
+    card_template = "bi_encoder.md"
+    card_pipeline_tag = "sentence-similarity"
+    card_tags = ("dense-retrieval", "sentence-embeddings", "feature-extraction")
+    card_citations = (DPR_CITATION,)
 
-        if os.path.isfile(save_directory):
-            raise ValueError(f"save_directory should be a folder, got an existing file: {save_directory}")
-        with atomic_save(save_directory) as tmp:
-            super().save_pretrained(tmp, *args, **kwargs)
-            if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(tmp)
+    def card_details(self) -> dict[str, Any]:
+        """Settings of the towers for ``model_cards/bi_encoder.md``."""
+        config = self.config
+        towers = []
+        for name in TOWERS if not config.shared_towers else ("query",):
+            encoder = self.tower(name)
+            ec = encoder.config
+            towers.append(
+                {
+                    "name": "shared" if config.shared_towers else name,
+                    "backbone_type": getattr(ec.backbone_config, "model_type", "unknown"),
+                    "pooling": ec.pooling,
+                    "normalize": "yes (L2)" if ec.normalize else "no",
+                    "embedding_dim": encoder.embedding_dim,
+                }
+            )
+        kind = "one shared tower" if config.shared_towers else "separate query and document towers"
+        return {
+            "title": "Bi-encoder retriever",
+            "description": (
+                "A dense retriever made with [hf-contrastive](https://github.com/hf-contrastive/hf-contrastive): "
+                f"{kind} embed queries and documents independently into {self.embedding_dim}-dimensional "
+                f"vectors scored by `{self.query_encoder.config.similarity_fn}` similarity."
+            ),
+            "backbone_type": towers[0]["backbone_type"],
+            "towers": towers,
+            "shared_towers": config.shared_towers,
+            "query_prompt": config.query_prompt,
+            "document_prompt": config.document_prompt,
+            "query_max_length": config.query_max_length or "tower default",
+            "document_max_length": config.document_max_length or "tower default",
+            "similarity_fn": self.query_encoder.config.similarity_fn,
+            "embedding_dim": self.embedding_dim,
+        }

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from datasets import Dataset
 
 from hf_contrastive.core.search import document_text, encode_texts, topk_chunked
 
@@ -131,7 +132,6 @@ def mine_hard_negatives(
         A `datasets.Dataset`, with ``info.description`` left as is; the mining statistics are
         logged (how many candidates each filter removed, queries short of negatives).
     """
-    from datasets import Dataset
 
     if not hasattr(dataset, "column_names"):
         raise TypeError(f"dataset must be a datasets.Dataset, got {type(dataset).__name__}.")

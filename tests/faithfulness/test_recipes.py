@@ -3,9 +3,16 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
+from peft import LoraConfig, get_peft_model
 
-from faithfulness.helpers import tiny_causal_lm, word_tokenizer
-from hf_contrastive.recipes.registry import RECIPE_TASKS, load_recipe, run_recipe
+from faithfulness.helpers import INSTRUCTION, tiny_causal_lm, word_tokenizer
+from faithfulness.helpers import ROWS as SPAN_ROWS
+from hf_contrastive.faithfulness import evaluation
+from hf_contrastive.faithfulness.arithmetic import negation
+from hf_contrastive.faithfulness.arithmetic.lora import adapter_delta_weights
+from hf_contrastive.faithfulness.spans import SpanFeatureBuilder
+from hf_contrastive.recipes import RECIPE_TASKS, load_recipe, run_recipe
 
 ROWS = [
     {"document": f"dog runs in park {i} . cat sleeps on sofa 5", "summary": f"dog runs in park {i}"}
@@ -35,8 +42,8 @@ def _overrides(tmp_path, model_dir, data, name):
         "--data.path", str(data),
         "--data.n_train", "4",
         "--data.n_test", "2",
-        "--span.max_length", "48",
-        "--span.instruction", "summarize",
+        "--method.max_length", "48",
+        "--method.instruction", "summarize",
         "--lora.target_modules", "[q_proj, v_proj]",
         "--lora.r", "2",
         "--args.output_dir", str(tmp_path / name),
@@ -67,15 +74,62 @@ def test_negation_recipe_picks_lambda_on_validation(tiny_recipe_setup):
     tmp_path, model_dir, data = tiny_recipe_setup
     overrides = _overrides(tmp_path, model_dir, data, "neg") + [
         "--data.n_validation", "2",
-        "--negation.lambdas", "[0.0, 0.5]",
-        "--negation.max_perplexity_increase", "10.0",
+        "--method.lambdas", "[0.0, 0.5]",
+        "--method.max_perplexity_increase", "10.0",
     ]  # fmt: skip
     out = run_recipe(load_recipe("faithful-task-negation", overrides))
     assert out["lambda"] in (0.0, 0.5)
     scores = out["validation"]
     best = min(scores, key=lambda k: scores[k]["unfaithful_span_logprob"])
     assert float(best) == out["lambda"]
-    assert (tmp_path / "neg" / "negated" / "adapter_model.safetensors").exists()
+    assert (tmp_path / "neg" / "adapter_model.safetensors").exists()  # the negated adapter alone, at the top
     bad = load_recipe("faithful-task-negation", [*overrides, "--data.n_validation", "0"])
     with pytest.raises(ValueError, match="validation"):
         run_recipe(bad)
+
+
+def _scripted_validation(monkeypatch, figures):
+    """Replace the validation scoring by fixed figures, one per scale in the order they are tried."""
+    calls = iter(figures)
+
+    def fake(*args, **kwargs):
+        return dict(next(calls))
+
+    monkeypatch.setattr(negation, "evaluate_faithfulness", fake, raising=False)
+    monkeypatch.setattr(evaluation, "evaluate_faithfulness", fake)
+    return calls
+
+
+@pytest.mark.parametrize(
+    ("max_increase", "want"),
+    [
+        (0.05, 0.5),  # lam = 1 has the lowest unfaithful log-prob but +10% perplexity: the guard rejects it
+        (0.01, 0.0),  # both scales raise perplexity by more than 1%: only lam = 0 is left
+        (0.20, 1.0),  # a looser guard lets lam = 1 through
+    ],
+)
+def test_negation_scale_perplexity_guard_rejects_a_scale(monkeypatch, max_increase, want):
+    tok = word_tokenizer()
+    lora = LoraConfig(r=2, lora_alpha=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    model = get_peft_model(tiny_causal_lm(len(tok)), lora, adapter_name="halluc")
+    builder = SpanFeatureBuilder(tok, max_length=64, instruction=INSTRUCTION)
+    halluc = adapter_delta_weights(model, "halluc")
+    calls = _scripted_validation(
+        monkeypatch,
+        [  # lambdas are tried in ascending order: 0.0, 0.5, 1.0
+            {"unfaithful_span_logprob": -1.0, "reference_perplexity": 10.0},
+            {"unfaithful_span_logprob": -2.0, "reference_perplexity": 10.4},
+            {"unfaithful_span_logprob": -5.0, "reference_perplexity": 11.0},
+        ],
+    )
+    out = negation.select_negation_scale(
+        model, "halluc", builder, SPAN_ROWS, lambdas=[1.0, 0.0, 0.5], max_perplexity_increase=max_increase
+    )
+    assert next(calls, None) is None  # each scale scored exactly once
+    assert out["lambda"] == want and out["adapter"] == "negated"
+    assert sorted(out["scores"]) == [0.0, 0.5, 1.0]
+    assert model.active_adapter == "negated"
+    chosen = adapter_delta_weights(model, "negated")
+    assert chosen.keys() == halluc.keys()
+    for k, delta in halluc.items():  # the kept adapter is theta_0 - lam * tau with the chosen lam
+        assert torch.allclose(chosen[k], -want * delta, atol=1e-6 * max(1.0, float(delta.abs().max()))), k

@@ -69,8 +69,9 @@ def test_coherence_with_encode_object_and_callable():
     prefixes = ["aaa bbb", "xyz"]
     same = coherence(prefixes, ["ab ab", "zyx"], enc)
     diff = coherence(prefixes, ["zzz", "aaa"], enc)
-    assert same == pytest.approx(1.0, abs=1e-4) or same > 0.9
-    assert diff < 0.5 < same
+    # letter counts: "aaa bbb" ~ "ab ab" (a=b) and "xyz" ~ "zyx" are parallel; "zzz"/"aaa" share no letter
+    assert same == pytest.approx(1.0, abs=1e-6)
+    assert diff == pytest.approx(0.0, abs=1e-6)
     mean, per = coherence(prefixes, ["ab ab", "zzz"], lambda t: torch.tensor(enc.encode(t)), return_all=True)
     assert len(per) == 2 and mean == pytest.approx(sum(per) / 2)
 
@@ -100,8 +101,21 @@ def test_model_isotropy_on_tiny_model():
     tok = PreTrainedTokenizerFast(tokenizer_object=tk, pad_token="<pad>", unk_token="<unk>")
     torch.manual_seed(0)
     model = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2)).eval()
-    value = model_isotropy(model, tok, ["w2 w3 w4 w5", "w9 w8 w7"])
-    assert -1.0 <= value <= 2.0
+    texts = ["w2 w3 w4 w5", "w9 w8 w7"]
+    # by hand: 1 - mean pairwise cosine of each text's own last-layer states (no padding), averaged over texts
+    by_hand = []
+    with torch.no_grad():
+        for text in texts:
+            ids = tok(text, return_tensors="pt")["input_ids"]
+            h = torch.nn.functional.normalize(model(ids, output_hidden_states=True).hidden_states[-1][0], dim=-1)
+            t = h.shape[0]
+            by_hand.append(1.0 - float((h @ h.T).sum() - t) / (t * (t - 1)))
+    want = sum(by_hand) / len(by_hand)
+    assert abs(by_hand[0] - by_hand[1]) > 1e-3  # the two texts differ, so a wrong weighting would show
+    # one padded batch: the pad position of the short text must not count
+    assert model_isotropy(model, tok, texts) == pytest.approx(want, abs=1e-5)
+    # one text per batch: batches are weighted by their number of sequences
+    assert model_isotropy(model, tok, texts, batch_size=1) == pytest.approx(want, abs=1e-5)
 
 
 def test_evaluate_modules():

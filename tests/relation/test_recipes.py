@@ -9,7 +9,7 @@ import torch
 from tiny_models import bert_config, bert_tokenizer
 from transformers import BertForMaskedLM
 
-from hf_contrastive.recipes.registry import load_recipe, run_recipe
+from hf_contrastive.recipes import load_recipe, run_recipe
 from hf_contrastive.relation.modeling import RelationClassifier
 from hf_contrastive.relation.tkre import RelationFinetuneConfig, TKREConfig
 
@@ -21,10 +21,10 @@ def test_packaged_relation_recipes_resolve():
     ft = load_recipe("re-finetune")
     assert pre["task"] == ft["task"] == "relation"
     assert "${" not in json.dumps(pre) + json.dumps(ft)
-    assert set(pre["tkre"]) <= set(TKREConfig.__dataclass_fields__)
+    assert set(pre["method"]) <= set(TKREConfig.__dataclass_fields__)
     assert set(pre["args"]) <= set(TKREConfig.__dataclass_fields__)
     assert set(ft["args"]) <= set(RelationFinetuneConfig.__dataclass_fields__)
-    assert pre["tkre"]["p_between"] == 0.8 and pre["tkre"]["scl_temperature"] == 0.1
+    assert pre["method"]["p_between"] == 0.8 and pre["method"]["scl_temperature"] == 0.1
 
 
 def test_pretrain_then_finetune_recipes(tmp_path):
@@ -40,7 +40,7 @@ def test_pretrain_then_finetune_recipes(tmp_path):
         "task: relation\n"
         f"model: {{name_or_path: {tmp_path / 'mlm'}}}\n"
         f"data: {{stage1: {{dataset: jsonl, path: {data}}}, stage2: {{dataset: jsonl, path: {data}}}}}\n"
-        "tkre: {stage1_epochs: 1, stage2_epochs: 1}\n"
+        "method: {stage1_epochs: 1, stage2_epochs: 1}\n"
         f"args: {{output_dir: {tmp_path / 'pre'}, per_device_train_batch_size: 3, {common}}}\n"
     )
     out = run_recipe(load_recipe(pre))
@@ -66,3 +66,7 @@ def test_pretrain_then_finetune_recipes(tmp_path):
     )
     with pytest.raises(ValueError, match="not both"):
         run_recipe(load_recipe(bad))
+    with pytest.raises(ValueError, match=r"\['p_between'\] do not apply to fine-tuning"):
+        run_recipe(load_recipe(ft, ["--method.p_between", "0.5"]))
+    with pytest.raises(ValueError, match=r"\['label_smoothing'\] do not apply to TKRE pretraining"):
+        run_recipe(load_recipe(pre, ["--method.label_smoothing", "0.1"]))

@@ -10,7 +10,7 @@ from tiny_models import WORDS, bert_config, bert_tokenizer
 
 from hf_contrastive.embeddings.configuration import SentenceEncoderConfig
 from hf_contrastive.embeddings.modeling import SentenceEncoder
-from hf_contrastive.recipes.registry import load_recipe, run_recipe
+from hf_contrastive.recipes import load_recipe, run_recipe
 from hf_contrastive.retrieval.bi_encoder import BiEncoder
 
 
@@ -56,10 +56,11 @@ def test_contriever_pretrain_recipe(tiny_beir):
         [
             "--model.name_or_path", str(tmp / "model"), "--data.corpus.name", str(tmp / "beir"),
             "--data.eval.name", str(tmp / "beir"), "--args.output_dir", str(tmp / "out"),
-            "--args.queue_size", "16", "--args.momentum", "0.9", *COMMON,
+            "--method.queue_size", "16", "--method.momentum", "0.9", *COMMON,
         ],
     )  # fmt: skip
-    assert recipe["task"] == "retrieval" and recipe["args"]["loss"] == "moco"
+    assert recipe["task"] == "retrieval" and recipe["method"]["loss"] == "moco"
+    assert recipe["method"]["queue_size"] == 16 and "queue_size" not in recipe["args"]
     out = run_recipe(recipe)
     assert set(out["before"]) == {"ndcg@10", "recall@100", "mrr@10"} and 0 <= out["after"]["ndcg@10"] <= 1
     assert out["training pairs"] == "48 random_crop pairs"  # 24 documents x 2 pairs

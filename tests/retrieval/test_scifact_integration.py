@@ -25,10 +25,10 @@ PUBLISHED_NDCG10 = 0.645
 
 
 @pytest.fixture(scope="module")
-def scifact(shared_data):
+def scifact(shared_data, require_resource):
     folder = shared_data / "retrieval" / "scifact"
     if not folder.is_dir():
-        pytest.skip(f"SciFact not found at {folder}")
+        require_resource(f"SciFact not found at {folder}", "put the BEIR SciFact folder there")
     return load_beir(folder, "test")
 
 

@@ -6,6 +6,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
+from datasets import Dataset, load_dataset
+
 from hf_contrastive.core.data.benchmarks import load_sts_benchmark
 from hf_contrastive.core.utils import data_dir
 
@@ -14,7 +16,6 @@ def text_lines(
     path: str | Path, max_rows: int | None = None, column: str = "text", min_chars: int = 1
 ) -> Any:
     """One sentence per line (e.g. SimCSE's wiki1m) -> Dataset with a single ``column``."""
-    from datasets import Dataset
 
     path = Path(path)
     if not path.is_file():
@@ -35,7 +36,6 @@ def text_lines(
 def snli_triples(folder: str | Path | None = None, split: str = "dev", max_rows: int | None = None) -> Any:
     """SNLI (SentEval layout: ``s1.<split>``, ``s2.<split>``, ``labels.<split>``) grouped by premise into
     (anchor = premise, positive = an entailment, negative = a contradiction) triples, SimCSE's supervised data."""
-    from datasets import Dataset
 
     folder = Path(folder) if folder is not None else data_dir() / "nli" / "snli"
     files = [folder / f"{name}.{split}" for name in ("s1", "s2", "labels")]
@@ -61,7 +61,6 @@ def snli_triples(folder: str | Path | None = None, split: str = "dev", max_rows:
 
 def stsb_pairs(split: str = "train", path: str | Path | None = None, normalise: bool = False) -> Any:
     """STS Benchmark as scored pairs (``sentence1``, ``sentence2``, ``score``; 0-5, or 0-1 with ``normalise``)."""
-    from datasets import Dataset
 
     rows = load_sts_benchmark(split, path)
     scale = 5.0 if normalise else 1.0
@@ -90,8 +89,6 @@ def load_source(spec: dict[str, Any]) -> Any:
     if kind == "stsb":
         return stsb_pairs(spec.pop("split", "train"), spec.pop("path", None), **spec)
     if kind == "files":
-        from datasets import load_dataset
-
         fmt = spec.pop("format", "json")
         max_rows = spec.pop("max_rows", None)
         ds = load_dataset(fmt, data_files=spec.pop("path"), split="train", **spec)

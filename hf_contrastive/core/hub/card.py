@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jinja2
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from hf_contrastive.core.utils import resource_dir
@@ -15,7 +17,20 @@ from hf_contrastive.core.utils import resource_dir
 logger = logging.getLogger(__name__)
 
 LIBRARY_NAME = "hf-contrastive"
-_BASE_TAGS = ("hf-contrastive", "sentence-embeddings", "sentence-similarity", "feature-extraction")
+# Tags every card of a family carries; a card read back does not count them as the user's own.
+_BASE_TAGS = (
+    "hf-contrastive",
+    "sentence-embeddings",
+    "sentence-similarity",
+    "feature-extraction",
+    "relation-extraction",
+    "text-classification",
+    "dense-retrieval",
+    "reranker",
+    "text-ranking",
+    "text-generation",
+    "causal-lm",
+)
 
 
 @dataclass
@@ -58,6 +73,7 @@ class ModelCardInfo:
     license: str | None = None
     language: list[str] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
+    pipeline_tag: str | None = None
     description: str | None = None
     training: dict[str, Any] = field(default_factory=dict)
     eval_results: list[EvalEntry] = field(default_factory=list)
@@ -124,25 +140,63 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def render_model_card(model: Any, repo_id: str | None = None, load_path: str | None = None) -> ModelCard:
-    """Render the card of a [`SentenceEncoder`] (``model_cards/sentence_encoder.md``).
+def _template_environment() -> jinja2.Environment:
+    # A loader (not a bare template string) so that family templates can include the shared sections.
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(resource_dir("model_cards"))),
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+
+
+def card_template_names() -> list[str]:
+    """The family templates shipped in ``model_cards/`` (partials starting with ``_`` left out)."""
+    folder = resource_dir("model_cards")
+    return sorted(p.name for p in folder.glob("*.md") if not p.name.startswith("_"))
+
+
+def render_card(
+    template: str,
+    info: ModelCardInfo | None = None,
+    *,
+    details: dict[str, Any] | None = None,
+    pipeline_tag: str | None = None,
+    tags: Sequence[str] = (),
+    citations: Sequence[str] = (),
+    repo_id: str | None = None,
+    load_path: str | os.PathLike | None = None,
+    title: str | None = None,
+    description: str | None = None,
+) -> ModelCard:
+    """Render one family template of ``model_cards/`` into a [`huggingface_hub.ModelCard`].
+
+    Every card gets the same Hub metadata (``library_name: hf-contrastive``, ``base_model``, ``datasets``,
+    ``tags``, ``license``, ``pipeline_tag`` and a ``model-index`` when ``info`` holds results) and the same
+    template variables: ``title``, ``description``, ``base_model``, ``load_path`` (what the usage snippets
+    load), ``training``, ``eval_rows``, ``versions`` and ``citations``; ``details`` adds the family's own.
 
     Args:
-        model: the head; its ``config`` and ``card_info`` feed the card.
-        repo_id: the Hub repository the card is for; used in the usage snippet.
-        load_path: what the snippet loads when there is no ``repo_id`` (the local folder).
+        template (`str`): file name in ``model_cards/`` (e.g. ``"reranker.md"``).
+        info ([`ModelCardInfo`], *optional*): provenance, data, training and results.
+        details (`dict`, *optional*): the family's template variables (settings table, snippet inputs...).
+        pipeline_tag (`str`, *optional*): the default pipeline tag; ``info.pipeline_tag`` wins when set.
+        tags (`Sequence[str]`): the family's tags, placed before ``info.tags``.
+        citations (`Sequence[str]`): BibTeX entries of the method, placed after ``info.citations``.
+        repo_id (`str`, *optional*): the Hub repository the card is for; the snippets load it.
+        load_path (`str`, *optional*): what the snippets load when there is no ``repo_id`` (a local folder).
+        title / description (`str`, *optional*): defaults when ``info`` has no ``model_name`` / ``description``.
     """
-    info: ModelCardInfo = getattr(model, "card_info", None) or ModelCardInfo()
-    config = model.config
-    backbone_type = getattr(config.backbone_config, "model_type", "unknown")
+
+    info = info if info is not None else ModelCardInfo()
+    details = dict(details or {})
     model_name = info.model_name or (repo_id.split("/")[-1] if repo_id else None)
     if info.eval_results and not model_name:
-        model_name = "sentence-encoder"
-    tags = list(dict.fromkeys([*_BASE_TAGS, backbone_type, *info.tags]))
+        # The Hub's model-index needs a name.
+        model_name = Path(template).stem.replace("_", "-")
     card_data = ModelCardData(
         library_name=LIBRARY_NAME,
-        pipeline_tag="sentence-similarity",
-        tags=tags,
+        pipeline_tag=info.pipeline_tag or pipeline_tag,
+        tags=list(dict.fromkeys([LIBRARY_NAME, *tags, *info.tags])),
         base_model=info.base_model,
         datasets=info.datasets or None,
         license=info.license,
@@ -150,40 +204,44 @@ def render_model_card(model: Any, repo_id: str | None = None, load_path: str | N
         model_name=model_name,
         eval_results=[e.to_hub() for e in info.eval_results] or None,
     )
-    if config.projection_dim is None:
-        projection = "none"
-    else:
-        projection = (
-            f"Linear({config.hidden_size} -> {config.projection_dim}) + {config.projection_activation}"
-            + (" (training only)" if config.mlp_only_train else "")
+    context = {
+        "title": model_name or title or "Model",
+        "description": info.description or description or "",
+        "base_model": info.base_model,
+        "datasets": info.datasets,
+        "load_path": repo_id or (os.fspath(load_path) if load_path is not None else "path/to/this/folder"),
+        "training": info.training,
+        "eval_rows": info.eval_results,
+        "versions": _versions(),
+        "citations": list(dict.fromkeys(c.strip() for c in [*info.citations, *citations] if c and c.strip())),
+    }
+    context.update(details)
+    text = _template_environment().get_template(template).render(card_data=card_data.to_yaml(), **context)
+    return ModelCard(text)
+
+
+def render_model_card(model: Any, repo_id: str | None = None, load_path: str | None = None) -> ModelCard:
+    """Render the card of a head that uses [`~hf_contrastive.core.hub.mixin.HubMixin`].
+
+    Args:
+        model: the head; its ``card_template``, ``card_info`` and ``card_details()`` feed the card.
+        repo_id: the Hub repository the card is for; used in the usage snippets.
+        load_path: what the snippets load when there is no ``repo_id`` (the local folder).
+    """
+
+    model_card = getattr(model, "model_card", None)
+    if not callable(model_card):
+        raise TypeError(
+            f"{type(model).__name__} has no model card hooks; use save_with_card(...) for plain models and adapters."
         )
-    title = model_name or "Sentence encoder"
-    description = info.description or (
-        f"A sentence encoder made with [hf-contrastive](https://github.com/hf-contrastive/hf-contrastive): "
-        f"a `{backbone_type}` backbone with `{config.pooling}` pooling that maps text to "
-        f"{config.embedding_dim}-dimensional vectors for semantic similarity, search and clustering."
-    )
-    citations = list(dict.fromkeys(info.citations))
-    return ModelCard.from_template(
-        card_data,
-        template_path=str(resource_dir("model_cards") / "sentence_encoder.md"),
-        title=title,
-        description=description,
-        backbone_type=backbone_type,
-        base_model=info.base_model,
-        pooling=config.pooling,
-        projection=projection,
-        normalize="yes (L2)" if config.normalize else "no",
-        embedding_dim=config.embedding_dim,
-        max_seq_length=config.max_seq_length or "tokenizer limit",
-        similarity_fn=config.similarity_fn,
-        prompts=config.prompts,
-        load_path=repo_id or load_path or "path/to/this/folder",
-        training=info.training,
-        eval_rows=info.eval_results,
-        versions=_versions(),
-        citations=citations,
-    )
+    return model_card(repo_id=repo_id, load_path=load_path)
 
 
-__all__ = ["ModelCardInfo", "EvalEntry", "render_model_card", "LIBRARY_NAME"]
+__all__ = [
+    "ModelCardInfo",
+    "EvalEntry",
+    "render_card",
+    "render_model_card",
+    "card_template_names",
+    "LIBRARY_NAME",
+]

@@ -3,6 +3,8 @@
 Each loss takes embeddings (anchor ``[B, D]``, positives ``[B, D]`` or ``[B, P, D]``, hard
 negatives ``[B, N, D]``, optional scores or reference-encoder embeddings) and returns a
 :class:`LossOutput`; each carries its ``citation`` (BibTeX) and ``config_dict()``.
+Names map to losses through :mod:`hf_contrastive.core.losses.registry` (``register_loss``,
+``available_losses``; ``registry.build_loss(name, config, roles, model)``).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from hf_contrastive.core.losses.gradcache import GradCache
 from hf_contrastive.core.losses.infonce import InfoNCELoss, MultipleNegativesRankingLoss
 from hf_contrastive.core.losses.moco import MomentumContrastLoss
 from hf_contrastive.core.losses.multicsr import MultiCSRLoss
+from hf_contrastive.core.losses.registry import LossSpec, available_losses, get_loss_spec, register_loss
 from hf_contrastive.core.losses.regression import EmbeddingRegressionLoss
 from hf_contrastive.core.losses.simcse import SupervisedSimCSELoss, UnsupervisedSimCSELoss, split_views
 
@@ -23,10 +26,14 @@ __all__ = [
     "GradCache",
     "InfoNCELoss",
     "LossOutput",
+    "LossSpec",
     "MomentumContrastLoss",
     "MultiCSRLoss",
     "MultipleNegativesRankingLoss",
     "SupervisedSimCSELoss",
     "UnsupervisedSimCSELoss",
+    "available_losses",
+    "get_loss_spec",
+    "register_loss",
     "split_views",
 ]

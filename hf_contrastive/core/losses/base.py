@@ -35,9 +35,17 @@ class ContrastiveLoss(nn.Module):
     """Base class: ``citation`` (BibTeX) and ``config_dict()`` (hyper-parameters for model cards).
 
     Subclasses set the class attribute ``citation`` and implement ``config_dict``.
+
+    Attributes:
+        citation (`str`): BibTeX of the paper(s) that define the objective (copied into model cards).
+        uses_momentum_encoder (`bool`, defaults to `False`): the loss compares the trained encoder's
+            outputs with those of a momentum (EMA) copy of it and keeps a queue of past keys (MoCo).
+            A trainer then keeps the key encoder and calls ``forward(query, key, queue_ids)`` and
+            ``enqueue(keys, queue_ids)`` on the loss.
     """
 
     citation: str = ""
+    uses_momentum_encoder: bool = False
 
     def config_dict(self) -> dict[str, Any]:
         """Hyper-parameters that define the objective, JSON-serialisable (for the model card)."""

@@ -73,6 +73,7 @@ class MomentumContrastLoss(ContrastiveLoss):
     """
 
     citation = _MOCO_CITATION
+    uses_momentum_encoder = True
 
     def __init__(
         self,

@@ -22,6 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
+from peft.tuners.lora import LoraLayer
 
 __all__ = ["LoraTaskVector", "combine_adapters", "negate_adapter", "adapter_delta_weights"]
 
@@ -60,7 +61,6 @@ def _check_adapters(model: Any, names: list[str]) -> None:
 def adapter_delta_weights(model: Any, adapter: str) -> dict[str, torch.Tensor]:
     """``{module name: dW}`` (float32, the effective weight change) of ``adapter`` on every adapted module."""
     _check_adapters(model, [adapter])
-    from peft.tuners.lora import LoraLayer
 
     out = {}
     for name, module in model.named_modules():
@@ -108,16 +108,39 @@ def combine_adapters(
     if activate:
         model.set_adapter(new_name)
     if verify:
-        got = adapter_delta_weights(model, new_name)
-        parts = [adapter_delta_weights(model, n) for n in names]
-        for module, delta in got.items():
-            want = sum(w * p[module] for w, p in zip(values, parts) if module in p)
-            scale = max(float(want.abs().max()) if torch.is_tensor(want) else 0.0, 1.0)
-            if not torch.allclose(delta, want, atol=atol * scale, rtol=0):
-                raise RuntimeError(
-                    f"Combined adapter {new_name!r} differs from the weighted sum on {module}."
-                )
+        _verify_combination(model, new_name, names, values, atol)
     return new_name
+
+
+def _verify_combination(model: Any, new_name: str, names: list[str], values: list[float], atol: float) -> None:
+    """Raise ``RuntimeError`` unless ``new_name``'s deltas equal ``sum_i values[i] * dW_names[i]`` module by module.
+
+    Nothing to compare is a failure, not a pass: an empty combined adapter, or one that misses (or adds) an
+    adapted module, is reported instead of being accepted vacuously.
+    """
+    got = adapter_delta_weights(model, new_name)
+    parts = [adapter_delta_weights(model, n) for n in names]
+    expected_modules = set().union(*(p.keys() for p in parts))
+    if not got or not expected_modules:
+        raise RuntimeError(
+            f"Nothing to verify: adapter {new_name!r} has {len(got)} adapted module(s) and the adapters "
+            f"{names} have {len(expected_modules)}; expected at least one LoRA delta on both sides."
+        )
+    if set(got) != expected_modules:
+        missing = sorted(expected_modules - set(got))
+        extra = sorted(set(got) - expected_modules)
+        raise RuntimeError(
+            f"Combined adapter {new_name!r} covers other modules than {names}: missing {missing}, extra {extra}."
+        )
+    for module, delta in got.items():
+        want = sum(w * p[module] for w, p in zip(values, parts) if module in p)
+        scale = max(float(want.abs().max()), 1.0)
+        if not torch.allclose(delta, want, atol=atol * scale, rtol=0):
+            gap = float((delta - want).abs().max())
+            raise RuntimeError(
+                f"Combined adapter {new_name!r} differs from the weighted sum on {module} (max gap {gap:.3g}, "
+                f"allowed {atol * scale:.3g})."
+            )
 
 
 def negate_adapter(model: Any, adapter: str, new_name: str, scale: float = 1.0, activate: bool = True) -> str:

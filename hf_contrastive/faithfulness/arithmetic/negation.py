@@ -12,23 +12,36 @@ faithful-reference perplexity stays within ``max_perplexity_increase`` of ``lam 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
+from hf_contrastive.core.hub.card import ModelCardInfo
+from hf_contrastive.core.hub.mixin import save_with_card
 from hf_contrastive.faithfulness.arithmetic.lora import combine_adapters
+from hf_contrastive.faithfulness.evaluation import evaluate_faithfulness
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_LAMBDAS",
+    "NEGATION_CITATION",
     "halluc_features",
+    "save_negated_adapter",
     "select_negation_scale",
-    "RECIPE_SECTIONS",
-    "run_negation_recipe",
 ]
 
+NEGATION_CITATION = """@inproceedings{ilharco2023editing,
+  title     = {Editing Models with Task Arithmetic},
+  author    = {Ilharco, Gabriel and Ribeiro, Marco Tulio and Wortsman, Mitchell and Gururangan, Suchin and
+               Schmidt, Ludwig and Hajishirzi, Hannaneh and Farhadi, Ali},
+  booktitle = {International Conference on Learning Representations (ICLR)},
+  year      = {2023}
+}"""
+
 DEFAULT_LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
-RECIPE_SECTIONS = ("span", "negation", "eval")
 
 
 def halluc_features(
@@ -80,7 +93,6 @@ def select_negation_scale(
 
     Returns ``{"lambda": best, "adapter": name, "scores": {lam: metrics}}``; ``name`` is active afterwards.
     """
-    from hf_contrastive.faithfulness.evaluation import evaluate_faithfulness
 
     lambdas = sorted({float(x) for x in lambdas})
     if not lambdas or lambdas[0] < 0 or lambdas[-1] > 1:
@@ -117,66 +129,71 @@ def select_negation_scale(
     return {"lambda": best, "adapter": name, "scores": scores}
 
 
-def run_negation_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """Recipe task ``faithful-task-negation``: fine-tune a LoRA on unfaithful summaries, negate it, pick lam.
+def save_negated_adapter(
+    model: Any,
+    adapter: str,
+    output_dir: str | os.PathLike,
+    *,
+    lam: float | None = None,
+    halluc_adapter: str | None = None,
+    base_adapter: str | None = None,
+    tokenizer: Any = None,
+    card_info: ModelCardInfo | None = None,
+    training: Mapping[str, Any] | None = None,
+    example_prompt: str = "Summarize the following article in one sentence.\n\n"
+    "The city council met on Tuesday and voted to build a new park next to the river.\n\nSummary:",
+) -> Path:
+    """Save the negated adapter (``base - lam * halluc``) alone, as a loadable PEFT folder with a model card.
 
-    Sections: ``model``, ``data``, ``span``, ``args``, ``lora`` as in ``faithful-unlikelihood`` (the
-    objective is forced to ``nll``: plain fine-tuning on the unfaithful summaries); ``negation``
-    (``lambdas``, ``max_perplexity_increase``, ``target``: ``summary`` or ``spans``); ``eval`` (``batch_size``).
-    Returns the held-out figures of the base model and of ``theta_0 - lam * tau``, and the chosen ``lambda``.
+    Args:
+        model: the PEFT model holding ``adapter`` (as left by [`select_negation_scale`]).
+        adapter: the adapter to save (``select_negation_scale(...)["adapter"]``); it is written at the top of
+            ``output_dir`` so ``PeftModel.from_pretrained(base, output_dir)`` loads it.
+        output_dir: the target folder (written whole or not at all).
+        lam: the chosen scale, for the card.
+        halluc_adapter / base_adapter: the names of ``tau`` and of the starting point, for the card.
+        tokenizer: saved next to the adapter.
+        card_info ([`ModelCardInfo`], *optional*): base model Hub id, datasets, license, results.
+        training (`Mapping`, *optional*): how ``tau`` was fine-tuned (learning rate, epochs...), for the card.
+        example_prompt (`str`): the prompt of the card's usage snippet.
+
+    Returns:
+        `Path`: ``output_dir``.
     """
-    from datasets import Dataset
 
-    from hf_contrastive.faithfulness.evaluation import evaluate_faithfulness
-    from hf_contrastive.faithfulness.trainer import (
-        SpanUnlikelihoodTrainer,
-        _lora_config,
-        _recipe_setup,
-    )
-
-    model_cfg = dict(recipe.get("model") or {})
-    data_cfg = dict(recipe.get("data") or {})
-    args_cfg = {**dict(recipe.get("args") or {}), **dict(recipe.get("span") or {})}
-    neg_cfg = dict(recipe.get("negation") or {})
-    eval_cfg = dict(recipe.get("eval") or {})
-    if "name_or_path" not in model_cfg or "path" not in data_cfg:
-        raise ValueError("The recipe needs model.name_or_path and data.path.")
-    if not recipe.get("lora"):
-        raise ValueError("Task-vector negation here works on LoRA adapters: the recipe needs a lora section.")
-    args_cfg.setdefault("output_dir", "hf-contrastive-output/faithful-task-negation")
-    args_cfg["objective"] = "nll"
-    args, model, tokenizer, splits, builder = _recipe_setup(model_cfg, data_cfg, args_cfg, n_validation=24)
-    if not splits["validation"]:
-        raise ValueError("Choosing lambda needs a validation split: set data.n_validation > 0.")
-    batch_size = int(eval_cfg.get("batch_size", 4))
-    results: dict[str, Any] = {
-        "before": evaluate_faithfulness(model, builder, splits["test"], batch_size=batch_size)
+    edit = "theta_0 - lam * tau" if base_adapter is None else "theta_sft - lam * tau"
+    rows = {
+        "edit": f"{edit}, with tau the adapter fine-tuned on unfaithful summaries"
+        + (f" (`{halluc_adapter}`)" if halluc_adapter else ""),
+        "lambda": lam if lam is not None else "not recorded",
+        "combination": "PEFT `add_weighted_adapter(..., combination_type='cat')` (exact for a difference of adapters)",
+        **dict(training or {}),
     }
-    train = Dataset.from_list(
-        halluc_features(builder, splits["train"], str(neg_cfg.get("target", "summary")))
+    info = card_info if card_info is not None else ModelCardInfo()
+    info = replace(info, training={**rows, **info.training})
+    return save_with_card(
+        model,
+        output_dir,
+        info,
+        "causal_lm_adapter.md",
+        tokenizer=tokenizer,
+        adapter_name=adapter,
+        details={
+            "title": "Task-negated summariser adapter",
+            "description": (
+                "A LoRA adapter for faithful summaries made with task-vector negation (Ilharco et al. 2023) as in "
+                "span-level fine-tuning for faithful summarisation (2025), using "
+                "[hf-contrastive](https://github.com/hf-contrastive/hf-contrastive): an adapter fine-tuned on "
+                "unfaithful summaries is scaled by -lambda, so the model moves away from what it learned there."
+            ),
+            "method": "task-vector negation (Ilharco et al. 2023)",
+            "objective": f"{edit}" + (f", lambda = {lam}" if lam is not None else ""),
+            "decoding_note": "greedy decoding",
+            "contrastive_search": False,
+            "example_prompt": example_prompt,
+            "generate_kwargs": "max_new_tokens=16, do_sample=False",
+        },
+        pipeline_tag="text-generation",
+        tags=("faithfulness", "summarization", "task-arithmetic", "text-generation"),
+        citations=(NEGATION_CITATION,),
     )
-    trainer = SpanUnlikelihoodTrainer(
-        model=model,
-        args=args,
-        train_dataset=train,
-        processing_class=tokenizer,
-        peft_config=_lora_config(recipe["lora"]),
-    )
-    trainer.train()
-    peft_model = trainer.model
-    choice = select_negation_scale(
-        peft_model,
-        "default",
-        builder,
-        splits["validation"],
-        lambdas=neg_cfg.get("lambdas", DEFAULT_LAMBDAS),
-        max_perplexity_increase=float(neg_cfg.get("max_perplexity_increase", 0.05)),
-        batch_size=batch_size,
-    )
-    results["lambda"] = choice["lambda"]
-    results["validation"] = {str(k): v for k, v in choice["scores"].items()}
-    results["after"] = evaluate_faithfulness(peft_model, builder, splits["test"], batch_size=batch_size)
-    if args.should_save:
-        peft_model.save_pretrained(args.output_dir, selected_adapters=[choice["adapter"]])
-    results["output"] = str(args.output_dir)
-    return results

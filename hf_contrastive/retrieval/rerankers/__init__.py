@@ -12,6 +12,9 @@ from hf_contrastive.retrieval.rerankers.configuration import (
 )
 from hf_contrastive.retrieval.rerankers.evaluation import evaluate_reranking, rerank_results
 from hf_contrastive.retrieval.rerankers.losses import (
+    ListwiseInfoNCELoss,
+    PointwiseBCELoss,
+    YesNoSFTLoss,
     listwise_infonce_loss,
     pointwise_bce_loss,
     yes_no_sft_loss,
@@ -50,10 +53,13 @@ __all__ = [
     "CrossEncoderRerankerConfig",
     "LLMYesNoReranker",
     "LLMYesNoRerankerConfig",
+    "ListwiseInfoNCELoss",
+    "PointwiseBCELoss",
     "RerankerCollator",
     "RerankerConfig",
     "RerankerOutput",
     "RerankerTrainer",
+    "YesNoSFTLoss",
     "evaluate_reranking",
     "listwise_infonce_loss",
     "load_reranker",

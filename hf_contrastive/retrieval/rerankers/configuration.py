@@ -6,6 +6,8 @@ from typing import Any
 
 from transformers import AutoConfig, PretrainedConfig
 
+from hf_contrastive.core.configuration import backbone_hidden_size
+
 DEFAULT_LLM_PROMPT = (
     "Judge whether the document answers or supports the query. Answer only yes or no.\n"
     "Query: {query}\nDocument: {document}\nRelevant:"
@@ -66,9 +68,7 @@ class CrossEncoderRerankerConfig(PretrainedConfig):
 
     @property
     def hidden_size(self) -> int:
-        if self.backbone_config is None:
-            raise ValueError("CrossEncoderRerankerConfig has no backbone_config.")
-        return int(self.backbone_config.hidden_size)
+        return backbone_hidden_size(self.backbone_config, type(self).__name__)
 
 
 class LLMYesNoRerankerConfig(PretrainedConfig):

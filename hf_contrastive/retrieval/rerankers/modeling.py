@@ -17,14 +17,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from hf_contrastive.core.utils import atomic_save
+from hf_contrastive.core.hub.card import ModelCardInfo
+from hf_contrastive.core.hub.mixin import HubMixin
 from hf_contrastive.retrieval.rerankers.configuration import (
     CrossEncoderRerankerConfig,
     LLMYesNoRerankerConfig,
 )
+from hf_contrastive.retrieval.rerankers.losses import PointwiseBCELoss, YesNoSFTLoss
 
 
 @dataclass
@@ -54,8 +57,12 @@ def _check_pairs(pairs: Any) -> list[tuple[str, str]]:
     return out
 
 
-class _RerankerMixin:
-    """``predict`` / ``rerank`` and an atomic ``save_pretrained`` shared by both heads."""
+class _RerankerMixin(HubMixin):
+    """``predict`` / ``rerank``, loading, and the model card shared by both heads (saving: HubMixin)."""
+
+    card_template = "reranker.md"
+    card_pipeline_tag = "text-ranking"
+    card_tags = ("reranker", "text-ranking")
 
     tokenizer: Any
 
@@ -88,8 +95,6 @@ class _RerankerMixin:
         order = sorted(range(len(pairs)), key=lambda i: -(len(pairs[i][0]) + len(pairs[i][1])))
         starts = range(0, len(pairs), batch_size)
         if show_progress_bar:
-            from tqdm.auto import tqdm
-
             starts = tqdm(starts, desc="Reranking")
         was_training = self.training
         self.eval()
@@ -121,14 +126,15 @@ class _RerankerMixin:
         ranked = ranked[:top_k] if top_k is not None else ranked
         return [{"corpus_id": i, "score": scores[i], "text": docs[i]} for i in ranked]
 
-    def save_pretrained(self, save_directory: str | os.PathLike, *args: Any, **kwargs: Any) -> None:
-        """Config, safetensors weights and tokenizer, written to a temporary folder then moved in place."""
-        if os.path.isfile(save_directory):
-            raise ValueError(f"save_directory should be a folder, got an existing file: {save_directory}")
-        with atomic_save(save_directory) as tmp:
-            super().save_pretrained(tmp, *args, **kwargs)  # type: ignore[misc]
-            if self.tokenizer is not None:
-                self.tokenizer.save_pretrained(tmp)
+    def card_details(self) -> dict[str, Any]:
+        """Settings of the head for ``model_cards/reranker.md`` (each head adds its own rows)."""
+        config = self.config  # type: ignore[attr-defined]
+        return {
+            "backbone_type": getattr(config.backbone_config, "model_type", "unknown"),
+            "max_seq_length": config.max_seq_length,
+            "example_query": "what causes rain?",
+            "example_documents": ["Clouds release water as rain.", "Cats sleep a lot."],
+        }
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
@@ -137,6 +143,8 @@ class _RerankerMixin:
         folder = Path(pretrained_model_name_or_path)
         if (folder / "tokenizer_config.json").is_file():
             model.tokenizer = AutoTokenizer.from_pretrained(folder)
+        if folder.is_dir():
+            model.card_info = ModelCardInfo.from_folder(folder)
         return model
 
 
@@ -205,6 +213,31 @@ class CrossEncoderReranker(_RerankerMixin, PreTrainedModel):
 
     def get_input_embeddings(self) -> nn.Module:
         return self.backbone.get_input_embeddings()
+
+    card_citations = (PointwiseBCELoss.citation,)
+
+    def card_details(self) -> dict[str, Any]:
+        details = super().card_details()
+        config = self.config
+        details.update(
+            {
+                "title": "Cross-encoder reranker",
+                "description": (
+                    "A cross-encoder reranker made with [hf-contrastive](https://github.com/hf-contrastive/hf-contrastive): "
+                    f"a `{details['backbone_type']}` encoder reads a query and a document together and a small head "
+                    "turns the pair into one relevance score (monoBERT)."
+                ),
+                "kind": "cross-encoder",
+                "class_name": type(self).__name__,
+                "rows": {
+                    "input": "`[CLS] query [SEP] document [SEP]` (the document is truncated first)",
+                    "pooling": f"`{config.pooling}`",
+                    "head": f"Dropout({config.head_dropout}) -> Linear -> tanh -> Dropout -> Linear(-> 1)",
+                    "score": "sigmoid of the logit" if config.activation == "sigmoid" else "the logit",
+                },
+            }
+        )
+        return details
 
     def tokenize_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> dict[str, torch.Tensor]:
         """Pair encoding ``[CLS] q [SEP] d [SEP]``; the document is truncated first."""
@@ -314,6 +347,37 @@ class LLMYesNoReranker(_RerankerMixin, PreTrainedModel):
 
     def get_input_embeddings(self) -> nn.Module:
         return self.lm.get_input_embeddings()
+
+    card_citations = (YesNoSFTLoss.citation,)
+
+    def card_details(self) -> dict[str, Any]:
+        details = super().card_details()
+        config = self.config
+        objective = {
+            "sft": "SFT: cross-entropy of the softmax over the (no, yes) logits",
+            "cl": "contrastive: InfoNCE over the yes logits of one relevant and n irrelevant documents",
+        }[config.objective]
+        details.update(
+            {
+                "title": "LLM reranker",
+                "description": (
+                    "A reranker made with [hf-contrastive](https://github.com/hf-contrastive/hf-contrastive): "
+                    f"a `{details['backbone_type']}` causal language model reads a prompt holding the query and the "
+                    'document, and the pair is scored by its next-token logit of "yes".'
+                ),
+                "kind": "llm",
+                "class_name": type(self).__name__,
+                "rows": {
+                    "prompt": "`" + config.prompt_template.replace("\n", " / ") + "`",
+                    "answer token ids": f"yes = {config.yes_token_id}, no = {config.no_token_id}",
+                    "objective": objective,
+                    "score": "yes - no logit (log-odds of yes)"
+                    if config.resolved_score_mode == "yes_minus_no"
+                    else "yes logit",
+                },
+            }
+        )
+        return details
 
     def tokenize_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> dict[str, torch.Tensor]:
         """Left-padded prompt ids: ``prefix(query) + document[:budget] + suffix``."""

@@ -22,6 +22,7 @@ The LLM pair follows "SFT vs contrastive learning for LLM reranking" (2025); the
 from __future__ import annotations
 
 import copy
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,11 +30,9 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainingArguments
 
-from hf_contrastive.retrieval.rerankers.losses import (
-    listwise_infonce_loss,
-    pointwise_bce_loss,
-    yes_no_sft_loss,
-)
+from hf_contrastive.core.losses.base import ContrastiveLoss
+from hf_contrastive.core.peft import apply_peft
+from hf_contrastive.retrieval.rerankers.losses import ListwiseInfoNCELoss, PointwiseBCELoss, YesNoSFTLoss
 from hf_contrastive.retrieval.rerankers.modeling import CrossEncoderReranker, LLMYesNoReranker
 
 OBJECTIVES = ("pointwise", "listwise")
@@ -173,6 +172,22 @@ class RerankerCollator:
         return feats
 
 
+def build_reranker_loss(args: RerankerConfig, llm: bool) -> ContrastiveLoss:
+    """The loss of ``args.objective`` for a cross-encoder (``llm=False``) or an LLM yes/no reranker.
+
+    Args:
+        args (`RerankerConfig`): the training arguments (`objective`, `temperature`).
+        llm (`bool`): whether the model is an [`LLMYesNoReranker`].
+
+    Returns:
+        `pointwise`: [`YesNoSFTLoss`] (LLM) or [`PointwiseBCELoss`] (cross-encoder; the trainer passes the
+        positive weight per batch when `balance_positives` is on); `listwise`: [`ListwiseInfoNCELoss`].
+    """
+    if args.objective == "pointwise":
+        return YesNoSFTLoss() if llm else PointwiseBCELoss()
+    return ListwiseInfoNCELoss(temperature=args.temperature)
+
+
 def _base_reranker(model: Any) -> Any:
     model = getattr(model, "module", model)
     return model.get_base_model() if hasattr(model, "get_base_model") else model
@@ -180,7 +195,6 @@ def _base_reranker(model: Any) -> Any:
 
 def load_reranker(path: str | os.PathLike) -> CrossEncoderReranker | LLMYesNoReranker:
     """Load a saved reranker folder as the right class."""
-    import json
 
     cfg = os.path.join(path, "config.json")
     if not os.path.isfile(cfg):
@@ -200,8 +214,10 @@ class RerankerTrainer(Trainer):
         model: a reranker, or the path of a saved one.
         args: [`RerankerConfig`].
         train_dataset: groups (query, positive, negative_1..n) or labelled pairs (see the module doc).
-        peft_config: a `peft` config (`LoraConfig`); the model is wrapped with `get_peft_model`. For
+        peft_config: a `peft` config (`LoraConfig`); the model is wrapped with `apply_peft` (target modules checked). For
             the cross-encoder add ``modules_to_save=["head"]`` so the new head trains.
+
+    The objective is `self.loss_fn` (see [`build_reranker_loss`]), a loss module that returns a `LossOutput`.
     """
 
     def __init__(
@@ -236,10 +252,9 @@ class RerankerTrainer(Trainer):
         if train_dataset is None or not hasattr(train_dataset, "column_names"):
             raise TypeError(f"train_dataset must be a datasets.Dataset, got {type(train_dataset).__name__}.")
         self.columns = resolve_reranker_columns(train_dataset.column_names, args)
+        self.loss_fn = build_reranker_loss(args, llm=isinstance(base, LLMYesNoReranker))
         if peft_config is not None:
-            from peft import get_peft_model
-
-            model = get_peft_model(model, peft_config)
+            model = apply_peft(model, peft_config)
         collator = kwargs.pop("data_collator", None) or RerankerCollator(base, self.columns)
         super().__init__(
             model=model,
@@ -258,16 +273,16 @@ class RerankerTrainer(Trainer):
         labels = inputs.pop("labels")
         group = int(inputs.pop("group_size"))
         out = model(**inputs)
-        is_llm = isinstance(_base_reranker(model), LLMYesNoReranker)
-        if self.args.objective == "pointwise":
-            if is_llm:
-                loss = yes_no_sft_loss(out.yes_no_logits, labels)
-            else:
-                pos_weight = float(group - 1) if self.args.balance_positives and group > 1 else None
-                loss = pointwise_bce_loss(out.logits, labels, pos_weight=pos_weight)
+        if isinstance(self.loss_fn, YesNoSFTLoss):
+            terms = self.loss_fn(out.yes_no_logits, labels)
+        elif isinstance(self.loss_fn, PointwiseBCELoss):
+            pos_weight = float(group - 1) if self.args.balance_positives and group > 1 else None
+            terms = self.loss_fn(out.logits, labels, pos_weight=pos_weight)
         else:
+            is_llm = isinstance(_base_reranker(model), LLMYesNoReranker)
             scores = out.yes_no_logits[:, 1] if is_llm else out.logits
-            loss = listwise_infonce_loss(scores.view(-1, group), self.args.temperature)
+            terms = self.loss_fn(scores.view(-1, group))
+        loss = terms.loss
         return (loss, out) if return_outputs else loss
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -289,6 +304,7 @@ __all__ = [
     "RerankerCollator",
     "RerankerConfig",
     "RerankerTrainer",
+    "build_reranker_loss",
     "load_reranker",
     "resolve_reranker_columns",
 ]

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.distributed as dist
 from datasets import Dataset
-from tiny_models import WORDS, bert_config, bert_tokenizer
+from tiny_models import WORDS, adam_weight_tolerance, bert_config, bert_tokenizer, summation_tolerance
 
 from hf_contrastive import ContrastiveConfig, ContrastiveTrainer
 from hf_contrastive.core.losses import (
@@ -41,11 +41,18 @@ def tok(tmp_path_factory):
     return bert_tokenizer(tmp_path_factory.mktemp("vocab"))
 
 
-def encoder(tok, dropout=0.1, seed=0):
+# Cached and uncached passes sum the same terms in another order (per mini-batch vs whole batch, and the
+# kernels pick their own blocking), so float32 results move by a few eps times the magnitudes involved on
+# one machine and by more on another. The equality tests run in float64 and allow a bound derived from the
+# magnitudes (`summation_tolerance`), far below any real mistake (a wrong gradient is off by > 1e-4).
+DTYPE = torch.float64
+
+
+def encoder(tok, dropout=0.1, seed=0, dtype=DTYPE):
     torch.manual_seed(seed)
     cfg = bert_config(len(tok))
     cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = dropout
-    model = SentenceEncoder(SentenceEncoderConfig(backbone_config=cfg))
+    model = SentenceEncoder(SentenceEncoderConfig(backbone_config=cfg)).to(dtype)
     model.tokenizer = tok
     return model.train()
 
@@ -59,10 +66,21 @@ def max_diff(a, b):
     return max(float((a[k] - b[k]).abs().max()) for k in a)
 
 
-def assert_grads_close(got, ref):
-    """float32 tolerance: summation order differs between mini-batched and whole-batch passes."""
+def grad_tolerance(ref, feats):
+    """Each weight's gradient sums one term per token of the batch: depth = tokens, scale = largest gradient."""
+    dtype = next(iter(ref.values())).dtype
     scale = max(float(v.abs().max()) for v in ref.values())
-    assert max_diff(got, ref) <= 1e-6 + 2e-6 * scale
+    return summation_tolerance(dtype, scale, depth=feats["attention_mask"].numel())
+
+
+def assert_grads_close(got, ref, feats):
+    gap, allowed = max_diff(got, ref), grad_tolerance(ref, feats)
+    assert gap <= allowed, f"max gradient gap {gap:.3g} > allowed {allowed:.3g}"
+
+
+def assert_loss_close(got, want, feats):
+    allowed = summation_tolerance(want.dtype, max(1.0, abs(float(want))), depth=feats["attention_mask"].numel())
+    assert abs(float(got) - float(want)) <= allowed, (float(got), float(want), allowed)
 
 
 B = 6
@@ -124,10 +142,13 @@ def test_gradients_equal_uncached_loss_with_dropout(tok, name, split):
     torch.manual_seed(123)
     out = cached.backward(lambda f: model(**f).embeddings, feats, loss_inputs)
     assert torch.rand(1) == after_ref  # the random stream continues as after one forward
-    torch.testing.assert_close(out.loss, expected.detach(), atol=1e-6, rtol=1e-6)
-    assert_grads_close(grads(model), grads(ref_model))
+    assert out.loss.dtype == torch.float64
+    assert_loss_close(out.loss, expected.detach(), feats)
+    assert_grads_close(grads(model), grads(ref_model), feats)
     if any(p.requires_grad for p in loss.parameters()):
-        torch.testing.assert_close(loss.log_scale.grad, ref_loss.log_scale.grad, atol=1e-6, rtol=1e-5)
+        want = ref_loss.log_scale.grad
+        allowed = summation_tolerance(want.dtype, max(1.0, float(want.abs().max())), depth=4 * B * B)
+        assert float((loss.log_scale.grad - want).abs().max()) <= allowed
 
     # Control: without replaying the random state the masks differ, and so do the gradients.
     model2 = encoder(tok)
@@ -152,7 +173,7 @@ def test_equals_one_full_batch_forward_without_dropout(tok):
         GradCache(InfoNCELoss(hard_negative_weight=0.3), **split).backward(
             lambda f, m=model: m(**f).embeddings, feats, roles=3
         )
-        assert_grads_close(grads(model), grads(ref_model))
+        assert_grads_close(grads(model), grads(ref_model), feats)
 
 
 def test_split_features_by_count_and_budget(tok):
@@ -228,11 +249,29 @@ def test_trainer_gradcache_matches_plain_training(tok, tmp_path, accumulation):
     start = encoder(tok, dropout=0.0).state_dict()
     moved = max(float((w_plain[k] - start[k]).abs().max()) for k in start)
     assert moved > 1e-3
+    # per step: gradients agree to the summation bound; Adam turns a gradient gap into a bounded weight gap
+    ref_model = encoder(tok, dropout=0.0)
+    feats = dict(
+        ref_model.tokenizer(
+            sentences(32, 11)[:8] + sentences(32, 12)[:8] + sentences(32, 13)[:8],
+            padding=True,
+            return_tensors="pt",
+        )
+    )
+    emb = ref_model(**feats).embeddings.split(8)
+    InfoNCELoss(hard_negative_weight=0.2)(emb[0], emb[1], emb[2][:, None]).loss.backward()
+    grad_gap = grad_tolerance(grads(ref_model), feats)
+    args = plain.args
+    allowed = adam_weight_tolerance(grad_gap, args.learning_rate, args.max_steps, args.adam_epsilon)
+    assert allowed < 1e-2 * moved  # the bound is far below the training's own movement
     for other in (w_cached, w_budget):
-        assert max(float((w_plain[k] - other[k]).abs().max()) for k in start) < 2e-5
+        gap = max(float((w_plain[k] - other[k]).abs().max()) for k in start)
+        assert gap <= allowed, f"weight gap {gap:.3g} > allowed {allowed:.3g}"
     losses = [[h["loss"] for h in t.state.log_history if "loss" in h] for t in (plain, cached, budget)]
     assert len(losses[0]) == 3
-    assert losses[1] == pytest.approx(losses[0], abs=1e-5) and losses[2] == pytest.approx(losses[0], abs=1e-5)
+    loss_gap = summation_tolerance(DTYPE, max(1.0, *losses[0]), depth=feats["attention_mask"].numel())
+    assert losses[1] == pytest.approx(losses[0], abs=loss_gap)
+    assert losses[2] == pytest.approx(losses[0], abs=loss_gap)
     assert any("acc" in h for h in cached.state.log_history)  # loss components still logged
 
 
@@ -263,13 +302,18 @@ def test_two_processes(tmp_path):
     ddp = r["ddp"]
     # GradCache on two processes == one process, uncached, whole batch (cross-device negatives gathered)
     assert ddp["cached_grad_keys"] == ddp["ref_grad_keys"]
-    assert ddp["cached_grad_max_abs_diff"] < 1e-12 * max(1.0, ddp["grad_max_abs"])
-    assert ddp["cached_loss_abs_diff"] < 1e-12
+    grad_gap = summation_tolerance(torch.float64, ddp["grad_max_abs"], depth=ddp["tokens"])
+    assert ddp["cached_grad_max_abs_diff"] <= grad_gap
+    assert ddp["cached_loss_abs_diff"] <= summation_tolerance(
+        torch.float64, max(1.0, abs(ddp["ref_loss"])), depth=ddp["tokens"]
+    )
     # one gradient all-reduce per step, as many as a plain DDP backward
     assert ddp["cached_allreduce_calls"] == ddp["plain_allreduce_calls"] >= 1
     tr = r["trainer"]
     assert tr["world"] == 2 and tr["weights_moved"] > 1e-4
-    assert tr["weights_max_abs_diff"] < 2e-5
+    allowed = adam_weight_tolerance(grad_gap, tr["learning_rate"], tr["optimizer_steps"], tr["adam_epsilon"])
+    assert allowed < 1e-2 * tr["weights_moved"]
+    assert tr["weights_max_abs_diff"] <= allowed
     # momentum contrast under DDP: every rank enqueues the gathered keys (3 steps x 2 ranks x 4 rows)
     moco = r["moco"]
     assert moco["queue_ptr"] == 3 * 2 * 4  # (queue of 32)

@@ -9,7 +9,7 @@ import torch
 from tiny_models import WORDS, bert_config, bert_tokenizer, save_tiny_bert
 
 from hf_contrastive import SentenceEncoder, SentenceEncoderConfig
-from hf_contrastive.recipes.registry import load_recipe, recipe_path, run_recipe
+from hf_contrastive.recipes import load_recipe, recipe_path, run_recipe
 from hf_contrastive.retrieval.rerankers import CrossEncoderReranker, load_reranker
 
 
@@ -53,7 +53,7 @@ def test_reranker_recipe_runs_and_saves(beir):
             "eval_split": "test",
             "eval_top_k": 5,
         },
-        "reranker": {"objective": "listwise"},
+        "method": {"objective": "listwise"},
         "args": {
             "output_dir": str(beir / "out"),
             "per_device_train_batch_size": 4,
@@ -69,14 +69,17 @@ def test_reranker_recipe_runs_and_saves(beir):
     assert set(out["retriever"]) == set(out["reranked"]) == {"ndcg@10", "mrr@10"}
     saved = load_reranker(out["output"])
     assert isinstance(saved, CrossEncoderReranker) and saved.config.max_seq_length == 32
-    recipe["reranker"] = {"objective": "listwise", "margin": 1}
-    with pytest.raises(ValueError, match="Unknown reranker setting"):
+    recipe["method"] = {"objective": "listwise", "margin": 1}
+    with pytest.raises(ValueError, match=r"Unknown method setting\(s\) \['margin'\]"):
         run_recipe(recipe)
 
 
 def test_packaged_reranker_recipes_resolve():
     for name in ("reranker-sft", "reranker-cl"):
         assert recipe_path(name).is_file()
-        recipe = load_recipe(name, ["--reranker.objective", "cl"])
-        assert recipe["task"] == "reranker" and recipe["reranker"]["objective"] == "cl"
+        recipe = load_recipe(name, ["--method.objective", "cl"])
+        assert recipe["task"] == "reranker" and recipe["method"]["objective"] == "cl"
+        with pytest.warns(FutureWarning, match="--method.objective"):
+            old = load_recipe(name, ["--reranker.objective", "listwise"])
+        assert old["method"]["objective"] == "listwise" and "reranker" not in old
         assert recipe["model"]["type"] == "llm" and recipe["lora"]["target_modules"]
