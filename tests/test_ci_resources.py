@@ -13,10 +13,10 @@ from conftest import missing_resource, running_in_ci
 
 TESTS = Path(__file__).resolve().parent
 
-PROBE = '''
+PROBE = """
 def test_needs_the_data(shared_data):
     assert shared_data.is_dir()
-'''
+"""
 
 
 def _session(tmp_path: Path, ci: str | None) -> subprocess.CompletedProcess:
@@ -58,7 +58,9 @@ def test_missing_data_skips_without_ci(tmp_path):
     assert "1 skipped" in out and "empty-data is missing or empty" in out, out
 
 
-@pytest.mark.parametrize(("value", "ci"), [("true", True), ("1", True), ("TRUE", True), ("false", False), ("", False)])
+@pytest.mark.parametrize(
+    ("value", "ci"), [("true", True), ("1", True), ("TRUE", True), ("false", False), ("", False)]
+)
 def test_helper_reads_ci_and_fails_or_skips(monkeypatch, value, ci):
     monkeypatch.setenv("CI", value)
     assert running_in_ci() is ci

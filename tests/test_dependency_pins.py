@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib.metadata
-import tomllib
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+
+tomllib = pytest.importorskip("tomllib", reason="tomllib is in the standard library from Python 3.11")
 
 PYPROJECT = Path(__file__).resolve().parents[1] / "pyproject.toml"
 

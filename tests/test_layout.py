@@ -212,3 +212,20 @@ def test_the_recipe_registry_sits_above_the_wings(graph):
         if _layer(t) in TOP
     ]
     assert bad == [], f"core or wing modules importing the recipe registry / CLI / face: {bad}"
+
+
+def test_docstrings_use_one_dialect():
+    """The transformers Markdown style: `code`, [`Name`] links; no reST roles or ``double`` backticks."""
+    import re
+
+    role = re.compile(r":(?:class|func|meth|attr|obj|data|exc|mod):`")
+    double = re.compile(r"``[^`\n]+``")
+    bad = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                doc = ast.get_docstring(node, clean=False)
+                if doc and (role.search(doc) or double.search(doc)):
+                    bad.append(f"{path.relative_to(PACKAGE.parent)}:{getattr(node, 'name', '<module>')}")
+    assert bad == [], f"docstrings in the reST dialect: {bad[:20]} ({len(bad)} in all)"

@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from hf_contrastive.core.utils import packaged_smollm2_gguf

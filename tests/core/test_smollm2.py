@@ -23,7 +23,9 @@ def test_missing_key_is_an_error():
     tampered = dict(source.state_dict())
     key = next(k for k in tampered if "layers.0.self_attn.q_proj" in k)
     del tampered[key]
-    with pytest.raises(ValueError, match=r"1 missing key\(s\) \['model\.layers\.0\.self_attn\.q_proj\.weight'\]"):
+    with pytest.raises(
+        ValueError, match=r"1 missing key\(s\) \['model\.layers\.0\.self_attn\.q_proj\.weight'\]"
+    ):
         rebuild_from_state_dict(source.config, tampered)
 
 

@@ -69,7 +69,7 @@ def test_span_trainer_save_model_writes_card_with_runnable_snippet(tmp_path, obj
         objective == "unlikelihood"
     ) or "welleck2020neural" in card.text
     assert (folder / "adapter_config.json").is_file() == lora
-    check_causal_lm_snippet(folder, trainer.accelerator.unwrap_model(trainer.model), GREEDY)
+    check_causal_lm_snippet(folder, trainer.accelerator.unwrap_model(trainer.model), GREEDY, logits_atol=5e-3)
 
 
 def test_span_trainer_failed_save_is_atomic(tmp_path, monkeypatch):
@@ -120,7 +120,7 @@ def test_negated_adapter_saves_alone_with_card(tmp_path):
     assert (folder / "adapter_config.json").is_file() and not (folder / "negated").exists()
     card = check_card(folder, None, "text-generation")
     assert "task-arithmetic" in card.data.tags and "ilharco2023editing" in card.text and "lambda" in card.text
-    ns = check_causal_lm_snippet(folder, model, GREEDY)  # the active adapter is the negated one
+    ns = check_causal_lm_snippet(folder, model, GREEDY, adapter_name="negated")  # the active adapter
     with model.disable_adapter(), torch.no_grad():
         assert not torch.allclose(ns["logits"], model(**ns["inputs"]).logits)
     model.set_adapter("default")

@@ -107,7 +107,9 @@ def test_model_isotropy_on_tiny_model():
     with torch.no_grad():
         for text in texts:
             ids = tok(text, return_tensors="pt")["input_ids"]
-            h = torch.nn.functional.normalize(model(ids, output_hidden_states=True).hidden_states[-1][0], dim=-1)
+            h = torch.nn.functional.normalize(
+                model(ids, output_hidden_states=True).hidden_states[-1][0], dim=-1
+            )
             t = h.shape[0]
             by_hand.append(1.0 - float((h @ h.T).sum() - t) / (t * (t - 1)))
     want = sum(by_hand) / len(by_hand)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from hf_contrastive.relation.data import RelationExample
@@ -129,9 +131,28 @@ def test_smollm2_generates_and_caches(smollm2_gguf, tmp_path):
     from hf_contrastive.core.smollm2 import smollm2_folder
 
     folder = smollm2_folder()
-    rel = {"Cause-Effect(e1,e2)": SEMEVAL_RELATION_DESCRIPTIONS["Cause-Effect(e1,e2)"]}
+    label = "Cause-Effect(e1,e2)"
+    rel = {label: SEMEVAL_RELATION_DESCRIPTIONS[label]}
     gen = KnowledgeGenerator(str(folder), cache_dir=tmp_path, max_new_tokens=16, batch_size=2)
     kept, report = gen.synthesize(rel, per_relation=2, schema=SCHEMA)
-    assert report.total == 2 and report.kept + sum(report.dropped.values()) == 2 and report.generated == 2
-    _, report = gen.synthesize(rel, per_relation=2, schema=SCHEMA)
+    assert report.total == 2 and report.generated == 2 and report.cached == 0
+    # the model really wrote something: each cached answer is the started one plus a non-empty continuation
+    started = f"Relation: {label}\nSentence: The <e1>"
+    prompt = gen.synthesis_prompt(label, rel[label]) + "\x00" + started
+    cached = [
+        json.loads((tmp_path / f"{gen.cache_key(prompt, s)}.json").read_text())["output"] for s in (0, 1)
+    ]
+    assert len(list(tmp_path.glob("*.json"))) == 2
+    for output in cached:
+        assert output.startswith(started) and output[len(started) :].strip(), output
+    # kept and dropped are exactly what validating those two answers gives
+    demos = [d.split("Example:", 1)[1] for d in rel.values() if "Example:" in d]
+    want, want_report = KnowledgeGenerator.validate_synthetic(
+        cached, [label, label], SCHEMA, prompt_examples=demos
+    )
+    assert [e.text for e in kept] == [e.text for e in want]
+    assert report.kept == want_report.kept and report.dropped == want_report.dropped
+    # a second pass reads the cache: nothing generated, the same examples kept
+    again, report = gen.synthesize(rel, per_relation=2, schema=SCHEMA)
     assert report.cached == 2 and report.generated == 0
+    assert [e.text for e in again] == [e.text for e in kept]

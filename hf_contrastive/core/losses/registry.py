@@ -119,7 +119,8 @@ def register_loss(
         description (`str`, *optional*):
             One line for listings; defaults to the first line of the factory's docstring.
         replace (`bool`, *optional*, defaults to `False`):
-            Replace an existing registration of `name` (and its aliases) instead of raising.
+            Replace an existing registration of `name` (its old aliases are dropped) instead of raising. An
+            alias that names another loss is refused either way.
 
     Returns:
         The decorator; it returns the factory unchanged.
@@ -128,6 +129,8 @@ def register_loss(
         `ValueError`: the name or an alias is taken (and `replace` is off), reserved (`"auto"`) or empty.
     """
     _check_name(name, "name")
+    if isinstance(aliases, str):
+        aliases = (aliases,)
     alias_tuple = tuple(_check_name(a, "alias") for a in aliases)
     if isinstance(layouts, str):
         layouts = (layouts,)

@@ -112,7 +112,9 @@ def combine_adapters(
     return new_name
 
 
-def _verify_combination(model: Any, new_name: str, names: list[str], values: list[float], atol: float) -> None:
+def _verify_combination(
+    model: Any, new_name: str, names: list[str], values: list[float], atol: float
+) -> None:
     """Raise ``RuntimeError`` unless ``new_name``'s deltas equal ``sum_i values[i] * dW_names[i]`` module by module.
 
     Nothing to compare is a failure, not a pass: an empty combined adapter, or one that misses (or adds) an

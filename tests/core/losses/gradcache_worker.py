@@ -152,8 +152,7 @@ def trainer_check(tok, tmp: Path) -> dict:
         finals[name + "_loss"] = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     diff = max(float((finals["plain"][k] - finals["cached"][k]).abs().max()) for k in finals["plain"])
     moved = max(
-        float((finals["plain"][k] - encoder(tok).state_dict()[k]).abs().max())
-        for k in finals["plain"]
+        float((finals["plain"][k] - encoder(tok).state_dict()[k]).abs().max()) for k in finals["plain"]
     )
     t = torch.tensor([diff])
     dist.all_reduce(t, op=dist.ReduceOp.MAX)

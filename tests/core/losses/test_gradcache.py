@@ -79,7 +79,9 @@ def assert_grads_close(got, ref, feats):
 
 
 def assert_loss_close(got, want, feats):
-    allowed = summation_tolerance(want.dtype, max(1.0, abs(float(want))), depth=feats["attention_mask"].numel())
+    allowed = summation_tolerance(
+        want.dtype, max(1.0, abs(float(want))), depth=feats["attention_mask"].numel()
+    )
     assert abs(float(got) - float(want)) <= allowed, (float(got), float(want), allowed)
 
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from tiny_models import summation_tolerance
 
 from hf_contrastive.core.losses import CoSENTLoss, InfoNCELoss, MultipleNegativesRankingLoss
@@ -42,7 +41,9 @@ def test_mnrl_matches_sentence_transformers(N):
     ours = MultipleNegativesRankingLoss()(a, p, torch.stack(negs, dim=1) if negs else None).loss
     depth = a.shape[0] * (1 + N) * a.shape[1]  # logits over all candidates, each a D-term dot product
     _assert_close(ours, expected, depth)
-    _assert_close(InfoNCELoss(temperature=0.05)(a, p, torch.stack(negs, dim=1) if negs else None).loss, expected, depth)
+    _assert_close(
+        InfoNCELoss(temperature=0.05)(a, p, torch.stack(negs, dim=1) if negs else None).loss, expected, depth
+    )
 
 
 def test_mnrl_gradients_match_sentence_transformers():
