@@ -65,8 +65,8 @@ def crop_pairs(n: int, seed: int = 0):
     """``n`` Contriever crop pairs of SciFact abstracts (anchor, positive)."""
     import csv
 
-    from hf_contrastive.retrieval.augment import random_crop_pairs
     from hf_contrastive.core.utils import data_dir
+    from hf_contrastive.retrieval.augment import random_crop_pairs
 
     path = data_dir() / "retrieval" / "scifact" / "corpus_train.csv"
     if not path.is_file():

@@ -102,9 +102,9 @@ def run_pretrain_stage(
     from datasets import Dataset
     from peft import LoraConfig
 
+    from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
     from hf_contrastive.retrieval.augment import random_crop_pairs
     from hf_contrastive.retrieval.evaluation import document_text, evaluate_retrieval, load_beir
-    from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
 
     s = QUICK if quick else FULL
     out = Path(output_dir)

@@ -24,9 +24,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import hf_contrastive  # noqa: E402 - registers generate(penalty_alpha=..., top_k=...)
-from hf_contrastive.generation.metrics import coherence, repetition_and_diversity  # noqa: E402
-from hf_contrastive.generation.batching import generate_continuations, load_causal_lm, load_prompts  # noqa: E402
 from hf_contrastive.core.utils import data_dir, packaged_minilm_path  # noqa: E402
+from hf_contrastive.generation.batching import generate_continuations, load_causal_lm, load_prompts  # noqa: E402
+from hf_contrastive.generation.metrics import coherence, repetition_and_diversity  # noqa: E402
 
 METHODS = {
     "greedy": dict(do_sample=False),

@@ -117,9 +117,9 @@ def main(argv: list[str] | None = None) -> dict:
     from datasets import Dataset
     from peft import LoraConfig
 
-    from hf_contrastive.faithfulness.arithmetic.negation import halluc_features, select_negation_scale
+    from hf_contrastive.core.utils import data_dir
     from hf_contrastive.faithfulness.annotation import load_summary_splits
-    from hf_contrastive.faithfulness.spans import SpanExample, SpanFeatureBuilder
+    from hf_contrastive.faithfulness.arithmetic.negation import halluc_features, select_negation_scale
     from hf_contrastive.faithfulness.evaluation import (
         SpanMatchJudge,
         evaluate_faithfulness,
@@ -127,8 +127,8 @@ def main(argv: list[str] | None = None) -> dict:
         hallucination_rate,
         load_causal_lm,
     )
+    from hf_contrastive.faithfulness.spans import SpanExample, SpanFeatureBuilder
     from hf_contrastive.faithfulness.trainer import SpanUnlikelihoodConfig, SpanUnlikelihoodTrainer
-    from hf_contrastive.core.utils import data_dir
 
     data = Path(args.data) if args.data else data_dir() / "summarization" / "xsum" / "test.jsonl"
     out = Path(args.output)

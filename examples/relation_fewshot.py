@@ -55,6 +55,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import torch  # noqa: E402
 
+from hf_contrastive.core.utils import packaged_minilm_path  # noqa: E402
 from hf_contrastive.relation.data import (  # noqa: E402
     SEMEVAL_LABELS,
     RelationExample,
@@ -63,15 +64,14 @@ from hf_contrastive.relation.data import (  # noqa: E402
     sample_episodes,
     sample_k_shot,
 )
-from hf_contrastive.relation.scoring import episode_accuracy, relation_scores  # noqa: E402
 from hf_contrastive.relation.modeling import RelationClassifier
+from hf_contrastive.relation.scoring import episode_accuracy, relation_scores  # noqa: E402
 from hf_contrastive.relation.tkre import (  # noqa: E402
     RelationClassificationTrainer,
     RelationFinetuneConfig,
     TKREConfig,
     TKREPretrainer,
 )
-from hf_contrastive.core.utils import packaged_minilm_path  # noqa: E402
 
 # About 180-190 optimiser steps at batch 16 for every K (K-shot sets of 145 / 289 / 577 examples).
 # A budget of 70-80 steps underfits badly (K=32 plain: 0.28 mean macro-F1 at 2 epochs, 0.71 at 5).
@@ -271,11 +271,11 @@ def run_fewrel(args) -> None:
 
 
 def make_synthetic(args) -> None:
+    from hf_contrastive.core.smollm2 import smollm2_folder
     from hf_contrastive.relation.knowledge import (
         SEMEVAL_RELATION_DESCRIPTIONS,
         KnowledgeGenerator,
     )
-    from hf_contrastive.core.smollm2 import smollm2_folder
 
     folder = smollm2_folder()
     if folder is None:

@@ -15,8 +15,8 @@ import argparse
 
 from hf_contrastive import ContrastiveConfig, ContrastiveTrainer, SentenceEncoder, STSEvaluator
 from hf_contrastive.core.data.loaders import text_lines
-from hf_contrastive.embeddings.modeling import ProjectionHead
 from hf_contrastive.core.utils import data_dir, packaged_minilm_path
+from hf_contrastive.embeddings.modeling import ProjectionHead
 
 
 def main() -> None:

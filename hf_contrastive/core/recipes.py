@@ -1,6 +1,6 @@
 """The generic parts of a training recipe: reading, overriding and checking its sections.
 
-A recipe is a YAML mapping with a ``task`` and up to five sections::
+A recipe is a YAML mapping with a `task` and up to five sections::
 
     task:   contrastive                                        # which runner (see hf_contrastive.recipes)
     model:  {name_or_path: ${minilm}, pooling: mean}           # how to build the model
@@ -9,14 +9,14 @@ A recipe is a YAML mapping with a ``task`` and up to five sections::
     args:   {learning_rate: 3e-5, output_dir: ...}             # TrainingArguments fields
     lora:   {r: 8, lora_alpha: 16, target_modules: [q, v]}     # optional, peft.LoraConfig fields
 
-``method`` is read into the dataclass the task declares ([`RecipeTask.method`]); its defaults are the
-paper's and unknown keys are refused. Evaluation settings belong to ``data`` (``eval_*`` keys, or an
-``eval`` source). ``${data}`` is the benchmark data folder (``$HF_CONTRASTIVE_DATA``), ``${minilm}``
-the packaged all-MiniLM-L6-v2 and ``${output}`` the value of ``args.output_dir``.
+`method` is read into the dataclass the task declares ([`RecipeTask.method`]); its defaults are the
+paper's and unknown keys are refused. Evaluation settings belong to `data` (`eval_*` keys, or an
+`eval` source). `${data}` is the benchmark data folder (`$HF_CONTRASTIVE_DATA`), `${minilm}`
+the packaged all-MiniLM-L6-v2 and `${output}` the value of `args.output_dir`.
 
-Sections of release 0.1 still read, with a `FutureWarning`, until release 0.3: ``reranker``, ``span``,
-``negation`` and ``tkre`` are merged into ``method``; ``eval: {batch_size: 4}`` becomes
-``data: {eval_batch_size: 4}``; a method setting written under ``args`` moves to ``method``.
+Sections of release 0.1 still read, with a `FutureWarning`, until release 0.3: `reranker`, `span`,
+`negation` and `tkre` are merged into `method`; `eval: {batch_size: 4}` becomes
+`data: {eval_batch_size: 4}`; a method setting written under `args` moves to `method`.
 """
 
 from __future__ import annotations
@@ -59,16 +59,16 @@ REMOVED_IN = "0.3"
 
 @dataclasses.dataclass(frozen=True)
 class RecipeTask:
-    """A recipe task: what ``task: NAME`` in a recipe runs, and what the recipe may hold.
+    """A recipe task: what `task: NAME` in a recipe runs, and what the recipe may hold.
 
     Args:
         name (`str`):
-            The value of the recipe's ``task`` key.
+            The value of the recipe's `task` key.
         runner (`Callable[[dict], dict]`):
             Takes the resolved recipe (a dict of sections) and returns its figures.
         method (`type`, *optional*):
-            The dataclass of the task's method settings; the ``method`` section is read into it
-            ([`read_method`]). `None`: the task has no method settings (a ``method`` section is refused).
+            The dataclass of the task's method settings; the `method` section is read into it
+            ([`read_method`]). `None`: the task has no method settings (a `method` section is refused).
         legacy_sections (`tuple[str, ...]`, *optional*, defaults to `()`):
             Section names of release 0.1 this task still reads (a subset of `LEGACY_SECTIONS`).
         description (`str`, *optional*, defaults to `""`):
@@ -99,7 +99,7 @@ class RecipeTask:
         return tuple(f.name for f in dataclasses.fields(self.method)) if self.method else ()
 
     def read_method(self, recipe: dict[str, Any]) -> Any:
-        """The recipe's ``method`` section as the task's dataclass (None when the task declares none)."""
+        """The recipe's `method` section as the task's dataclass (None when the task declares none)."""
         section = recipe.get("method") or {}
         if self.method is None:
             if section:
@@ -111,11 +111,11 @@ class RecipeTask:
 
 
 def recipe_path(name_or_path: str | os.PathLike) -> Path:
-    """A recipe file: an existing path, or the name of a packaged recipe (``simcse-unsup``).
+    """A recipe file: an existing path, or the name of a packaged recipe (`simcse-unsup`).
 
     Args:
         name_or_path (`str` or `os.PathLike`):
-            A YAML file, or the stem of a packaged recipe (with or without ``.yaml``).
+            A YAML file, or the stem of a packaged recipe (with or without `.yaml`).
     """
     path = Path(name_or_path)
     if path.is_file():
@@ -161,20 +161,20 @@ def apply_overrides(
     sections: tuple[str, ...] = SECTIONS,
     method_fields: tuple[str, ...] = (),
 ) -> dict[str, Any]:
-    """Apply ``--section.key value`` (or ``--key=value``) overrides to a recipe dict (copied).
+    """Apply `--section.key value` (or `--key=value`) overrides to a recipe dict (copied).
 
     Args:
         recipe (`dict`):
             The recipe; it is not modified.
         overrides (`list[str]`):
-            Command-line tokens such as ``["--args.learning_rate", "1e-4", "--model.pooling=cls"]``. Values
-            are read as YAML (``[a, b]`` is a list, ``true`` a boolean, ``2e-5`` a float).
+            Command-line tokens such as `["--args.learning_rate", "1e-4", "--model.pooling=cls"]`. Values
+            are read as YAML (`[a, b]` is a list, `true` a boolean, `2e-5` a float).
         sections (`tuple[str, ...]`, *optional*, defaults to `SECTIONS`):
-            Section names; a key whose first part is none of them goes to ``method`` when it names a method
-            setting, else to ``args``. A legacy section name (``--span.eps``) is rewritten to its new home with
+            Section names; a key whose first part is none of them goes to `method` when it names a method
+            setting, else to `args`. A legacy section name (`--span.eps`) is rewritten to its new home with
             a `FutureWarning`.
         method_fields (`tuple[str, ...]`, *optional*, defaults to `()`):
-            The task's method settings; ``--args.NAME`` for one of them is rewritten to ``--method.NAME``
+            The task's method settings; `--args.NAME` for one of them is rewritten to `--method.NAME`
             with a `FutureWarning`.
     """
     recipe = copy.deepcopy(recipe)
@@ -229,14 +229,14 @@ def normalize_sections(
 ) -> dict[str, Any]:
     """Check a recipe's section names and move settings of release 0.1 to their new homes (copied).
 
-    Unknown sections are refused. Legacy sections the task reads (``span``, ``negation``, ``reranker``,
-    ``tkre``) are merged into ``method`` and ``eval`` into ``data`` (``batch_size`` -> ``eval_batch_size``),
-    and method settings written under ``args`` move to ``method``, each with a `FutureWarning`; a key given
+    Unknown sections are refused. Legacy sections the task reads (`span`, `negation`, `reranker`,
+    `tkre`) are merged into `method` and `eval` into `data` (`batch_size` -> `eval_batch_size`),
+    and method settings written under `args` move to `method`, each with a `FutureWarning`; a key given
     in both places is refused.
 
     Args:
         recipe (`dict`):
-            The recipe's sections (a ``task`` key is kept as it is).
+            The recipe's sections (a `task` key is kept as it is).
         task (`RecipeTask`):
             The task the recipe runs.
         source (`str` or `os.PathLike`, *optional*, defaults to `"recipe"`):
@@ -277,7 +277,7 @@ def normalize_sections(
 
 
 def resolve_placeholders(recipe: dict[str, Any]) -> dict[str, Any]:
-    """Replace ``${data}``, ``${minilm}`` and ``${output}`` in every string of the recipe (copied)."""
+    """Replace `${data}`, `${minilm}` and `${output}` in every string of the recipe (copied)."""
     minilm = packaged_minilm_path()
     values = {
         "data": str(data_dir()),
@@ -300,13 +300,13 @@ def _substitute(obj: Any, values: dict[str, str]) -> Any:
 
 
 def read_method(method_cls: type, section: dict[str, Any] | None, task: str | None = None) -> Any:
-    """A recipe's ``method`` section as the task's dataclass; unknown keys are refused.
+    """A recipe's `method` section as the task's dataclass; unknown keys are refused.
 
     Args:
         method_cls (`type`):
             The dataclass of the method settings (its defaults are the paper's).
         section (`dict`, *optional*):
-            The ``method`` section; missing keys take the dataclass defaults.
+            The `method` section; missing keys take the dataclass defaults.
         task (`str`, *optional*):
             The task name, for messages.
     """
@@ -327,17 +327,17 @@ def build_args(
     method: Any = None,
     defaults: dict[str, Any] | None = None,
 ) -> Any:
-    """A recipe's ``args`` section as ``config_cls`` (a `TrainingArguments` dataclass); unknown keys refused.
+    """A recipe's `args` section as `config_cls` (a `TrainingArguments` dataclass); unknown keys refused.
 
     Args:
         config_cls (`type`):
             The `TrainingArguments` subclass of the trainer.
         section (`dict`, *optional*):
-            The ``args`` section.
+            The `args` section.
         method (dataclass instance, *optional*):
-            The method settings; those that are also fields of ``config_cls`` are passed to it.
+            The method settings; those that are also fields of `config_cls` are passed to it.
         defaults (`dict`, *optional*):
-            Values used where ``section`` gives none (``output_dir``, ``report_to``, ...).
+            Values used where `section` gives none (`output_dir`, `report_to`, ...).
     """
     cfg = {**(defaults or {}), **dict(section or {})}
     fields = set(config_cls.__dataclass_fields__)
@@ -353,13 +353,13 @@ def build_args(
 
 
 def lora_config(section: dict[str, Any] | None, task_type: str | None = None) -> LoraConfig | None:
-    """The recipe's ``lora`` section as a `peft.LoraConfig` (None when the section is absent or empty).
+    """The recipe's `lora` section as a `peft.LoraConfig` (None when the section is absent or empty).
 
     Args:
         section (`dict`, *optional*):
-            `peft.LoraConfig` fields (``r``, ``lora_alpha``, ``target_modules``, ...); unknown keys are refused.
+            `peft.LoraConfig` fields (`r`, `lora_alpha`, `target_modules`, ...); unknown keys are refused.
         task_type (`str`, *optional*):
-            PEFT task type used when the section names none (``"CAUSAL_LM"`` for causal LMs).
+            PEFT task type used when the section names none (`"CAUSAL_LM"` for causal LMs).
     """
     if not section:
         return None

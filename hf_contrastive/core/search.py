@@ -3,7 +3,7 @@
 `encode_texts` embeds texts with whatever encoder it is given (`encode_queries` / `encode_documents`
 when the model has them, else `encode`, else the callable itself); `exact_search` and
 `topk_chunked` score queries against a corpus in chunks, so memory is bounded by
-``num_queries x chunk_size`` scores, with no index library.
+`num_queries x chunk_size` scores, with no index library.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ SCORE_FUNCTIONS = ("cos_sim", "dot")
 
 
 def document_text(doc: Mapping[str, str] | str) -> str:
-    """The string a document is embedded as: ``(title + " " + text).strip()`` (BEIR / MTEB)."""
+    """The string a document is embedded as: `(title + " " + text).strip()` (BEIR / MTEB)."""
     if isinstance(doc, str):
         return doc
     title = doc.get("title") or ""
@@ -37,8 +37,8 @@ def encode_texts(
     prompt: str | None,
     show_progress_bar: bool,
 ) -> torch.Tensor:
-    """Embed ``texts`` with ``model.encode_queries`` / ``encode_documents`` when the model has them,
-    else ``model.encode``; keyword arguments the method does not take are not passed."""
+    """Embed `texts` with `model.encode_queries` / `encode_documents` when the model has them,
+    else `model.encode`; keyword arguments the method does not take are not passed."""
     fn: Callable[..., Any] | None = getattr(model, f"encode_{role}", None)
     if not callable(fn):
         fn = getattr(model, "encode", None)
@@ -89,14 +89,14 @@ def exact_search(
     score_function: str = "cos_sim",
     chunk_size: int = 50_000,
 ) -> list[list[tuple[str, float]]]:
-    """Top ``top_k`` documents of each query by exact scoring in corpus chunks.
+    """Top `top_k` documents of each query by exact scoring in corpus chunks.
 
     Args:
-        query_embeddings: ``[Q, D]``. doc_embeddings: ``[N, D]`` aligned with ``doc_ids``.
-        score_function: ``"cos_sim"`` (embeddings L2-normalised) or ``"dot"``.
-        chunk_size: documents scored at once (memory ``Q x chunk_size``).
+        query_embeddings: `[Q, D]`. doc_embeddings: `[N, D]` aligned with `doc_ids`.
+        score_function: `"cos_sim"` (embeddings L2-normalised) or `"dot"`.
+        chunk_size: documents scored at once (memory `Q x chunk_size`).
     Returns:
-        For each query, ``[(doc_id, score), ...]`` sorted by score, ties by ascending id.
+        For each query, `[(doc_id, score), ...]` sorted by score, ties by ascending id.
     """
     if score_function not in SCORE_FUNCTIONS:
         raise ValueError(f"score_function must be one of {SCORE_FUNCTIONS}, got {score_function!r}.")
@@ -135,7 +135,7 @@ def exact_search(
 def topk_chunked(
     q: torch.Tensor, d: torch.Tensor, k: int, chunk_size: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact top-k of ``q @ d.T`` with at most ``chunk_size`` documents scored at once."""
+    """Exact top-k of `q @ d.T` with at most `chunk_size` documents scored at once."""
     best_s: torch.Tensor | None = None
     best_i: torch.Tensor | None = None
     for start in range(0, d.shape[0], chunk_size):

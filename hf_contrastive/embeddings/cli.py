@@ -1,5 +1,5 @@
-"""``hf-contrastive eval`` (STS evaluation of a sentence encoder) and ``hf-contrastive card`` (write or push
-a saved encoder's model card). Heavy imports stay inside the handlers so ``--help`` is fast."""
+"""`hf-contrastive eval` (STS evaluation of a sentence encoder) and `hf-contrastive card` (write or push
+a saved encoder's model card). Heavy imports stay inside the handlers so `--help` is fast."""
 
 from __future__ import annotations
 

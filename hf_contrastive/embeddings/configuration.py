@@ -39,8 +39,8 @@ PROJECTION_ACTIVATIONS = ("tanh", "relu", "gelu", "identity")
 
 class SentenceEncoderConfig(PretrainedConfig):
     r"""Configuration of [`SentenceEncoder`]: a backbone plus everything that turns its token states
-    into a sentence embedding. Every head setting lives here so that ``save_pretrained`` /
-    ``from_pretrained`` / ``push_to_hub`` round-trip exactly.
+    into a sentence embedding. Every head setting lives here so that `save_pretrained` /
+    `from_pretrained` / `push_to_hub` round-trip exactly.
 
     Args:
         backbone_config (`PretrainedConfig` or `dict`):

@@ -2,17 +2,17 @@
 
 Supported sources, detected from the folder's files:
 
-1. A folder saved by [`SentenceEncoder.save_pretrained`] (``config.json`` with
-   ``model_type == "contrastive_sentence_encoder"``).
-2. A sentence-transformers folder (``modules.json``) made of ``Transformer``, ``Pooling``, at most
-   one ``Dense`` and ``Normalize`` modules, such as ``all-MiniLM-L6-v2``.
-3. A SimCSE training checkpoint: a BERT/RoBERTa ``config.json`` whose weights carry the backbone
-   under its prefix (``bert.``/``roberta.``) and the projection MLP under ``mlp.dense.``.
-4. Any other transformers backbone (folder or Hub id); pass ``pooling=...``.
+1. A folder saved by [`SentenceEncoder.save_pretrained`] (`config.json` with
+   `model_type == "contrastive_sentence_encoder"`).
+2. A sentence-transformers folder (`modules.json`) made of `Transformer`, `Pooling`, at most
+   one `Dense` and `Normalize` modules, such as `all-MiniLM-L6-v2`.
+3. A SimCSE training checkpoint: a BERT/RoBERTa `config.json` whose weights carry the backbone
+   under its prefix (`bert.`/`roberta.`) and the projection MLP under `mlp.dense.`.
+4. Any other transformers backbone (folder or Hub id); pass `pooling=...`.
 
-Hub ids are resolved with ``huggingface_hub.snapshot_download`` (which honours
-``HF_HUB_OFFLINE``). Remote code is never executed; ``.bin`` weights are read with
-``torch.load(weights_only=True)``.
+Hub ids are resolved with `huggingface_hub.snapshot_download` (which honours
+`HF_HUB_OFFLINE`). Remote code is never executed; `.bin` weights are read with
+`torch.load(weights_only=True)`.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _register_known_sources() -> None:
 
 
 def resolve_folder(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> Path:
-    """A local folder for ``name_or_path``: the path itself, or a Hub snapshot (offline-aware)."""
+    """A local folder for `name_or_path`: the path itself, or a Hub snapshot (offline-aware)."""
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return path

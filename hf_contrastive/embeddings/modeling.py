@@ -88,10 +88,10 @@ class SentenceEncoderPreTrainedModel(PreTrainedModel):
 class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
     r"""Sentence embeddings from any transformer backbone.
 
-    ``forward`` maps tokenised inputs to a [`SentenceEncoderOutput`]; ``encode`` maps raw texts to
-    an embedding matrix. ``from_pretrained`` accepts, besides folders saved by this class, a plain
-    backbone folder or Hub id (pass ``pooling=...``), a sentence-transformers folder
-    (``modules.json``) and SimCSE training checkpoints (``bert.``/``roberta.`` prefix + ``mlp.`` head);
+    `forward` maps tokenised inputs to a [`SentenceEncoderOutput`]; `encode` maps raw texts to
+    an embedding matrix. `from_pretrained` accepts, besides folders saved by this class, a plain
+    backbone folder or Hub id (pass `pooling=...`), a sentence-transformers folder
+    (`modules.json`) and SimCSE training checkpoints (`bert.`/`roberta.` prefix + `mlp.` head);
     see [`hf_contrastive.embeddings.loading`].
 
     Example::
@@ -138,7 +138,7 @@ class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
     card_tags = ("sentence-embeddings", "sentence-similarity", "feature-extraction")
 
     def card_details(self) -> dict[str, Any]:
-        """Settings of the head for ``model_cards/sentence_encoder.md``."""
+        """Settings of the head for `model_cards/sentence_encoder.md`."""
         config = self.config
         backbone_type = getattr(config.backbone_config, "model_type", "unknown")
         if config.projection_dim is None:
@@ -277,7 +277,7 @@ class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
             texts: one string (returns a 1-D vector) or a non-empty sequence of strings.
             batch_size: texts per forward pass.
             normalize: L2-normalise the output; defaults to `config.normalize`.
-            convert_to: ``"torch"`` (float32 tensor on the model's device), ``"numpy"`` or ``"list"``.
+            convert_to: `"torch"` (float32 tensor on the model's device), `"numpy"` or `"list"`.
             show_progress_bar: defaults to on for 1024 texts or more.
             max_length: truncation length; defaults to `config.max_seq_length`, then the tokenizer's
                 limit capped at 512.
@@ -285,7 +285,7 @@ class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
                 `config.prompts` (default: `config.default_prompt_name`).
             tokenizer: overrides the tokenizer attached by `from_pretrained`.
         Returns:
-            Embeddings of shape ``[len(texts), embedding_dim]`` (``[embedding_dim]`` for one string).
+            Embeddings of shape `[len(texts), embedding_dim]` (`[embedding_dim]` for one string).
         """
         single = isinstance(texts, str)
         if single:
@@ -359,13 +359,13 @@ class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
         return result
 
     def encode_queries(self, texts: str | Sequence[str], **kwargs: Any) -> torch.Tensor | Any:
-        """`encode` for retrieval queries: applies the prompt named ``"query"`` when `config.prompts` has one."""
+        """`encode` for retrieval queries: applies the prompt named `"query"` when `config.prompts` has one."""
         if "prompt" not in kwargs and "prompt_name" not in kwargs and "query" in self.config.prompts:
             kwargs["prompt_name"] = "query"
         return self.encode(texts, **kwargs)
 
     def encode_documents(self, texts: str | Sequence[str], **kwargs: Any) -> torch.Tensor | Any:
-        """`encode` for retrieval documents: applies the prompt named ``"document"`` (or ``"passage"``)."""
+        """`encode` for retrieval documents: applies the prompt named `"document"` (or `"passage"`)."""
         if "prompt" not in kwargs and "prompt_name" not in kwargs:
             for name in ("document", "passage"):
                 if name in self.config.prompts:
@@ -374,9 +374,9 @@ class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
         return self.encode(texts, **kwargs)
 
     def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Pairwise similarity matrix ``[len(a), len(b)]`` under ``config.similarity_fn``.
+        """Pairwise similarity matrix `[len(a), len(b)]` under `config.similarity_fn`.
 
-        ``cosine`` and ``dot`` are similarities; ``euclidean`` and ``manhattan`` are returned as
+        `cosine` and `dot` are similarities; `euclidean` and `manhattan` are returned as
         negative distances so that larger always means more similar.
         """
         a, b = torch.as_tensor(a), torch.as_tensor(b)
@@ -411,10 +411,10 @@ class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
     ):
         """Load from a saved head, a plain backbone, a sentence-transformers folder or a SimCSE checkpoint.
 
-        Head settings (``pooling``, ``normalize``, ``projection_dim``, ``mlp_only_train``,
-        ``max_seq_length``, ``prompts``, ...) may be given as keyword arguments; they override what
-        the checkpoint says. Other keyword arguments go to the backbone's ``from_pretrained``
-        (``dtype``, ``attn_implementation``, ``revision``, ...). Remote code is never executed.
+        Head settings (`pooling`, `normalize`, `projection_dim`, `mlp_only_train`,
+        `max_seq_length`, `prompts`, ...) may be given as keyword arguments; they override what
+        the checkpoint says. Other keyword arguments go to the backbone's `from_pretrained`
+        (`dtype`, `attn_implementation`, `revision`, ...). Remote code is never executed.
         """
 
         return load_sentence_encoder(cls, pretrained_model_name_or_path, *model_args, **kwargs)

@@ -1,7 +1,7 @@
 """Pooling of token states into one vector per sequence.
 
-All functions take ``token_states [B, L, H]`` and ``attention_mask [B, L]`` (1 = real token) and
-return ``[B, H]``. Padding may be on either side. Sums are accumulated in float32 for half
+All functions take `token_states [B, L, H]` and `attention_mask [B, L]` (1 = real token) and
+return `[B, H]`. Padding may be on either side. Sums are accumulated in float32 for half
 precision inputs, then cast back.
 """
 
@@ -61,7 +61,7 @@ def pool(
     hidden_states: tuple[torch.Tensor, ...] | None = None,
     pooler_output: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Dispatch on the pooling ``mode`` (one of ``POOLING_MODES``)."""
+    """Dispatch on the pooling `mode` (one of `POOLING_MODES`)."""
     if mode in ("cls", "cls_before_pooler"):
         return first_token_pool(last_hidden_state, attention_mask)
     if mode == "pooler":

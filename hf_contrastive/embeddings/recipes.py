@@ -1,6 +1,6 @@
-"""Recipe task ``contrastive``: train a sentence encoder, evaluate it on STS, save it with its card.
+"""Recipe task `contrastive`: train a sentence encoder, evaluate it on STS, save it with its card.
 
-A recipe with ``task: contrastive`` (the default) has these sections::
+A recipe with `task: contrastive` (the default) has these sections::
 
     model:  {name_or_path: ${minilm}, pooling: mean, ...}     # SentenceEncoder.from_pretrained arguments
     data:   {train: {type: text, path: ...}, eval_sts: dev, dataset_name: princeton-nlp/...}
@@ -8,7 +8,7 @@ A recipe with ``task: contrastive`` (the default) has these sections::
     args:   {learning_rate: 3e-5, per_device_train_batch_size: 64, ...}   # ContrastiveConfig fields
     lora:   {r: 8, lora_alpha: 16, target_modules: [query, value]}       # optional (peft.LoraConfig)
 
-``data.train`` is anything :func:`hf_contrastive.core.data.loaders.load_source` reads; with ``eval_sts``
+`data.train` is anything [`hf_contrastive.core.data.loaders.load_source`] reads; with `eval_sts`
 (an STS-B split) the Spearman correlation is reported before and after training.
 """
 
@@ -29,7 +29,7 @@ __all__ = ["ContrastiveMethod", "RECIPE_TASK", "run_contrastive_recipe"]
 
 @dataclass
 class ContrastiveMethod:
-    r"""The ``method`` section of ``contrastive`` and ``retrieval`` recipes: the contrastive objective.
+    r"""The `method` section of `contrastive` and `retrieval` recipes: the contrastive objective.
 
     Defaults follow SimCSE (Gao et al. 2021) and, for momentum contrast, Contriever (Izacard et al. 2022).
     Each setting is the [`ContrastiveConfig`] field of the same name.
@@ -78,8 +78,8 @@ def run_contrastive_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
             The resolved recipe (see the module docstring for its sections).
 
     Returns:
-        `dict`: ``before`` / ``after`` (STS figures, when ``data.eval_sts`` is set), ``output`` (the saved
-        encoder's folder) and ``is_main_process``.
+        `dict`: `before` / `after` (STS figures, when `data.eval_sts` is set), `output` (the saved
+        encoder's folder) and `is_main_process`.
     """
     model_cfg = dict(recipe.get("model") or {})
     if "name_or_path" not in model_cfg:

@@ -4,7 +4,7 @@ The standard protocol of SimCSE and sentence-transformers: embed both sentences 
 score the pair by a similarity (cosine by default; dot, negative euclidean and manhattan
 distance too), and report the Spearman and Pearson correlations with the gold scores.
 SentEval's STS12-16 tasks use the "all" setting: predictions and gold scores of every subset
-are concatenated and one correlation is taken over the whole (``aggregate_senteval``).
+are concatenated and one correlation is taken over the whole (`aggregate_senteval`).
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _pairs_from(
 
 
 def pair_similarities(e1: torch.Tensor, e2: torch.Tensor, similarity: str) -> np.ndarray:
-    """Row-wise similarity of two ``[N, D]`` embedding matrices (distances are negated)."""
+    """Row-wise similarity of two `[N, D]` embedding matrices (distances are negated)."""
     e1, e2 = torch.as_tensor(e1).double(), torch.as_tensor(e2).double()
     if similarity == "cosine":
         s = F.cosine_similarity(e1, e2, dim=-1)
@@ -116,14 +116,14 @@ def evaluate_sts(
     """Correlation of embedding similarity with gold STS scores.
 
     Args:
-        model: anything with ``encode(list[str], batch_size=...)`` (a [`SentenceEncoder`], a
-            sentence-transformers model) or a callable ``texts -> [N, D]``.
-        data: ``(s1, s2, score)`` triples, ``(s1, s2)`` pairs with ``scores=``, a list of
+        model: anything with `encode(list[str], batch_size=...)` (a [`SentenceEncoder`], a
+            sentence-transformers model) or a callable `texts -> [N, D]`.
+        data: `(s1, s2, score)` triples, `(s1, s2)` pairs with `scores=`, a list of
             `STSExample`, a mapping of columns, or a `datasets.Dataset`.
-        similarities: which of ``cosine``, ``dot``, ``euclidean``, ``manhattan`` to report.
+        similarities: which of `cosine`, `dot`, `euclidean`, `manhattan` to report.
     Returns:
-        ``{"spearman_cosine": ..., "pearson_cosine": ..., ...}`` (plus ``predictions_<sim>`` arrays
-        and ``gold`` with ``return_predictions=True``). Correlations are in [-1, 1].
+        `{"spearman_cosine": ..., "pearson_cosine": ..., ...}` (plus `predictions_<sim>` arrays
+        and `gold` with `return_predictions=True`). Correlations are in [-1, 1].
     """
     s1, s2, gold = _pairs_from(data, scores, (sentence1_column, sentence2_column, score_column))
     unknown = [s for s in similarities if s not in SIMILARITIES]
@@ -148,10 +148,10 @@ def aggregate_senteval(
     """SentEval's aggregation of an STS task made of subsets (STS12-16).
 
     Args:
-        subsets: ``{name: (predictions, gold)}`` for each subset.
+        subsets: `{name: (predictions, gold)}` for each subset.
     Returns:
-        ``all`` (Spearman and Pearson over the concatenation of every subset, SimCSE's reported
-        setting), ``mean`` and ``wmean`` (per-subset Spearman averaged plainly and weighted by
+        `all` (Spearman and Pearson over the concatenation of every subset, SimCSE's reported
+        setting), `mean` and `wmean` (per-subset Spearman averaged plainly and weighted by
         subset size), and each subset's figures under its name.
     """
     if not subsets:
@@ -181,8 +181,8 @@ def aggregate_senteval(
 class STSEvaluator:
     """Reusable STS evaluation (standalone or from a Trainer), with a metric prefix.
 
-    ``STSEvaluator(pairs, name="sts")(model)`` returns ``{"sts_spearman": ..., "sts_pearson": ...}``
-    for the main similarity (cosine by default) plus ``sts_spearman_<sim>`` for the others.
+    `STSEvaluator(pairs, name="sts")(model)` returns `{"sts_spearman": ..., "sts_pearson": ...}`
+    for the main similarity (cosine by default) plus `sts_spearman_<sim>` for the others.
     """
 
     def __init__(
@@ -221,7 +221,7 @@ class STSEvaluator:
 
     @classmethod
     def sts_benchmark(cls, split: str = "dev", path: str | None = None, **kwargs: Any) -> STSEvaluator:
-        """STS Benchmark ``split`` from the benchmark data folder (see `load_sts_benchmark`)."""
+        """STS Benchmark `split` from the benchmark data folder (see `load_sts_benchmark`)."""
         kwargs.setdefault("name", "sts")
         return cls(
             load_sts_benchmark(split, path),

@@ -2,7 +2,7 @@
 
 The training loop, optimiser, schedulers, checkpointing, mixed precision and multi-device
 training are `Trainer`'s; this class only decides how a batch of role-named texts becomes
-embeddings and a loss (``compute_loss``), how batches are drawn (no duplicate texts per batch),
+embeddings and a loss (`compute_loss`), how batches are drawn (no duplicate texts per batch),
 and what evaluation and the model card report.
 """
 
@@ -23,7 +23,12 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_contrastive.core import distributed
-from hf_contrastive.core.data.collator import ContrastiveDataCollator, length_buckets
+from hf_contrastive.core.data.collator import (
+    ContrastiveDataCollator,
+    LanguageIdCollator,
+    PromptingCollator,
+    length_buckets,
+)
 from hf_contrastive.core.data.columns import ColumnRoles, resolve_column_roles
 from hf_contrastive.core.data.samplers import NoDuplicatesBatchSampler
 from hf_contrastive.core.hub.card import EvalEntry
@@ -200,14 +205,14 @@ class ContrastiveConfig(TrainingArguments):
 
 
 def build_loss(config: ContrastiveConfig, roles: ColumnRoles, model: Any = None) -> nn.Module:
-    """The loss module named by ``config.loss`` (or implied by the data layout for ``auto``).
+    """The loss module named by `config.loss` (or implied by the data layout for `auto`).
 
     Args:
         config (`ContrastiveConfig`): the training arguments (the loss's hyper-parameters).
         roles (`ColumnRoles`): the dataset's column roles; the loss must accept their layout.
         model (*optional*): the model being trained (MoCo reads its embedding size).
 
-    Built through :mod:`hf_contrastive.core.losses.registry`, so any registered loss works.
+    Built through `hf_contrastive.core.losses.registry`, so any registered loss works.
     """
     name = AUTO_LOSSES[roles.layout] if config.loss == "auto" else config.loss
     return loss_registry.build_loss(name, config, roles, model)
@@ -312,13 +317,13 @@ class ContrastiveTrainer(Trainer):
             tokenizer, self.roles, max_length=max_length
         )
         if args.language_column is not None:
-            collator = _LanguageCollator(collator, args.language_column, list(args.languages or []))
+            collator = LanguageIdCollator(collator, args.language_column, list(args.languages or []))
         prompts = getattr(base, "role_prompts", None)
         if prompts and any(prompts.values()):
             # Bi-encoder prompts: anchors are queries, positives and negatives are documents.
             by_column = {self.roles.anchor: prompts.get("query", "")}
             by_column.update({c: prompts.get("document", "") for c in self.roles.text_columns[1:]})
-            collator = _PromptingCollator(collator, by_column)
+            collator = PromptingCollator(collator, by_column)
         # Trainer refuses an evaluation schedule without an eval_dataset; an STS evaluator is one.
         strategy = args.eval_strategy
         sts_only = (
@@ -464,7 +469,7 @@ class ContrastiveTrainer(Trainer):
     def _loss_on_embeddings(
         self, emb: torch.Tensor, inputs: dict[str, Any], scores: Any, n_blocks: int
     ) -> tuple[tuple, dict]:
-        """Arguments of ``self.loss_fn`` for the embeddings ``emb`` of all rows (in role blocks)."""
+        """Arguments of `self.loss_fn` for the embeddings `emb` of all rows (in role blocks)."""
         parts = emb.split(emb.shape[0] // n_blocks)
         if self.roles.layout == "unsupervised":
             return (parts[0], parts[1]), {}
@@ -574,7 +579,7 @@ class ContrastiveTrainer(Trainer):
 
         One padded batch of all roles pads short texts to the longest of the whole batch (about 3x the
         real tokens on SNLI pairs); large batches are embedded in groups of similar length instead.
-        ``n_queries``: the first rows are queries (a bi-encoder with separate towers routes them).
+        `n_queries`: the first rows are queries (a bi-encoder with separate towers routes them).
         """
         # A DDP-wrapped model expects one forward per backward (its gradient reducer is armed per
         # forward), so bucketing is used only in single-process training; a two-tower bi-encoder
@@ -634,7 +639,7 @@ class ContrastiveTrainer(Trainer):
         self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
     ) -> dict[str, float]:
         """`Trainer.evaluate` (loss on an eval dataset, if any) plus the STS evaluator's and the `evaluators=`'
-        figures, all prefixed ``{metric_key_prefix}_``; STS results are also recorded for the model card."""
+        figures, all prefixed `{metric_key_prefix}_`; STS results are also recorded for the model card."""
         metrics: dict[str, float] = {}
         if eval_dataset is not None or self.eval_dataset is not None:
             metrics = super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
@@ -759,47 +764,8 @@ class _ZeroLossGrad(TrainerCallback):
         self.loss.zero_grad(set_to_none=True)
 
 
-class _LanguageCollator:
-    """Add ``queue_ids`` (index of each row's language in ``languages``) to the collated batch."""
-
-    def __init__(self, collator: Any, column: str, languages: list[str]) -> None:
-        self.collator, self.column, self.languages = collator, column, languages
-        self.index = {lang: i for i, lang in enumerate(languages)}
-
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        ids = []
-        for i, row in enumerate(rows):
-            if self.column not in row:
-                raise ValueError(f"Row {i} has no language column {self.column!r}; columns: {sorted(row)}.")
-            lang = row[self.column]
-            if lang not in self.index:
-                raise ValueError(f"Row {i} has language {lang!r}, not among languages={self.languages}.")
-            ids.append(self.index[lang])
-        batch = self.collator(rows)
-        batch["queue_ids"] = torch.tensor(ids, dtype=torch.long)
-        return batch
-
-
-class _PromptingCollator:
-    """Prepend each role's prompt (``"query: "`` / ``"passage: "``) to its column before collating."""
-
-    def __init__(self, collator: Any, prompts: dict[str, str]) -> None:
-        self.collator = collator
-        self.prompts = {c: p for c, p in prompts.items() if p}
-
-    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        prompted = []
-        for row in rows:
-            row = dict(row)
-            for column, prompt in self.prompts.items():
-                if isinstance(row.get(column), str):
-                    row[column] = prompt + row[column]
-            prompted.append(row)
-        return self.collator(prompted)
-
-
 def _base_encoder(model: Any) -> Any:
-    """The SentenceEncoder under DDP (``.module``) and PEFT (``get_base_model()``) wrappers."""
+    """The SentenceEncoder under DDP (`.module`) and PEFT (`get_base_model()`) wrappers."""
     model = getattr(model, "module", model)
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 

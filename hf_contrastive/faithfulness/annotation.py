@@ -1,15 +1,15 @@
 """Span annotation of summaries: which character spans of a summary are unfaithful to its document.
 
-Two annotators share the :class:`SpanAnnotator` interface (``annotate(document, summary)`` returns a
-:class:`SpanAnnotation` or None when nothing can be said):
+Two annotators share the [`SpanAnnotator`] interface (`annotate(document, summary)` returns a
+[`SpanAnnotation`] or None when nothing can be said):
 
-- :class:`PerturbationAnnotator` makes an unfaithful summary with known spans from a faithful one by swapping
+- [`PerturbationAnnotator`] makes an unfaithful summary with known spans from a faithful one by swapping
   an entity, a number or a date for another one of the document, or by flipping a negation, in the way
   FactCC-style synthetic data is built (Kryscinski et al. 2020). The span is exactly the changed text.
-- :class:`LLMJudgeAnnotator` asks a text-generation model (a ``transformers`` model with its tokenizer, a
-  ``pipeline``, or any ``str -> str`` callable) for the hallucinated spans as JSON and maps the quoted texts back
+- [`LLMJudgeAnnotator`] asks a text-generation model (a `transformers` model with its tokenizer, a
+  `pipeline`, or any `str -> str` callable) for the hallucinated spans as JSON and maps the quoted texts back
   to character offsets. Malformed output never stops a run: the summary is skipped and the reason logged and kept
-  in ``annotator.skipped``.
+  in `annotator.skipped`.
 """
 
 from __future__ import annotations
@@ -48,10 +48,10 @@ PERTURBATION_KINDS = ("entity", "number", "date", "negation")
 
 @dataclass
 class SpanAnnotation:
-    """An annotated summary: the (possibly rewritten) ``summary`` and its unfaithful ``spans``.
+    """An annotated summary: the (possibly rewritten) `summary` and its unfaithful `spans`.
 
-    ``kind`` names how it was made (``"entity"``, ``"number"``, ``"date"``, ``"negation"``, ``"judge"``);
-    ``original`` / ``replacement`` hold the swapped texts of a perturbation.
+    `kind` names how it was made (`"entity"`, `"number"`, `"date"`, `"negation"`, `"judge"`);
+    `original` / `replacement` hold the swapped texts of a perturbation.
     """
 
     summary: str
@@ -75,8 +75,8 @@ class SpanAnnotation:
 class SpanAnnotator(ABC):
     """Interface: find (or make) the unfaithful spans of a summary.
 
-    Subclasses implement :meth:`annotate`; :meth:`annotate_many` runs it over rows, skipping the ones that give
-    None, logging why and keeping ``(index, reason)`` pairs in ``self.skipped``.
+    Subclasses implement [`annotate`]; [`annotate_many`] runs it over rows, skipping the ones that give
+    None, logging why and keeping `(index, reason)` pairs in `self.skipped`.
     """
 
     def __init__(self) -> None:
@@ -85,7 +85,7 @@ class SpanAnnotator(ABC):
 
     @abstractmethod
     def annotate(self, document: str, summary: str) -> SpanAnnotation | None:
-        """Return the annotation of ``summary`` against ``document``, or None (reason in ``last_reason``)."""
+        """Return the annotation of `summary` against `document`, or None (reason in `last_reason`)."""
 
     @property
     def last_reason(self) -> str | None:
@@ -102,7 +102,7 @@ class SpanAnnotator(ABC):
         summary_key: str = "summary",
         keep_reference: bool = True,
     ) -> list[SpanExample]:
-        """Annotate ``rows``; return :class:`SpanExample` rows (``reference`` = the input summary if kept)."""
+        """Annotate `rows`; return [`SpanExample`] rows (`reference` = the input summary if kept)."""
         out = []
         for i, row in enumerate(rows):
             for key in (document_key, summary_key):
@@ -191,15 +191,15 @@ class PerturbationAnnotator(SpanAnnotator):
     """Make an unfaithful summary with a known span from a faithful one (FactCC-style perturbations).
 
     Args:
-        kinds: perturbations to try, in a random order per summary: ``"entity"`` (swap a named entity of the
-            summary for another one of the document), ``"number"`` (swap a number for another of the document, or
-            change it), ``"date"`` (swap a month, weekday or year), ``"negation"`` (insert or remove ``not``).
+        kinds: perturbations to try, in a random order per summary: `"entity"` (swap a named entity of the
+            summary for another one of the document), `"number"` (swap a number for another of the document, or
+            change it), `"date"` (swap a month, weekday or year), `"negation"` (insert or remove `not`).
         seed: seed of the random choices (the same seed and inputs give the same perturbations).
         prefer_document: take replacements from the document when it has some (FactCC's choice: the wrong
             entity is plausible because the document mentions it), else make one up (numbers, dates).
 
-    ``annotate`` returns the perturbed summary with one span covering exactly the inserted text, or None
-    (``last_reason`` says why) when no perturbation of ``kinds`` applies.
+    `annotate` returns the perturbed summary with one span covering exactly the inserted text, or None
+    (`last_reason` says why) when no perturbation of `kinds` applies.
     """
 
     def __init__(
@@ -215,7 +215,7 @@ class PerturbationAnnotator(SpanAnnotator):
         self.prefer_document = prefer_document
 
     def annotate(self, document: str, summary: str) -> SpanAnnotation | None:
-        """Perturb ``summary`` with material from ``document``; the span covers the changed text (None: skipped)."""
+        """Perturb `summary` with material from `document`; the span covers the changed text (None: skipped)."""
         if not isinstance(summary, str) or not summary.strip():
             return self._skip("empty summary")
         if not isinstance(document, str):
@@ -325,14 +325,14 @@ def _json_candidates(text: str) -> list[Any]:
 
 
 def parse_judge_output(output: str, summary: str) -> tuple[list[tuple[int, int]], list[str]]:
-    """Read a judge's JSON answer and map its spans to character offsets in ``summary``.
+    """Read a judge's JSON answer and map its spans to character offsets in `summary`.
 
-    Accepted forms: ``{"hallucinated_spans": [...]}`` (or ``unfaithful_spans``, ``spans``,
-    ``hallucinations``), or a bare list; items are the span texts, ``{"text": ...}`` or ``{"start", "end"}``.
+    Accepted forms: `{"hallucinated_spans": [...]}` (or `unfaithful_spans`, `spans`,
+    `hallucinations`), or a bare list; items are the span texts, `{"text": ...}` or `{"start", "end"}`.
     Texts are located left to right (exact, then case-insensitive); repeated texts take successive occurrences.
 
     Returns:
-        ``(spans, notes)``: the merged, sorted spans and a note per item that could not be placed.
+        `(spans, notes)`: the merged, sorted spans and a note per item that could not be placed.
 
     Raises:
         JudgeOutputError: no JSON, or JSON without a span list.
@@ -396,17 +396,17 @@ class LLMJudgeAnnotator(SpanAnnotator):
     """Ask a text-generation model for the hallucinated spans of a summary (JSON) and map them to offsets.
 
     Args:
-        generator: a ``str -> str`` callable; or a ``transformers`` causal LM (then ``tokenizer`` is required;
+        generator: a `str -> str` callable; or a `transformers` causal LM (then `tokenizer` is required;
             the prompt goes through the chat template when the tokenizer has one, decoding is greedy); or a
-            ``text-generation`` pipeline.
+            `text-generation` pipeline.
         tokenizer: the model's tokenizer (for a model).
-        prompt_template: a ``str.format`` template with ``{document}`` and ``{summary}``.
+        prompt_template: a `str.format` template with `{document}` and `{summary}`.
         max_new_tokens: generation budget for a model or pipeline (default 128).
         skip_unplaced: skip the whole summary when some span the judge quoted is not in it (default False:
             drop those spans, with a logged note, and keep the rest).
 
-    Summaries whose output cannot be parsed are skipped (``annotate`` returns None; the reason is logged and,
-    through :meth:`annotate_many`, kept in ``skipped``). An empty span list gives an annotation without spans.
+    Summaries whose output cannot be parsed are skipped (`annotate` returns None; the reason is logged and,
+    through [`annotate_many`], kept in `skipped`). An empty span list gives an annotation without spans.
     """
 
     def __init__(
@@ -462,7 +462,7 @@ class LLMJudgeAnnotator(SpanAnnotator):
         return tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True)
 
     def annotate(self, document: str, summary: str) -> SpanAnnotation | None:
-        """Ask the judge for the unfaithful spans of ``summary`` (JSON), mapped back to character offsets;
+        """Ask the judge for the unfaithful spans of `summary` (JSON), mapped back to character offsets;
         None with a logged reason when the answer is malformed or the call fails."""
         if not isinstance(summary, str) or not summary.strip():
             return self._skip("empty summary")
@@ -490,7 +490,7 @@ class LLMJudgeAnnotator(SpanAnnotator):
 
 
 def load_summary_jsonl(path: str | Path, limit: int | None = None) -> list[dict[str, Any]]:
-    """Rows of a JSON-lines file with ``document`` and ``summary`` (XSum layout); empty ones are dropped."""
+    """Rows of a JSON-lines file with `document` and `summary` (XSum layout); empty ones are dropped."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"Summary file not found: {path}")
@@ -520,9 +520,9 @@ def load_summary_splits(
     kinds: Sequence[str] = PERTURBATION_KINDS,
     annotator: SpanAnnotator | None = None,
 ) -> dict[str, list[SpanExample]]:
-    """Shuffle a summary file with ``seed``, annotate it, and cut disjoint train / validation / test splits.
+    """Shuffle a summary file with `seed`, annotate it, and cut disjoint train / validation / test splits.
 
-    Each example holds the document, the unfaithful summary with its spans and, as ``reference``, the faithful
+    Each example holds the document, the unfaithful summary with its spans and, as `reference`, the faithful
     original summary. Rows the annotator skips are left out (documents never appear in two splits).
     """
     for name, n in (("n_train", n_train), ("n_validation", n_validation), ("n_test", n_test)):

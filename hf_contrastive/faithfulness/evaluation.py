@@ -1,15 +1,15 @@
 """Faithfulness metrics for summarisation LMs trained with span-level objectives.
 
-- :func:`span_log_probs`: mean log-probability the model gives to the tokens of annotated unfaithful spans,
+- [`span_log_probs`]: mean log-probability the model gives to the tokens of annotated unfaithful spans,
   against the mean over the other (faithful) tokens of the same summaries. Span-level unlikelihood should push
   the first down and leave the second alone.
-- :func:`summary_perplexity`: perplexity of the faithful reference summaries (fluency / likelihood kept).
-- :func:`generate_summaries` + :func:`hallucination_rate`: the share of generated summaries a judge flags;
-  the default :class:`SpanMatchJudge` flags a summary that contains one of the annotated unfaithful spans of its
-  document, and an :class:`~hf_contrastive.faithfulness.annotation.LLMJudgeAnnotator` plugs in through
-  :func:`annotator_judge`.
+- [`summary_perplexity`]: perplexity of the faithful reference summaries (fluency / likelihood kept).
+- [`generate_summaries`] + [`hallucination_rate`]: the share of generated summaries a judge flags;
+  the default [`SpanMatchJudge`] flags a summary that contains one of the annotated unfaithful spans of its
+  document, and an [`hf_contrastive.faithfulness.annotation.LLMJudgeAnnotator`] plugs in through
+  [`annotator_judge`].
 
-Every function takes a model (plain or PEFT) and a :class:`~hf_contrastive.faithfulness.spans.SpanFeatureBuilder`, so the
+Every function takes a model (plain or PEFT) and a [`hf_contrastive.faithfulness.spans.SpanFeatureBuilder`], so the
 prompts are those used in training.
 """
 
@@ -48,7 +48,7 @@ __all__ = [
 
 
 def load_causal_lm(name_or_path: str, dtype: torch.dtype = torch.float32):
-    """``(model, tokenizer)`` for a causal LM folder/name; ``"smollm2"`` is the packaged SmolLM2-135M-Instruct.
+    """`(model, tokenizer)` for a causal LM folder/name; `"smollm2"` is the packaged SmolLM2-135M-Instruct.
 
     The tokenizer gets a pad token (its EOS) when it has none.
     """
@@ -79,10 +79,10 @@ def token_log_probs(
     batch_size: int = 4,
     field: str = "summary",
 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
-    """Per example: ``(log p of each summary token incl. EOS [n], unfaithful mask [n])``.
+    """Per example: `(log p of each summary token incl. EOS [n], unfaithful mask [n])`.
 
-    ``field="reference"`` scores the faithful reference summary instead (its mask is all zeros). Batches are
-    left-padded, so only the last ``n`` positions go through the LM head (``logits_to_keep``).
+    `field="reference"` scores the faithful reference summary instead (its mask is all zeros). Batches are
+    left-padded, so only the last `n` positions go through the LM head (`logits_to_keep`).
     """
     examples = _as_examples(examples)
     if field not in ("summary", "reference"):
@@ -130,8 +130,8 @@ def span_log_probs(
 ) -> dict[str, float]:
     """Mean log-probability of unfaithful-span tokens vs the faithful tokens of the same summaries.
 
-    Returns ``unfaithful_span_logprob`` (mean over all span tokens), ``faithful_token_logprob`` (mean over
-    the other summary tokens, EOS included), their ``logprob_gap`` (faithful minus unfaithful) and the token
+    Returns `unfaithful_span_logprob` (mean over all span tokens), `faithful_token_logprob` (mean over
+    the other summary tokens, EOS included), their `logprob_gap` (faithful minus unfaithful) and the token
     counts.
     """
     scored = token_log_probs(model, builder, examples, batch_size)
@@ -151,7 +151,7 @@ def span_log_probs(
 def summary_perplexity(
     model: Any, builder: SpanFeatureBuilder, examples: Sequence[Any], batch_size: int = 4
 ) -> float:
-    """Perplexity of the faithful reference summaries (``exp`` of the mean token NLL, EOS included)."""
+    """Perplexity of the faithful reference summaries (`exp` of the mean token NLL, EOS included)."""
     scored = token_log_probs(model, builder, examples, batch_size, field="reference")
     lp = torch.cat([x for x, _ in scored])
     return float(math.exp(-float(lp.mean())))
@@ -160,7 +160,7 @@ def summary_perplexity(
 def evaluate_faithfulness(
     model: Any, builder: SpanFeatureBuilder, examples: Sequence[Any], batch_size: int = 4
 ) -> dict[str, float]:
-    """:func:`span_log_probs` and, when the examples carry references, ``reference_perplexity``."""
+    """[`span_log_probs`] and, when the examples carry references, `reference_perplexity`."""
     examples = _as_examples(examples)
     results: dict[str, float] = dict(span_log_probs(model, builder, examples, batch_size))
     if all(ex.reference for ex in examples):
@@ -177,7 +177,7 @@ def generate_summaries(
     batch_size: int = 8,
     **generate_kwargs: Any,
 ) -> list[str]:
-    """Greedy summaries of ``documents`` (prompts built and truncated like in training; left padding)."""
+    """Greedy summaries of `documents` (prompts built and truncated like in training; left padding)."""
     tok = builder.tokenizer
     pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     device = next(model.parameters()).device
@@ -210,7 +210,7 @@ class SpanMatchJudge:
     """Flag a generated summary that contains one of the annotated unfaithful spans of its document.
 
     Matching is case-insensitive on word boundaries, after trimming surrounding spaces and punctuation.
-    Call: ``judge(document, generated, example) -> bool``.
+    Call: `judge(document, generated, example) -> bool`.
     """
 
     def __call__(self, document: str, generated: str, example: SpanExample) -> bool:
@@ -240,9 +240,9 @@ def annotator_judge(annotator: Any) -> Callable[[str, str, SpanExample], bool | 
 def hallucination_rate(
     generated: Sequence[str], examples: Sequence[Any], judge: Callable[..., bool | None] | None = None
 ) -> dict[str, Any]:
-    """Share of ``generated`` summaries the ``judge`` flags (default :class:`SpanMatchJudge`).
+    """Share of `generated` summaries the `judge` flags (default [`SpanMatchJudge`]).
 
-    Returns ``hallucination_rate``, ``n_judged``, ``n_skipped`` (judge returned None) and per-summary ``flags``.
+    Returns `hallucination_rate`, `n_judged`, `n_skipped` (judge returned None) and per-summary `flags`.
     """
     examples = _as_examples(examples)
     if len(generated) != len(examples):

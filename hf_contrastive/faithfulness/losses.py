@@ -1,11 +1,11 @@
 """The span-level objectives of faithful summarisation (unlikelihood, gradient ascent, NLL) as a loss.
 
-With ``m_t = 1`` on summary tokens inside an unfaithful span, ``p_t`` the model's probability of the label
-at position ``t``, ``N`` the normaliser and weight ``eps``:
+With `m_t = 1` on summary tokens inside an unfaithful span, `p_t` the model's probability of the label
+at position `t`, `N` the normaliser and weight `eps`:
 
-- ``unlikelihood``:     ``L = (-sum (1-m_t) log p_t - eps * sum m_t log(1 - p_t)) / N``;
-- ``gradient_ascent``:  ``L = (-sum (1-m_t) log p_t + eps * sum m_t max(log p_t, floor)) / N``;
-- ``nll``:              ``L = -sum (1-m_t) log p_t / N``.
+- `unlikelihood`:     `L = (-sum (1-m_t) log p_t - eps * sum m_t log(1 - p_t)) / N`;
+- `gradient_ascent`:  `L = (-sum (1-m_t) log p_t + eps * sum m_t max(log p_t, floor)) / N`;
+- `nll`:              `L = -sum (1-m_t) log p_t / N`.
 """
 
 from __future__ import annotations
@@ -38,10 +38,10 @@ _UNLIKELIHOOD_CITATION = """@inproceedings{welleck2020neural,
 
 
 def safe_log1m_exp(log_p: torch.Tensor, clamp: float = 1e-5) -> torch.Tensor:
-    """``log(1 - p)`` from ``log p`` without cancellation: ``log(max(-expm1(log p), clamp))``.
+    """`log(1 - p)` from `log p` without cancellation: `log(max(-expm1(log p), clamp))`.
 
-    ``-expm1(x)`` is exact near ``x = 0`` (``p -> 1``), where ``1 - exp(x)`` would round to 0. ``clamp`` (the
-    lower bound on ``1 - p``, 1e-5 as in Welleck et al. 2019) keeps the value and its gradient finite.
+    `-expm1(x)` is exact near `x = 0` (`p -> 1`), where `1 - exp(x)` would round to 0. `clamp` (the
+    lower bound on `1 - p`, 1e-5 as in Welleck et al. 2019) keeps the value and its gradient finite.
     """
     if clamp <= 0:
         raise ValueError(f"`clamp` must be > 0, got {clamp}.")
@@ -54,14 +54,14 @@ class SpanUnlikelihoodLoss(ContrastiveLoss):
     With :math:`m_t = 1` on labelled tokens inside an unfaithful span, :math:`p_t` the probability of the
     label at position :math:`t`, :math:`N` the normaliser and weight :math:`\epsilon`:
 
-    * ``"unlikelihood"`` (the paper's best; Welleck et al. 2019):
+    * `"unlikelihood"` (the paper's best; Welleck et al. 2019):
       :math:`\mathcal{L} = \frac{1}{N}\big(-\sum_t (1-m_t) \log p_t - \epsilon \sum_t m_t \log(1 - p_t)\big)`,
-      with :math:`\log(1-p)` computed by [`safe_log1m_exp`] and :math:`1-p` clamped at ``unlikelihood_clamp``;
-    * ``"gradient_ascent"``:
+      with :math:`\log(1-p)` computed by [`safe_log1m_exp`] and :math:`1-p` clamped at `unlikelihood_clamp`;
+    * `"gradient_ascent"`:
       :math:`\mathcal{L} = \frac{1}{N}\big(-\sum_t (1-m_t) \log p_t + \epsilon \sum_t m_t \max(\log p_t, f)\big)`
-      with the floor :math:`f` = ``log_prob_floor`` (the ascent term is unbounded below; under the floor it
+      with the floor :math:`f` = `log_prob_floor` (the ascent term is unbounded below; under the floor it
       has no gradient);
-    * ``"nll"``: :math:`\mathcal{L} = -\frac{1}{N} \sum_t (1-m_t) \log p_t` (likelihood of the faithful tokens
+    * `"nll"`: :math:`\mathcal{L} = -\frac{1}{N} \sum_t (1-m_t) \log p_t` (likelihood of the faithful tokens
       only; without spans, ordinary supervised fine-tuning).
 
     Args:
@@ -79,16 +79,16 @@ class SpanUnlikelihoodLoss(ContrastiveLoss):
         ===================  ==========  ==================================================================
         argument             shape       meaning
         ===================  ==========  ==================================================================
-        ``log_probs``        ``[B, T]``  log-probability of each label (any value where not labelled)
-        ``label_mask``       ``[B, T]``  bool, True on labelled tokens
-        ``unfaithful_mask``  ``[B, T]``  0/1, 1 on tokens inside an unfaithful span (ignored if unlabelled)
-        ``num_items``        scalar      keyword: :math:`N` (default: the labelled tokens, at least 1)
+        `log_probs`        `[B, T]`  log-probability of each label (any value where not labelled)
+        `label_mask`       `[B, T]`  bool, True on labelled tokens
+        `unfaithful_mask`  `[B, T]`  0/1, 1 on tokens inside an unfaithful span (ignored if unlabelled)
+        `num_items`        scalar      keyword: :math:`N` (default: the labelled tokens, at least 1)
         ===================  ==========  ==================================================================
 
     Returns:
-        [`LossOutput`] (computed in float32; float64 inputs stay float64) with components ``faithful_nll``
-        and ``span_term`` (the two sums divided by :math:`N`: ``loss = faithful_nll + eps * span_term``),
-        ``num_span_tokens`` and, when there are span tokens, ``span_log_prob`` (their mean :math:`\log p`).
+        [`LossOutput`] (computed in float32; float64 inputs stay float64) with components `faithful_nll`
+        and `span_term` (the two sums divided by :math:`N`: `loss = faithful_nll + eps * span_term`),
+        `num_span_tokens` and, when there are span tokens, `span_log_prob` (their mean :math:`\log p`).
     """
 
     citation = _SPAN_CITATION + "\n" + _UNLIKELIHOOD_CITATION
@@ -177,19 +177,19 @@ def span_objective(
     """The span-level objective from per-label log-probabilities, as a dict (see [`SpanUnlikelihoodLoss`]).
 
     Args:
-        log_probs: ``[B, T]`` log-probability of each label (any value where ``label_mask`` is 0).
-        label_mask: ``[B, T]`` bool, True on labelled tokens.
-        unfaithful_mask: ``[B, T]`` 0/1, 1 on tokens inside an unfaithful span (ignored where not labelled).
-        objective: ``"unlikelihood"``, ``"gradient_ascent"`` or ``"nll"``.
+        log_probs: `[B, T]` log-probability of each label (any value where `label_mask` is 0).
+        label_mask: `[B, T]` bool, True on labelled tokens.
+        unfaithful_mask: `[B, T]` 0/1, 1 on tokens inside an unfaithful span (ignored where not labelled).
+        objective: `"unlikelihood"`, `"gradient_ascent"` or `"nll"`.
         eps: weight of the span term (>= 0).
-        num_items: the normaliser ``N`` (default: the number of labelled tokens, at least 1).
-        log_prob_floor: floor on ``log p`` in the gradient ascent term.
-        unlikelihood_clamp: lower bound on ``1 - p`` in the unlikelihood term.
+        num_items: the normaliser `N` (default: the number of labelled tokens, at least 1).
+        log_prob_floor: floor on `log p` in the gradient ascent term.
+        unlikelihood_clamp: lower bound on `1 - p` in the unlikelihood term.
 
     Returns:
-        dict with ``loss`` (scalar), ``faithful_nll`` and ``span_term`` (the two sums divided by ``N``, so
-        ``loss = faithful_nll + eps * span_term`` for unlikelihood/gradient ascent), ``span_log_prob`` (mean
-        ``log p`` over span tokens, detached; NaN without span tokens) and ``num_span_tokens``.
+        dict with `loss` (scalar), `faithful_nll` and `span_term` (the two sums divided by `N`, so
+        `loss = faithful_nll + eps * span_term` for unlikelihood/gradient ascent), `span_log_prob` (mean
+        `log p` over span tokens, detached; NaN without span tokens) and `num_span_tokens`.
     """
     loss_fn = SpanUnlikelihoodLoss(objective, eps, log_prob_floor, unlikelihood_clamp)
     out = loss_fn(log_probs, label_mask, unfaithful_mask, num_items=num_items)

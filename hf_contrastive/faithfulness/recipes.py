@@ -1,4 +1,4 @@
-"""Recipe tasks of the faithfulness wing: ``faithful-unlikelihood`` and ``faithful-task-negation``.
+"""Recipe tasks of the faithfulness wing: `faithful-unlikelihood` and `faithful-task-negation`.
 
 Both perturb reference summaries (FactCC-style: entity, number, date or negation swapped, the span known),
 fine-tune a causal LM and report held-out figures before and after: the mean log-probability of the
@@ -12,7 +12,7 @@ Their sections::
     args:   SpanUnlikelihoodConfig / trl.SFTConfig fields (learning rate, batch size, epochs, ...)
     lora:   peft.LoraConfig fields (task type CAUSAL_LM); required by faithful-task-negation
 
-``data.path`` is a JSON-lines file with ``document`` and ``summary`` columns.
+`data.path` is a JSON-lines file with `document` and `summary` columns.
 """
 
 from __future__ import annotations
@@ -48,25 +48,25 @@ __all__ = [
 
 @dataclass
 class SpanUnlikelihoodMethod:
-    r"""The ``method`` section of ``faithful-unlikelihood`` recipes (span-level fine-tuning, 2025).
+    r"""The `method` section of `faithful-unlikelihood` recipes (span-level fine-tuning, 2025).
 
     Each setting is the [`SpanUnlikelihoodConfig`] field of the same name.
 
     Args:
         objective (`str`, *optional*, defaults to `"unlikelihood"`):
-            `unlikelihood` (the paper's best: NLL on faithful tokens, ``eps * -log(1 - p)`` on unfaithful
-            ones, Welleck et al. 2019), `gradient_ascent` (floored ``log p`` on unfaithful tokens) or `nll`
+            `unlikelihood` (the paper's best: NLL on faithful tokens, `eps * -log(1 - p)` on unfaithful
+            ones, Welleck et al. 2019), `gradient_ascent` (floored `log p` on unfaithful tokens) or `nll`
             (faithful tokens only).
         eps (`float`, *optional*, defaults to 1.0):
             Weight of the unfaithful-span term.
         log_prob_floor (`float`, *optional*, defaults to `log(1e-5)`):
-            Floor on ``log p`` for gradient ascent.
+            Floor on `log p` for gradient ascent.
         unlikelihood_clamp (`float`, *optional*, defaults to 1e-5):
-            Lower bound on ``1 - p`` inside ``log(1 - p)`` (Welleck et al. 2019).
+            Lower bound on `1 - p` inside `log(1 - p)` (Welleck et al. 2019).
         max_length (`int`, *optional*, defaults to 1024):
             Token budget of prompt + summary (`trl.SFTConfig.max_length`).
         max_document_tokens (`int`, *optional*):
-            Cut each document to this many tokens first (default: only ``max_length`` applies).
+            Cut each document to this many tokens first (default: only `max_length` applies).
         instruction (`str`, *optional*, defaults to `DEFAULT_INSTRUCTION`):
             The summarisation instruction of the prompt.
     """
@@ -82,21 +82,21 @@ class SpanUnlikelihoodMethod:
 
 @dataclass
 class TaskNegationMethod:
-    r"""The ``method`` section of ``faithful-task-negation`` recipes (Ilharco et al. 2023, as in span-level
+    r"""The `method` section of `faithful-task-negation` recipes (Ilharco et al. 2023, as in span-level
     fine-tuning, 2025).
 
-    A LoRA adapter is fine-tuned with plain NLL on unfaithful summaries (``tau``); the edited model is
-    ``theta_0 - lam * tau``, with ``lam`` the candidate of lowest validation log-probability of unfaithful
-    spans among those whose faithful-reference perplexity rises by at most ``max_perplexity_increase``.
+    A LoRA adapter is fine-tuned with plain NLL on unfaithful summaries (`tau`); the edited model is
+    `theta_0 - lam * tau`, with `lam` the candidate of lowest validation log-probability of unfaithful
+    spans among those whose faithful-reference perplexity rises by at most `max_perplexity_increase`.
 
     Args:
         lambdas (`list[float]`, *optional*, defaults to `[0.0, 0.25, 0.5, 0.75, 1.0]`):
-            Candidate scales in ``[0, 1]``.
+            Candidate scales in `[0, 1]`.
         max_perplexity_increase (`float`, *optional*, defaults to 0.05):
-            Allowed relative rise of the reference perplexity over ``lam = 0``.
+            Allowed relative rise of the reference perplexity over `lam = 0`.
         target (`str`, *optional*, defaults to `"summary"`):
             `summary` (every token of the unfaithful summaries is a label) or `spans` (only the unfaithful
-            spans' tokens, a more targeted ``tau``).
+            spans' tokens, a more targeted `tau`).
         max_length (`int`, *optional*, defaults to 1024):
             Token budget of prompt + summary.
         max_document_tokens (`int`, *optional*):
@@ -146,14 +146,14 @@ def _setup(recipe: dict[str, Any], method: Any, output_dir: str, n_validation: i
 
 
 def run_span_unlikelihood_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """Recipe task ``faithful-unlikelihood``: perturb summaries, train with the span objective, evaluate.
+    """Recipe task `faithful-unlikelihood`: perturb summaries, train with the span objective, evaluate.
 
     Args:
         recipe (`dict`):
-            The resolved recipe (see the module docstring); ``method`` holds [`SpanUnlikelihoodMethod`].
+            The resolved recipe (see the module docstring); `method` holds [`SpanUnlikelihoodMethod`].
 
     Returns:
-        `dict`: the held-out figures ``before`` and ``after`` training, and ``output``.
+        `dict`: the held-out figures `before` and `after` training, and `output`.
     """
     method = read_method(SpanUnlikelihoodMethod, recipe.get("method"), task="faithful-unlikelihood")
     args, model, tokenizer, splits, builder, batch_size = _setup(
@@ -179,18 +179,18 @@ def run_span_unlikelihood_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_negation_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """Recipe task ``faithful-task-negation``: fine-tune a LoRA on unfaithful summaries, negate it, pick lam.
+    """Recipe task `faithful-task-negation`: fine-tune a LoRA on unfaithful summaries, negate it, pick lam.
 
-    The span trainer runs with the ``nll`` objective (plain fine-tuning on the unfaithful summaries).
+    The span trainer runs with the `nll` objective (plain fine-tuning on the unfaithful summaries).
 
     Args:
         recipe (`dict`):
-            The resolved recipe (see the module docstring); ``method`` holds [`TaskNegationMethod`], and the
-            ``lora`` section is required.
+            The resolved recipe (see the module docstring); `method` holds [`TaskNegationMethod`], and the
+            `lora` section is required.
 
     Returns:
-        `dict`: the held-out figures of the base model (``before``) and of ``theta_0 - lam * tau``
-        (``after``), the chosen ``lambda``, the ``validation`` figures of every candidate, and ``output``.
+        `dict`: the held-out figures of the base model (`before`) and of `theta_0 - lam * tau`
+        (`after`), the chosen `lambda`, the `validation` figures of every candidate, and `output`.
     """
     method = read_method(TaskNegationMethod, recipe.get("method"), task="faithful-task-negation")
     peft_config = lora_config(recipe.get("lora"), task_type="CAUSAL_LM")

@@ -2,25 +2,25 @@
 
 Span-level fine-tuning for faithful summarisation trains a causal LM on summaries whose unfaithful
 (hallucinated) spans are labelled at character level. This module turns such rows into the tensors the
-:class:`~hf_contrastive.faithfulness.trainer.SpanUnlikelihoodTrainer` needs.
+[`hf_contrastive.faithfulness.trainer.SpanUnlikelihoodTrainer`] needs.
 
-Dataset format (one row per summary; a ``datasets.Dataset`` or a list of dicts):
+Dataset format (one row per summary; a `datasets.Dataset` or a list of dicts):
 
 ================  ===========================================================================================
 column            meaning
 ================  ===========================================================================================
-``document``      the source text (str)
-``summary``       the summary to train on or to score (non-empty str)
-``spans``         unfaithful spans as character offsets into ``summary``: a list of ``[start, end)`` pairs
-                  (or dicts with ``start``/``end``), within ``0 <= start < end <= len(summary)``, not
-                  overlapping; ``[]`` for a fully faithful summary
-``reference``     optional: a faithful reference summary of the same document
+`document`      the source text (str)
+`summary`       the summary to train on or to score (non-empty str)
+`spans`         unfaithful spans as character offsets into `summary`: a list of `[start, end)` pairs
+                  (or dicts with `start`/`end`), within `0 <= start < end <= len(summary)`, not
+                  overlapping; `[]` for a fully faithful summary
+`reference`     optional: a faithful reference summary of the same document
 ================  ===========================================================================================
 
-:class:`SpanFeatureBuilder` turns a row into ``input_ids`` (prompt + summary + EOS), ``labels`` (-100 on the
-prompt, the summary ids elsewhere) and ``unfaithful_mask`` (1 on summary tokens that overlap an unfaithful
+[`SpanFeatureBuilder`] turns a row into `input_ids` (prompt + summary + EOS), `labels` (-100 on the
+prompt, the summary ids elsewhere) and `unfaithful_mask` (1 on summary tokens that overlap an unfaithful
 span, even partly). Offsets come from the tokenizer's offset mapping, so a fast tokenizer is required.
-:class:`SpanDataCollator` pads all four fields; packing and padding-free batches are refused by the trainer.
+[`SpanDataCollator`] pads all four fields; packing and padding-free batches are refused by the trainer.
 """
 
 from __future__ import annotations
@@ -89,10 +89,10 @@ class SpanExample:
 
 
 def normalize_spans(spans: Iterable[Any] | None, summary: str) -> list[tuple[int, int]]:
-    """Validate character spans against ``summary``; return them as sorted ``(start, end)`` tuples.
+    """Validate character spans against `summary`; return them as sorted `(start, end)` tuples.
 
-    Raises ``ValueError`` for an empty summary, a span outside ``[0, len(summary)]``, an empty or reversed span,
-    or overlapping spans; ``TypeError`` for a span that is not a pair of ints (or a ``start``/``end`` dict).
+    Raises `ValueError` for an empty summary, a span outside `[0, len(summary)]`, an empty or reversed span,
+    or overlapping spans; `TypeError` for a span that is not a pair of ints (or a `start`/`end` dict).
     """
     if not isinstance(summary, str):
         raise TypeError(f"`summary` must be a str, got {type(summary).__name__}.")
@@ -131,7 +131,7 @@ def normalize_spans(spans: Iterable[Any] | None, summary: str) -> list[tuple[int
 
 
 def validate_span_example(row: Mapping[str, Any]) -> SpanExample:
-    """Check one dataset row and return it as a :class:`SpanExample`."""
+    """Check one dataset row and return it as a [`SpanExample`]."""
     return SpanExample.from_row(row)
 
 
@@ -146,14 +146,14 @@ def build_summary_prompt(
     use_chat_template: bool | None = None,
     system_prompt: str | None = None,
 ) -> tuple[str, str]:
-    """The prompt text for summarising ``document`` and the prefix the summary follows.
+    """The prompt text for summarising `document` and the prefix the summary follows.
 
     With a chat template (used by default when the tokenizer has one) the prompt is the rendered user turn
-    with the generation prompt; the summary is the assistant answer and follows it directly (prefix ``""``).
-    Without one, the prompt is ``"{instruction}\\n\\n{document}\\n\\nSummary:"`` and the summary follows a space.
+    with the generation prompt; the summary is the assistant answer and follows it directly (prefix `""`).
+    Without one, the prompt is `"{instruction}\\n\\n{document}\\n\\nSummary:"` and the summary follows a space.
 
     Returns:
-        ``(prompt, prefix)``: the summary's text starts right after ``prompt + prefix``.
+        `(prompt, prefix)`: the summary's text starts right after `prompt + prefix`.
     """
     if not isinstance(document, str):
         raise TypeError(f"`document` must be a str, got {type(document).__name__}.")
@@ -176,9 +176,9 @@ def token_span_mask(
     """1 for each token whose character range overlaps a span (a token partly inside counts as inside).
 
     Args:
-        offsets: ``[(start, end), ...]`` per token, as the fast tokenizer's ``offset_mapping`` gives them.
-            Zero-width tokens (special tokens, ``start == end``) are never inside.
-        spans: character spans ``[(start, end), ...]`` in the same text, shifted by ``shift``.
+        offsets: `[(start, end), ...]` per token, as the fast tokenizer's `offset_mapping` gives them.
+            Zero-width tokens (special tokens, `start == end`) are never inside.
+        spans: character spans `[(start, end), ...]` in the same text, shifted by `shift`.
         shift: added to every span offset (the position of the summary in the tokenised text).
     """
     mask = []
@@ -199,18 +199,18 @@ def _require_fast(tokenizer: Any) -> None:
 
 @dataclass
 class SpanFeatureBuilder:
-    """Tokenise span-annotated summaries into ``input_ids``, ``labels`` and ``unfaithful_mask``.
+    """Tokenise span-annotated summaries into `input_ids`, `labels` and `unfaithful_mask`.
 
     Args:
         tokenizer: a fast tokenizer (offsets are required).
         max_length: total length cap (prompt + summary + EOS). The document is cut first so the summary fits;
             if the summary alone is longer, the sequence is cut at the end and the mask is cut with it.
         max_document_tokens: cut the document to this many tokens before building the prompt (None: no cut).
-        instruction, use_chat_template, system_prompt: see :func:`build_summary_prompt`.
+        instruction, use_chat_template, system_prompt: see [`build_summary_prompt`].
         add_eos: append the EOS token after the summary (labelled, never unfaithful).
 
-    ``__call__(row)`` returns a dict of int lists of equal length; ``labels`` is -100 on prompt tokens.
-    ``map(dataset)`` applies it to a ``datasets.Dataset`` (columns replaced) or a list of rows.
+    `__call__(row)` returns a dict of int lists of equal length; `labels` is -100 on prompt tokens.
+    `map(dataset)` applies it to a `datasets.Dataset` (columns replaced) or a list of rows.
     """
 
     tokenizer: Any
@@ -229,7 +229,7 @@ class SpanFeatureBuilder:
             raise ValueError(f"`max_document_tokens` must be >= 1 or None, got {self.max_document_tokens}.")
 
     def truncate_document(self, document: str) -> str:
-        """Cut ``document`` to at most ``max_document_tokens`` tokens (at a token boundary)."""
+        """Cut `document` to at most `max_document_tokens` tokens (at a token boundary)."""
         if self.max_document_tokens is None:
             return document
         enc = self.tokenizer(document, add_special_tokens=False, return_offsets_mapping=True)
@@ -239,7 +239,7 @@ class SpanFeatureBuilder:
         return document[: offsets[self.max_document_tokens - 1][1]]
 
     def prompt(self, document: str) -> str:
-        """The prompt text for ``document`` (after truncation), as used for training and generation."""
+        """The prompt text for `document` (after truncation), as used for training and generation."""
         text, _ = build_summary_prompt(
             self.tokenizer,
             self.truncate_document(document),
@@ -294,7 +294,7 @@ class SpanFeatureBuilder:
         }
 
     def _shorter_prompt(self, document: str, room: int) -> list[int]:
-        """Prompt ids whose document is cut (token-wise) so that the prompt fits in ``room`` tokens."""
+        """Prompt ids whose document is cut (token-wise) so that the prompt fits in `room` tokens."""
         ids = self.prompt_ids(document)
         if len(ids) <= room:
             return ids
@@ -319,7 +319,7 @@ class SpanFeatureBuilder:
             keep = max(keep - (len(ids) - room), 0)
 
     def map(self, dataset: Any, keep_columns: Sequence[str] = ()) -> Any:
-        """Apply the builder to a ``datasets.Dataset`` (other columns dropped unless kept) or a list of rows."""
+        """Apply the builder to a `datasets.Dataset` (other columns dropped unless kept) or a list of rows."""
         if isinstance(dataset, list):
             return [{**{k: r[k] for k in keep_columns if k in r}, **self(r)} for r in dataset]
         missing = {"document", "summary"} - set(dataset.column_names)
@@ -334,12 +334,12 @@ class SpanFeatureBuilder:
 
 @dataclass
 class SpanDataCollator:
-    """Pad ``input_ids`` / ``attention_mask`` / ``labels`` / ``unfaithful_mask`` to the longest row.
+    """Pad `input_ids` / `attention_mask` / `labels` / `unfaithful_mask` to the longest row.
 
-    Padding values: ``pad_token_id``, 0, -100 and 0. Rows without an ``unfaithful_mask`` get zeros; rows
-    without ``labels`` are labelled with their ids. Right padding by default.
+    Padding values: `pad_token_id`, 0, -100 and 0. Rows without an `unfaithful_mask` get zeros; rows
+    without `labels` are labelled with their ids. Right padding by default.
 
-    Returns ``[B, L]`` long tensors.
+    Returns `[B, L]` long tensors.
     """
 
     pad_token_id: int

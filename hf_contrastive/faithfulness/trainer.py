@@ -1,20 +1,20 @@
 """Span-level fine-tuning for faithful summarisation: unlikelihood and gradient ascent on unfaithful spans.
 
 Span-level fine-tuning for faithful abstractive summarisation (2025) trains a causal LM on summaries whose
-unfaithful (hallucinated) spans are labelled. With ``m_t = 1`` on summary tokens inside an unfaithful span,
-``p_t`` the model's probability of the label at position ``t``, ``N`` the number of labelled tokens and weight
-``eps``:
+unfaithful (hallucinated) spans are labelled. With `m_t = 1` on summary tokens inside an unfaithful span,
+`p_t` the model's probability of the label at position `t`, `N` the number of labelled tokens and weight
+`eps`:
 
-- ``unlikelihood``:     ``L = (-sum (1-m_t) log p_t - eps * sum m_t log(1 - p_t)) / N``
-  (Welleck et al. 2019; ``log(1-p)`` computed as ``log(-expm1(log p))`` with ``1-p`` clamped at ``1e-5``);
-- ``gradient_ascent``:  ``L = (-sum (1-m_t) log p_t + eps * sum m_t max(log p_t, floor)) / N``
-  (the ascent term is unbounded, so ``log p`` is floored; below the floor it has no gradient);
-- ``nll``:              ``L = -sum (1-m_t) log p_t / N`` (plain likelihood on the faithful tokens only; with no
+- `unlikelihood`:     `L = (-sum (1-m_t) log p_t - eps * sum m_t log(1 - p_t)) / N`
+  (Welleck et al. 2019; `log(1-p)` computed as `log(-expm1(log p))` with `1-p` clamped at `1e-5`);
+- `gradient_ascent`:  `L = (-sum (1-m_t) log p_t + eps * sum m_t max(log p_t, floor)) / N`
+  (the ascent term is unbounded, so `log p` is floored; below the floor it has no gradient);
+- `nll`:              `L = -sum (1-m_t) log p_t / N` (plain likelihood on the faithful tokens only; with no
   spans it is ordinary supervised fine-tuning on the summaries).
 
-``N`` is ``num_items_in_batch`` when the Trainer passes it (the labelled tokens of every micro-batch of the
+`N` is `num_items_in_batch` when the Trainer passes it (the labelled tokens of every micro-batch of the
 optimiser step, so gradient accumulation gives the same update as one big batch), else the labelled tokens of
-the batch. The per-label log-probabilities come from TRL's fused LM head, so the ``[B, T, V]`` logits are never
+the batch. The per-label log-probabilities come from TRL's fused LM head, so the `[B, T, V]` logits are never
 materialised.
 
 The paper's headline: unlikelihood was the best of the three; the share of summaries with hallucinations fell
@@ -61,16 +61,16 @@ __all__ = [
 
 @dataclass
 class SpanUnlikelihoodConfig(SFTConfig):
-    """Training arguments for :class:`SpanUnlikelihoodTrainer` (all ``trl.SFTConfig`` fields also apply).
+    """Training arguments for [`SpanUnlikelihoodTrainer`] (all `trl.SFTConfig` fields also apply).
 
     Args:
-        objective: ``"unlikelihood"`` (default; the paper's best), ``"gradient_ascent"`` or ``"nll"``.
+        objective: `"unlikelihood"` (default; the paper's best), `"gradient_ascent"` or `"nll"`.
         eps: weight of the unfaithful-span term (default 1.0; must be >= 0).
-        log_prob_floor: floor on ``log p`` for gradient ascent (default ``log(1e-5)``, matching the ``1e-5``
+        log_prob_floor: floor on `log p` for gradient ascent (default `log(1e-5)`, matching the `1e-5`
             clamp of Welleck et al. 2019).
-        unlikelihood_clamp: lower bound on ``1 - p`` inside ``log(1 - p)`` (default 1e-5, Welleck et al. 2019).
+        unlikelihood_clamp: lower bound on `1 - p` inside `log(1 - p)` (default 1e-5, Welleck et al. 2019).
         max_document_tokens: cut each document to this many tokens when building features from raw span rows
-            (default None: only ``max_length`` applies, and the document is cut before the summary).
+            (default None: only `max_length` applies, and the document is cut before the summary).
         instruction: the summarisation instruction of the prompt.
         packing / padding_free: must stay False (span masks are per row).
     """
@@ -105,22 +105,22 @@ class SpanUnlikelihoodConfig(SFTConfig):
 
 
 class SpanUnlikelihoodTrainer(CardTrainerMixin, SFTTrainer):
-    """``trl.SFTTrainer`` with the span-level objectives of faithful summarisation.
+    """`trl.SFTTrainer` with the span-level objectives of faithful summarisation.
 
     Args:
-        model: a causal LM (or its name); ``peft_config=`` wraps it with LoRA like ``SFTTrainer`` does.
-        args: a :class:`SpanUnlikelihoodConfig`.
-        train_dataset / eval_dataset: span rows (``document``, ``summary``, ``spans``, see
-            :mod:`hf_contrastive.faithfulness.spans`), built into features here, or pre-built features with
-            ``input_ids``, ``labels`` and ``unfaithful_mask`` (truncated together to ``max_length``).
-        data_collator: defaults to :class:`~hf_contrastive.faithfulness.spans.SpanDataCollator`, which pads the mask.
-        **kwargs: everything else ``SFTTrainer`` takes.
+        model: a causal LM (or its name); `peft_config=` wraps it with LoRA like `SFTTrainer` does.
+        args: a [`SpanUnlikelihoodConfig`].
+        train_dataset / eval_dataset: span rows (`document`, `summary`, `spans`, see
+            `hf_contrastive.faithfulness.spans`), built into features here, or pre-built features with
+            `input_ids`, `labels` and `unfaithful_mask` (truncated together to `max_length`).
+        data_collator: defaults to [`hf_contrastive.faithfulness.spans.SpanDataCollator`], which pads the mask.
+        **kwargs: everything else `SFTTrainer` takes.
 
-    The objective is ``self.loss_fn``, a :class:`~hf_contrastive.faithfulness.losses.SpanUnlikelihoodLoss` built
-    from ``args``. Logged (train and ``eval_``): ``loss_faithful_nll``, ``loss_span`` and ``span_log_prob``.
+    The objective is `self.loss_fn`, a [`hf_contrastive.faithfulness.losses.SpanUnlikelihoodLoss`] built
+    from `args`. Logged (train and `eval_`): `loss_faithful_nll`, `loss_span` and `span_log_prob`.
 
-    ``save_model`` / ``push_to_hub`` write the model (or its LoRA adapter) with a card
-    (``model_cards/causal_lm_adapter.md``) naming the objective; ``trainer.card_info`` takes the base
+    `save_model` / `push_to_hub` write the model (or its LoRA adapter) with a card
+    (`model_cards/causal_lm_adapter.md`) naming the objective; `trainer.card_info` takes the base
     model's Hub id, datasets, license and results.
     """
 

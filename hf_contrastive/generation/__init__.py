@@ -2,12 +2,12 @@
 
 Three ways to use the one decoding loop:
 
-* ``model.generate(..., custom_generate=hf_contrastive.contrastive_search, penalty_alpha=0.6, top_k=4)``;
-* plain ``model.generate(penalty_alpha=0.6, top_k=4)`` and ``pipeline(...)(..., penalty_alpha=0.6, top_k=4)``:
-  importing ``hf_contrastive`` registers the local implementation for transformers' contrastive-search mode
-  (see :mod:`hf_contrastive.generation.registration`; ``HF_CONTRASTIVE_NO_REGISTER=1`` skips it,
-  :func:`disable_contrastive_search` / :func:`enable_contrastive_search` switch it at run time);
-* :class:`ContrastiveSearchLogitsProcessor` inside ordinary greedy ``generate`` (composable, slower).
+* `model.generate(..., custom_generate=hf_contrastive.contrastive_search, penalty_alpha=0.6, top_k=4)`;
+* plain `model.generate(penalty_alpha=0.6, top_k=4)` and `pipeline(...)(..., penalty_alpha=0.6, top_k=4)`:
+  importing `hf_contrastive` registers the local implementation for transformers' contrastive-search mode
+  (see `hf_contrastive.generation.registration`; `HF_CONTRASTIVE_NO_REGISTER=1` skips it,
+  [`disable_contrastive_search`] / [`enable_contrastive_search`] switch it at run time);
+* [`ContrastiveSearchLogitsProcessor`] inside ordinary greedy `generate` (composable, slower).
 """
 
 from __future__ import annotations

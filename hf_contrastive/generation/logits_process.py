@@ -1,10 +1,10 @@
-"""Contrastive search as a ``LogitsProcessor`` that composes with other processors in greedy ``generate``.
+"""Contrastive search as a `LogitsProcessor` that composes with other processors in greedy `generate`.
 
-Trade-off: the processor only sees ``input_ids`` and scores, so it keeps its own key/value cache of the sequence
-and runs the model twice per step on top of greedy's own forward (the chosen token, then the ``k`` candidates).
-That is roughly 2-3x the cost of the fused decoding loop (:func:`hf_contrastive.contrastive_search`), which should
+Trade-off: the processor only sees `input_ids` and scores, so it keeps its own key/value cache of the sequence
+and runs the model twice per step on top of greedy's own forward (the chosen token, then the `k` candidates).
+That is roughly 2-3x the cost of the fused decoding loop ([`hf_contrastive.contrastive_search`]), which should
 be preferred unless the processor form is needed, for example to place contrastive re-ranking before or after
-other processors in one ``LogitsProcessorList``.
+other processors in one `LogitsProcessorList`.
 """
 
 from __future__ import annotations
@@ -27,20 +27,20 @@ __all__ = ["ContrastiveSearchLogitsProcessor"]
 
 
 class ContrastiveSearchLogitsProcessor(LogitsProcessor):
-    """Keep only the contrastive-search winner among the top-``k`` tokens (Su et al. 2022).
+    """Keep only the contrastive-search winner among the top-`k` tokens (Su et al. 2022).
 
-    For scores ``s`` [B, V] it takes ``p = softmax(s)``, runs the top-``k`` tokens through ``model`` to get their
-    last-layer states ``h_v``, and keeps ``argmax_v (1 - alpha) p(v) - alpha max_j cos(h_v, h_j)``; every other
-    token gets ``-inf`` (the winner keeps its score). Use it last in the list, with greedy decoding
-    (``do_sample=False``), so the scores it sees are the final processed ones.
+    For scores `s` [B, V] it takes `p = softmax(s)`, runs the top-`k` tokens through `model` to get their
+    last-layer states `h_v`, and keeps `argmax_v (1 - alpha) p(v) - alpha max_j cos(h_v, h_j)`; every other
+    token gets `-inf` (the winner keeps its score). Use it last in the list, with greedy decoding
+    (`do_sample=False`), so the scores it sees are the final processed ones.
 
     Args:
-        model: the decoder-only causal LM that ``generate`` runs (the same weights).
+        model: the decoder-only causal LM that `generate` runs (the same weights).
         penalty_alpha: alpha in [0, 1] (default 0.6; 0 is greedy).
         top_k: number of candidates k >= 1 (default 4).
-        attention_mask: [B, T0] mask of the prompt when it is padded (left padding); ``None`` means no padding.
+        attention_mask: [B, T0] mask of the prompt when it is padded (left padding); `None` means no padding.
 
-    The processor is stateful for one ``generate`` call and resets itself when it sees a new prompt.
+    The processor is stateful for one `generate` call and resets itself when it sees a new prompt.
     """
 
     def __init__(

@@ -30,7 +30,7 @@ class SimCTGLoss(ContrastiveLoss):
     .. math::
         \mathcal{L}_{CL} = \frac{1}{|x|(|x|-1)} \sum_{i} \sum_{j \ne i} \max\big(0, \rho - s(h_i, h_i) + s(h_i, h_j)\big)
 
-    Padding positions (``attention_mask == 0``) take part in no pair; the mean runs over the valid
+    Padding positions (`attention_mask == 0`) take part in no pair; the mean runs over the valid
     pairs of the whole batch. The total is :math:`\mathcal{L}_{MLE} + \lambda\, \mathcal{L}_{CL}` when the
     language-modelling loss is given, :math:`\lambda\, \mathcal{L}_{CL}` otherwise. The term spreads token
     representations apart (isotropy), which contrastive search relies on at decoding time.
@@ -47,14 +47,14 @@ class SimCTGLoss(ContrastiveLoss):
         ==================  =============  ================================================
         argument            shape          meaning
         ==================  =============  ================================================
-        ``hidden_states``   ``[B, T, D]``  last-layer token states
-        ``attention_mask``  ``[B, T]``     optional, 1 on real tokens (None: no padding)
-        ``lm_loss``         scalar         keyword, optional: the model's MLE loss
+        `hidden_states`   `[B, T, D]`  last-layer token states
+        `attention_mask`  `[B, T]`     optional, 1 on real tokens (None: no padding)
+        `lm_loss`         scalar         keyword, optional: the model's MLE loss
         ==================  =============  ================================================
 
     Returns:
-        [`LossOutput`] with components ``contrastive`` (:math:`\mathcal{L}_{CL}`, unweighted) and, when
-        ``lm_loss`` is given, ``mle``.
+        [`LossOutput`] with components `contrastive` (:math:`\mathcal{L}_{CL}`, unweighted) and, when
+        `lm_loss` is given, `mle`.
     """
 
     citation = _SIMCTG_CITATION
@@ -122,7 +122,7 @@ def simctg_contrastive_loss(
         margin: rho (default 0.5, the paper's value).
 
     Returns:
-        A scalar: the mean of ``max(0, rho - s(h_i, h_i) + s(h_i, h_j))`` over all valid pairs i != j of every
+        A scalar: the mean of `max(0, rho - s(h_i, h_i) + s(h_i, h_j))` over all valid pairs i != j of every
         sequence (computed in float32).
     """
     return SimCTGLoss(margin=margin).contrastive_term(hidden_states, attention_mask)

@@ -1,16 +1,16 @@
 """Decoding-quality metrics for open-ended generation (Su et al. 2022; Su & Collier 2022).
 
-* ``rep-n = 100 * (1 - unique n-grams / total n-grams)`` over a corpus of generations (whitespace tokens; unique
+* `rep-n = 100 * (1 - unique n-grams / total n-grams)` over a corpus of generations (whitespace tokens; unique
   n-grams are counted per text and summed, as in the SimCTG evaluation code);
-* ``diversity = prod_{n=2..4} (1 - rep-n / 100)``, reported in percent (greedy GPT-2 large: 5.4; contrastive
+* `diversity = prod_{n=2..4} (1 - rep-n / 100)`, reported in percent (greedy GPT-2 large: 5.4; contrastive
   search: 92.5; nucleus: 93.6 on WebText);
-* ``coherence``: mean cosine between embeddings of each prefix and its continuation, with any sentence encoder
-  (an object with ``encode(list[str])`` such as :class:`hf_contrastive.SentenceEncoder` or a sentence-transformers
-  model, or a plain callable ``texts -> [N, D]``);
-* ``isotropy = 1 - mean pairwise cosine`` of a model's last-layer token states (gpt2: 0.10, gpt2-large: 0.70);
-* MAUVE, when the optional ``mauve-text`` package is installed.
+* `coherence`: mean cosine between embeddings of each prefix and its continuation, with any sentence encoder
+  (an object with `encode(list[str])` such as [`hf_contrastive.SentenceEncoder`] or a sentence-transformers
+  model, or a plain callable `texts -> [N, D]`);
+* `isotropy = 1 - mean pairwise cosine` of a model's last-layer token states (gpt2: 0.10, gpt2-large: 0.70);
+* MAUVE, when the optional `mauve-text` package is installed.
 
-Usable as plain functions and as ``evaluate`` modules (:class:`DecodingDiversity`, :class:`DecodingCoherence`).
+Usable as plain functions and as `evaluate` modules ([`DecodingDiversity`], [`DecodingCoherence`]).
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _ngram_counts(texts: list[str], n: int) -> tuple[int, int]:
 
 
 def rep_n(texts: Sequence[str], n: int) -> float:
-    """Corpus rep-n in percent: ``100 * (1 - unique n-grams / total n-grams)``; 0 when no text has n tokens."""
+    """Corpus rep-n in percent: `100 * (1 - unique n-grams / total n-grams)`; 0 when no text has n tokens."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"`n` must be an int >= 1, got {n!r}.")
     unique, total = _ngram_counts(_check_texts(texts), n)
@@ -66,7 +66,7 @@ def rep_n(texts: Sequence[str], n: int) -> float:
 
 
 def diversity(texts: Sequence[str], ngrams: Sequence[int] = (2, 3, 4)) -> float:
-    """Diversity in percent: ``100 * prod_n (1 - rep-n / 100)`` over ``ngrams`` (default 2, 3, 4)."""
+    """Diversity in percent: `100 * prod_n (1 - rep-n / 100)` over `ngrams` (default 2, 3, 4)."""
     texts = _check_texts(texts)
     value = 1.0
     for n in ngrams:
@@ -75,7 +75,7 @@ def diversity(texts: Sequence[str], ngrams: Sequence[int] = (2, 3, 4)) -> float:
 
 
 def repetition_and_diversity(texts: Sequence[str]) -> dict[str, float]:
-    """``{"rep-2", "rep-3", "rep-4", "diversity"}``, all in percent."""
+    """`{"rep-2", "rep-3", "rep-4", "diversity"}`, all in percent."""
     texts = _check_texts(texts)
     out = {f"rep-{n}": rep_n(texts, n) for n in (2, 3, 4)}
     out["diversity"] = diversity(texts)
@@ -108,10 +108,10 @@ def coherence(
     batch_size: int = 32,
     return_all: bool = False,
 ) -> float | tuple[float, list[float]]:
-    """Mean cosine similarity of ``encoder(prefix_i)`` and ``encoder(continuation_i)`` (Su et al. 2022).
+    """Mean cosine similarity of `encoder(prefix_i)` and `encoder(continuation_i)` (Su et al. 2022).
 
     The papers use SimCSE embeddings; any sentence encoder of this library or sentence-transformers works.
-    Returns the mean (and the per-pair values with ``return_all=True``).
+    Returns the mean (and the per-pair values with `return_all=True`).
     """
     prefixes = _check_texts(prefixes, "prefixes")
     continuations = _check_texts(continuations, "continuations")
@@ -127,7 +127,7 @@ def coherence(
 
 
 def isotropy(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = None) -> float:
-    """``1 - mean pairwise cosine`` of token states, averaged over sequences.
+    """`1 - mean pairwise cosine` of token states, averaged over sequences.
 
     Args:
         hidden_states: [T, D] or [B, T, D] token representations (any float dtype; computed in float32).
@@ -163,7 +163,7 @@ def isotropy(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = 
 def model_isotropy(
     model: Any, tokenizer: Any, texts: Sequence[str], batch_size: int = 8, max_length: int = 256
 ) -> float:
-    """Isotropy of ``model``'s last-layer token states on ``texts`` (padding excluded)."""
+    """Isotropy of `model`'s last-layer token states on `texts` (padding excluded)."""
     texts = _check_texts(texts)
     device = next(model.parameters()).device
     values, weights = [], []
@@ -188,10 +188,10 @@ def model_isotropy(
 
 
 def mauve_score(p_texts: Sequence[str], q_texts: Sequence[str], **kwargs: Any) -> float:
-    """MAUVE (Pillutla et al. 2021) of generations ``p_texts`` against references ``q_texts``.
+    """MAUVE (Pillutla et al. 2021) of generations `p_texts` against references `q_texts`.
 
-    Needs the optional ``mauve-text`` package (``pip install mauve-text``); its default featuriser downloads
-    gpt2-large, so offline pass ``p_features``/``q_features`` or ``featurize_model_name`` of a local model.
+    Needs the optional `mauve-text` package (`pip install mauve-text`); its default featuriser downloads
+    gpt2-large, so offline pass `p_features`/`q_features` or `featurize_model_name` of a local model.
     """
     try:
         import mauve
@@ -219,7 +219,7 @@ def _evaluate_base() -> type:
 
 
 class _LazyMetricMeta(type):
-    """Builds the ``evaluate.Metric`` subclass on first use, so importing this module stays light."""
+    """Builds the `evaluate.Metric` subclass on first use, so importing this module stays light."""
 
     _built: dict[str, type] = {}
 
@@ -232,7 +232,7 @@ class _LazyMetricMeta(type):
 
 
 class DecodingDiversity(metaclass=_LazyMetricMeta):
-    """``evaluate`` module: ``DecodingDiversity().compute(predictions=[...])`` -> rep-2/3/4 and diversity (%)."""
+    """`evaluate` module: `DecodingDiversity().compute(predictions=[...])` -> rep-2/3/4 and diversity (%)."""
 
     @staticmethod
     def _build() -> type:
@@ -254,7 +254,7 @@ class DecodingDiversity(metaclass=_LazyMetricMeta):
 
 
 class DecodingCoherence(metaclass=_LazyMetricMeta):
-    """``evaluate`` module: ``DecodingCoherence().compute(predictions=conts, references=prefixes, encoder=enc)``."""
+    """`evaluate` module: `DecodingCoherence().compute(predictions=conts, references=prefixes, encoder=enc)`."""
 
     @staticmethod
     def _build() -> type:

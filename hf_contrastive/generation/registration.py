@@ -1,27 +1,27 @@
-"""Make plain ``model.generate(penalty_alpha=..., top_k=...)`` run the local contrastive search.
+"""Make plain `model.generate(penalty_alpha=..., top_k=...)` run the local contrastive search.
 
-transformers v5 maps ``GenerationMode.CONTRASTIVE_SEARCH`` to the Hub repository
-``transformers-community/contrastive-search`` (remote code: it needs ``trust_remote_code=True`` and the network,
-and without them ``generate(penalty_alpha=...)`` raises). Importing ``hf_contrastive`` calls :func:`enable`,
+transformers v5 maps `GenerationMode.CONTRASTIVE_SEARCH` to the Hub repository
+`transformers-community/contrastive-search` (remote code: it needs `trust_remote_code=True` and the network,
+and without them `generate(penalty_alpha=...)` raises). Importing `hf_contrastive` calls [`enable`],
 which changes exactly four objects of transformers, in memory only (no file of transformers is modified):
 
-1. ``transformers.generation.utils.GENERATION_MODES_MAPPING[GenerationMode.CONTRASTIVE_SEARCH]``: the Hub
-   repository id is replaced by ``"_contrastive_search"``, so ``generate`` dispatches that mode to a method.
-2. ``transformers.GenerationMixin._contrastive_search``: that method is added (transformers v5 has none); it
-   calls :func:`hf_contrastive.generation.contrastive_search`.
-3. ``transformers.GenerationMixin.load_custom_generate``: wrapped. For
-   ``custom_generate="transformers-community/contrastive-search"`` (any ``@revision``) it returns the local
+1. `transformers.generation.utils.GENERATION_MODES_MAPPING[GenerationMode.CONTRASTIVE_SEARCH]`: the Hub
+   repository id is replaced by `"_contrastive_search"`, so `generate` dispatches that mode to a method.
+2. `transformers.GenerationMixin._contrastive_search`: that method is added (transformers v5 has none); it
+   calls [`hf_contrastive.generation.contrastive_search`].
+3. `transformers.GenerationMixin.load_custom_generate`: wrapped. For
+   `custom_generate="transformers-community/contrastive-search"` (any `@revision`) it returns the local
    code instead of downloading the repository; every other value goes to the original method unchanged.
-4. ``transformers.pipelines.base.Pipeline._prepare_generate_kwargs``: wrapped. Generation pipelines default to
-   sampling in transformers v5; a call that sets ``penalty_alpha > 0`` and leaves ``do_sample`` unset gets
-   ``do_sample=False`` and none of the pipeline's default sampling settings (as in transformers <= 4.55).
+4. `transformers.pipelines.base.Pipeline._prepare_generate_kwargs`: wrapped. Generation pipelines default to
+   sampling in transformers v5; a call that sets `penalty_alpha > 0` and leaves `do_sample` unset gets
+   `do_sample=False` and none of the pipeline's default sampling settings (as in transformers <= 4.55).
    Every other call is left as the original method returns it.
 
-The first :func:`enable` of a process logs this list once at INFO (logger
-``hf_contrastive.generation.registration``). To undo it, call :func:`disable` (also exported as
-``hf_contrastive.disable_contrastive_search()``): it puts back the original mapping value and methods and deletes
-the added one. To never apply it, set ``HF_CONTRASTIVE_NO_REGISTER=1`` before importing ``hf_contrastive``.
-:func:`enable` and :func:`disable` are idempotent; :func:`is_enabled` says which state is current.
+The first [`enable`] of a process logs this list once at INFO (logger
+`hf_contrastive.generation.registration`). To undo it, call [`disable`] (also exported as
+`hf_contrastive.disable_contrastive_search()`): it puts back the original mapping value and methods and deletes
+the added one. To never apply it, set `HF_CONTRASTIVE_NO_REGISTER=1` before importing `hf_contrastive`.
+[`enable`] and [`disable`] are idempotent; [`is_enabled`] says which state is current.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _contrastive_search_method(
     streamer: Any = None,
     **model_kwargs: Any,
 ) -> Any:
-    """``GenerationMixin._contrastive_search``: the decoding method ``generate`` dispatches to for this mode."""
+    """`GenerationMixin._contrastive_search`: the decoding method `generate` dispatches to for this mode."""
     for key in ("tokenizer", "assistant_tokenizer", "assistant_model"):
         model_kwargs.pop(key, None)
     return contrastive_search(
@@ -85,7 +85,7 @@ def _contrastive_search_method(
 
 
 def _local_hub_generate(model: Any, **generate_arguments: Any) -> Any:
-    """Stand-in for the Hub repository's ``custom_generate/generate.py``: plain ``generate``, routed locally."""
+    """Stand-in for the Hub repository's `custom_generate/generate.py`: plain `generate`, routed locally."""
     generate_arguments.pop("custom_generate", None)
     generate_arguments.pop("trust_remote_code", None)
     return GenerationMixin.generate(model, **generate_arguments)
@@ -149,7 +149,7 @@ def _pipeline_class() -> Any:
 
 
 def enable() -> None:
-    """Route ``generate(penalty_alpha=..., top_k=...)`` and the Hub repo id to the local implementation.
+    """Route `generate(penalty_alpha=..., top_k=...)` and the Hub repo id to the local implementation.
 
     Idempotent: a second call does nothing.
     """
@@ -181,7 +181,7 @@ def enable() -> None:
 
 
 def disable() -> None:
-    """Undo :func:`enable`: transformers again asks for the Hub repository. Idempotent."""
+    """Undo [`enable`]: transformers again asks for the Hub repository. Idempotent."""
     global _saved
     if _saved is None:
         return
@@ -201,5 +201,5 @@ def disable() -> None:
 
 
 def is_enabled() -> bool:
-    """Whether plain ``generate(penalty_alpha=...)`` currently runs the local contrastive search."""
+    """Whether plain `generate(penalty_alpha=...)` currently runs the local contrastive search."""
     return _saved is not None and _gen_utils.GENERATION_MODES_MAPPING.get(_MODE) == _METHOD_NAME

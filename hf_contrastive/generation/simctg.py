@@ -1,12 +1,12 @@
 """SimCTG training objective (Su et al. 2022, "A Contrastive Framework for Neural Text Generation").
 
 The language-modelling loss is complemented by a token-level contrastive margin loss on the last-layer states
-``h`` of each sequence ``x``:
+`h` of each sequence `x`:
 
     L_CL = 1 / (|x| (|x| - 1)) * sum_i sum_{j != i} max(0, rho - s(h_i, h_i) + s(h_i, h_j)),   s = cosine,
 
-with margin ``rho = 0.5``. It spreads token representations apart (isotropy), which is what contrastive search
-relies on at decoding time. Total loss: ``L_MLE + contrastive_weight * L_CL``.
+with margin `rho = 0.5`. It spreads token representations apart (isotropy), which is what contrastive search
+relies on at decoding time. Total loss: `L_MLE + contrastive_weight * L_CL`.
 """
 
 from __future__ import annotations
@@ -27,12 +27,12 @@ __all__ = ["SimCTGConfig", "SimCTGTrainer", "SimCTGCollator", "SimCTGLoss", "sim
 
 @dataclass
 class SimCTGConfig(TrainingArguments):
-    """Training arguments for :class:`SimCTGTrainer`.
+    """Training arguments for [`SimCTGTrainer`].
 
     Args:
         margin: rho of the contrastive margin loss (default 0.5, Su et al. 2022).
         contrastive_weight: weight of the contrastive term added to the LM loss (default 1.0, as in the paper).
-        remove_unused_columns: kept False so ``attention_mask`` and ``labels`` reach ``compute_loss``.
+        remove_unused_columns: kept False so `attention_mask` and `labels` reach `compute_loss`.
     """
 
     margin: float = field(default=0.5, metadata={"help": "rho of the SimCTG margin loss"})
@@ -48,7 +48,7 @@ class SimCTGConfig(TrainingArguments):
 
 
 class SimCTGCollator:
-    """Pad ``input_ids`` (lists or tensors) into a batch with ``attention_mask`` and ``labels`` (-100 on padding)."""
+    """Pad `input_ids` (lists or tensors) into a batch with `attention_mask` and `labels` (-100 on padding)."""
 
     def __init__(self, pad_token_id: int, max_length: int | None = None) -> None:
         self.pad_token_id = int(pad_token_id)
@@ -69,19 +69,19 @@ class SimCTGCollator:
 
 
 class SimCTGTrainer(CardTrainerMixin, Trainer):
-    """``transformers.Trainer`` with the SimCTG objective: LM loss + weighted token-level contrastive loss.
+    """`transformers.Trainer` with the SimCTG objective: LM loss + weighted token-level contrastive loss.
 
     Args:
-        model: a causal LM (``AutoModelForCausalLM``).
-        args: a :class:`SimCTGConfig` (``margin``, ``contrastive_weight``).
-        peft_config: optional ``peft`` config (e.g. ``LoraConfig``); the model is wrapped with ``apply_peft``.
-        **kwargs: everything else ``Trainer`` takes (``train_dataset``, ``data_collator``, ``processing_class``...).
+        model: a causal LM (`AutoModelForCausalLM`).
+        args: a [`SimCTGConfig`] (`margin`, `contrastive_weight`).
+        peft_config: optional `peft` config (e.g. `LoraConfig`); the model is wrapped with `apply_peft`.
+        **kwargs: everything else `Trainer` takes (`train_dataset`, `data_collator`, `processing_class`...).
 
-    The objective is ``self.loss_fn``, a :class:`~hf_contrastive.generation.losses.SimCTGLoss` built from ``args``.
-    Logged components: ``loss_mle`` and ``loss_contrastive`` (training and ``eval_`` metrics).
+    The objective is `self.loss_fn`, a [`hf_contrastive.generation.losses.SimCTGLoss`] built from `args`.
+    Logged components: `loss_mle` and `loss_contrastive` (training and `eval_` metrics).
 
-    ``save_model`` / ``push_to_hub`` write the model (or its LoRA adapter) with a card
-    (``model_cards/causal_lm_adapter.md``); ``trainer.card_info`` takes the base model's Hub id, datasets,
+    `save_model` / `push_to_hub` write the model (or its LoRA adapter) with a card
+    (`model_cards/causal_lm_adapter.md`); `trainer.card_info` takes the base model's Hub id, datasets,
     license and results.
     """
 

@@ -1,18 +1,18 @@
-"""Training recipes: one YAML file per method, run by ``hf-contrastive train RECIPE``.
+"""Training recipes: one YAML file per method, run by `hf-contrastive train RECIPE`.
 
-A recipe names its ``task`` (default ``contrastive``) and holds up to five sections: ``model``, ``data``,
-``method`` (the paper's settings, read into the task's dataclass), ``args`` (`TrainingArguments` fields) and
-``lora`` (`peft.LoraConfig` fields); see :mod:`hf_contrastive.core.recipes` for the generic rules
+A recipe names its `task` (default `contrastive`) and holds up to five sections: `model`, `data`,
+`method` (the paper's settings, read into the task's dataclass), `args` (`TrainingArguments` fields) and
+`lora` (`peft.LoraConfig` fields); see `hf_contrastive.core.recipes` for the generic rules
 (placeholders, overrides, the sections of release 0.1 still read).
 
-``RECIPE_TASKS`` maps each task name to its [`RecipeTask`]: the runner (which receives the resolved recipe
-and returns its figures), the dataclass of its ``method`` section and the legacy sections it still reads.
-The runners live in their wings (``embeddings/recipes.py``, ``retrieval/recipes.py``,
-``faithfulness/recipes.py``, ``relation/recipes.py``); a new wing adds its task with
+`RECIPE_TASKS` maps each task name to its [`RecipeTask`]: the runner (which receives the resolved recipe
+and returns its figures), the dataclass of its `method` section and the legacy sections it still reads.
+The runners live in their wings (`embeddings/recipes.py`, `retrieval/recipes.py`,
+`faithfulness/recipes.py`, `relation/recipes.py`); a new wing adds its task with
 [`register_recipe_task`]. Command-line overrides use dotted keys (``--args.learning_rate 1e-4
---method.temperature 0.1 --model.pooling cls``); a key without a section goes to ``method`` when it names a
-method setting and to ``args`` otherwise. The same command runs under ``accelerate launch --multi_gpu
---num_processes N -m hf_contrastive train RECIPE`` or ``torchrun --nproc_per_node N -m hf_contrastive train
+--method.temperature 0.1 --model.pooling cls`); a key without a section goes to `method`` when it names a
+method setting and to `args` otherwise. The same command runs under ``accelerate launch --multi_gpu
+--num_processes N -m hf_contrastive train RECIPE` or `torchrun --nproc_per_node N -m hf_contrastive train
 RECIPE``.
 """
 
@@ -61,7 +61,7 @@ RECIPE_TASKS: dict[str, RecipeTask] = {}
 
 
 def register_recipe_task(task: RecipeTask, replace: bool = False) -> RecipeTask:
-    """Make ``task: NAME`` runnable by `load_recipe` / `run_recipe` and the ``train`` verb.
+    """Make `task: NAME` runnable by `load_recipe` / `run_recipe` and the `train` verb.
 
     Args:
         task (`RecipeTask`):
@@ -87,27 +87,27 @@ for _task in (_CONTRASTIVE, _RETRIEVAL, _RERANKER, _UNLIKELIHOOD, _NEGATION, _RE
 
 
 def get_recipe_task(name: str) -> RecipeTask:
-    """The registered [`RecipeTask`] called ``name``; unknown names are refused with the known ones."""
+    """The registered [`RecipeTask`] called `name`; unknown names are refused with the known ones."""
     if name not in RECIPE_TASKS:
         raise ValueError(f"Unknown recipe task {name!r}; known tasks: {sorted(RECIPE_TASKS)}.")
     return RECIPE_TASKS[name]
 
 
 def load_recipe(name_or_path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
-    """Read, override, check and resolve a recipe (what ``hf-contrastive train NAME --print-recipe`` prints).
+    """Read, override, check and resolve a recipe (what `hf-contrastive train NAME --print-recipe` prints).
 
-    Unknown sections, and unknown keys in ``method`` and ``lora``, are refused here; unknown ``args`` keys when
+    Unknown sections, and unknown keys in `method` and `lora`, are refused here; unknown `args` keys when
     the runner builds its `TrainingArguments`. Sections of release 0.1 are moved to their new homes with a
     `FutureWarning`.
 
     Args:
         name_or_path (`str` or `os.PathLike`):
-            A YAML file or the name of a packaged recipe (``simcse-unsup``).
+            A YAML file or the name of a packaged recipe (`simcse-unsup`).
         overrides (`list[str]`, *optional*):
-            Command-line overrides (``["--args.learning_rate", "1e-4"]``).
+            Command-line overrides (`["--args.learning_rate", "1e-4"]`).
 
     Returns:
-        `dict`: the resolved recipe, its ``task`` key included.
+        `dict`: the resolved recipe, its `task` key included.
     """
     path = recipe_path(name_or_path)
     raw = read_recipe_file(path)

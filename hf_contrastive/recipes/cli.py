@@ -1,4 +1,4 @@
-"""``hf-contrastive train RECIPE [--section.key value ...]``."""
+"""`hf-contrastive train RECIPE [--section.key value ...]`."""
 
 from __future__ import annotations
 

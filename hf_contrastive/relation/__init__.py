@@ -35,12 +35,8 @@ from hf_contrastive.relation.scoring import (
     relation_scores,
     semeval2010_official_scores,
 )
-from hf_contrastive.relation.tkre import (
-    RelationClassificationTrainer,
-    RelationFinetuneConfig,
-    TKREConfig,
-    TKREPretrainer,
-)
+from hf_contrastive.relation.tkre import TKREConfig, TKREPretrainer
+from hf_contrastive.relation.trainer import RelationClassificationTrainer, RelationFinetuneConfig
 
 
 def _register() -> None:

@@ -14,14 +14,14 @@ class RelationClassifierConfig(PretrainedConfig):
     r"""Configuration of [`RelationClassifier`]: a backbone, the entity-marker scheme and the head.
 
     The head follows TKRE and Zhou and Chen (2022): the states of the subject-start and object-start
-    markers are concatenated and classified by ``Linear(2H, H') -> ReLU -> Dropout -> Linear(H', C)``.
-    Labels live in ``id2label`` / ``label2id`` (standard `PretrainedConfig` fields).
+    markers are concatenated and classified by `Linear(2H, H') -> ReLU -> Dropout -> Linear(H', C)`.
+    Labels live in `id2label` / `label2id` (standard `PretrainedConfig` fields).
 
     Args:
         backbone_config (`PretrainedConfig` or `dict`): configuration of the `AutoModel` encoder.
         marker_scheme (`str`, defaults to `"typed_entity_marker"`): `entity_marker`
-            (``[E1]``/``[E2]``), `typed_entity_marker` (``[S:TYPE]``/``[O:TYPE]``) or
-            `typed_entity_marker_punct` (``@ * type * subj @``, ``# ^ type ^ obj #``, no new tokens).
+            (`[E1]`/`[E2]`), `typed_entity_marker` (`[S:TYPE]`/`[O:TYPE]`) or
+            `typed_entity_marker_punct` (`@ * type * subj @`, `# ^ type ^ obj #`, no new tokens).
         entity_types (`list[str]`, defaults to `[]`): entity types with their own markers
             (typed schemes); `default_entity_type` is always included.
         default_entity_type (`str`, defaults to `"ENTITY"`): type used for untyped entities
@@ -30,10 +30,10 @@ class RelationClassifierConfig(PretrainedConfig):
             hidden size.
         classifier_dropout (`float`, defaults to 0.1): dropout between the two layers.
         max_seq_length (`int`, defaults to 128): truncation length used by `predict` and the recipes.
-        no_relation_label (`str`, *optional*): the negative class (``Other``, ``no_relation``) that
+        no_relation_label (`str`, *optional*): the negative class (`Other`, `no_relation`) that
             the micro-F1 leaves out.
         marker_token_ids (`dict[str, int]`, *optional*): marker token -> id, filled in when the
-            markers are added to a tokenizer; lets `forward` find marker positions in ``input_ids``.
+            markers are added to a tokenizer; lets `forward` find marker positions in `input_ids`.
     """
 
     model_type = "contrastive_relation_classifier"

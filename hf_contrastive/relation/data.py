@@ -2,9 +2,9 @@
 N-way K-shot episodes, and the collator that turns marked examples into model inputs.
 
 An example is a [`RelationExample`]: word tokens, the subject and object as half-open word spans
-``[start, end)``, optional entity types, and a relation label. The subject is the first argument of
-the relation as the data set writes it (``e1`` in SemEval-2010, ``h`` in FewRel); the direction of
-SemEval-2010 relations lives in the label (``Cause-Effect(e2,e1)``).
+`[start, end)`, optional entity types, and a relation label. The subject is the first argument of
+the relation as the data set writes it (`e1` in SemEval-2010, `h` in FewRel); the direction of
+SemEval-2010 relations lives in the label (`Cause-Effect(e2,e1)`).
 
 Marking itself (the schemes, `mark_words`, `marker_tokens`, tokenisation, truncation that keeps both
 entities) lives in `processing.py` ([`RelationProcessor`]); the names stay importable from here.
@@ -56,9 +56,9 @@ _TAG = re.compile(r"(</?e[12]>)")
 
 
 def parse_marked_sentence(text: str, where: Any = None) -> tuple[list[str], tuple[int, int], tuple[int, int]]:
-    """Split a sentence with ``<e1>..</e1>`` and ``<e2>..</e2>`` tags into words and the two spans.
+    """Split a sentence with `<e1>..</e1>` and `<e2>..</e2>` tags into words and the two spans.
 
-    Raises ``ValueError`` when a tag is missing or repeated, the tags are out of order, an entity is
+    Raises `ValueError` when a tag is missing or repeated, the tags are out of order, an entity is
     empty, or the entities overlap (nested tags).
     """
     at = f" (example {where})" if where is not None else ""
@@ -97,15 +97,15 @@ def parse_marked_sentence(text: str, where: Any = None) -> tuple[list[str], tupl
 def load_semeval2010(
     split: str = "train", path: str | os.PathLike | None = None, labels: Sequence[str] = SEMEVAL_LABELS
 ) -> list[RelationExample]:
-    """Read SemEval-2010 Task 8 (``TRAIN_FILE.TXT`` 8000 / ``TEST_FILE_FULL.TXT`` 2717 examples).
+    """Read SemEval-2010 Task 8 (`TRAIN_FILE.TXT` 8000 / `TEST_FILE_FULL.TXT` 2717 examples).
 
-    Each block is ``id<TAB>"sentence with <e1>..</e1> <e2>..</e2>"``, the label, a comment line and a
-    blank line. ``e1`` becomes the subject, ``e2`` the object; labels keep their direction.
+    Each block is `id<TAB>"sentence with <e1>..</e1> <e2>..</e2>"`, the label, a comment line and a
+    blank line. `e1` becomes the subject, `e2` the object; labels keep their direction.
 
     Args:
-        split: ``"train"`` or ``"test"``.
-        path: the file or the folder holding it; defaults to ``<data>/relation/semeval2010``.
-        labels: the label schema; a label outside it raises ``ValueError``.
+        split: `"train"` or `"test"`.
+        path: the file or the folder holding it; defaults to `<data>/relation/semeval2010`.
+        labels: the label schema; a label outside it raises `ValueError`.
     """
     names = {"train": "TRAIN_FILE.TXT", "test": "TEST_FILE_FULL.TXT"}
     if split not in names:
@@ -147,15 +147,15 @@ def load_semeval2010(
 def load_fewrel(
     name: str = "val_wiki", path: str | os.PathLike | None = None, use_names: bool = False
 ) -> dict[str, list[RelationExample]]:
-    """Read a FewRel 1.0 file: relation id -> list of examples (700 per relation in ``val_wiki``).
+    """Read a FewRel 1.0 file: relation id -> list of examples (700 per relation in `val_wiki`).
 
-    Each instance is ``{"tokens": [...], "h": [name, id, [[positions]]], "t": [...]}``; the head ``h``
-    becomes the subject and the tail ``t`` the object (first mention, its positions must be contiguous).
+    Each instance is `{"tokens": [...], "h": [name, id, [[positions]]], "t": [...]}`; the head `h`
+    becomes the subject and the tail `t` the object (first mention, its positions must be contiguous).
 
     Args:
-        name: file stem (``val_wiki``, ``val_semeval``) or a path to a JSON file.
-        path: folder holding the file; defaults to ``<data>/relation/fewrel``.
-        use_names: key the result by the relation names of ``pid2name.json`` instead of the ids.
+        name: file stem (`val_wiki`, `val_semeval`) or a path to a JSON file.
+        path: folder holding the file; defaults to `<data>/relation/fewrel`.
+        use_names: key the result by the relation names of `pid2name.json` instead of the ids.
     """
     folder = Path(path) if path is not None else data_dir() / "relation" / "fewrel"
     file = Path(name) if str(name).endswith(".json") else folder / f"{name}.json"
@@ -190,7 +190,7 @@ def _fewrel_span(mentions: Sequence[Sequence[int]], where: str) -> tuple[int, in
 
 # -- sampling -------------------------------------------------------------------------------------
 def check_labels(examples: Iterable[RelationExample], labels: Sequence[str]) -> None:
-    """Raise ``ValueError`` naming the labels that are not in ``labels`` (the schema)."""
+    """Raise `ValueError` naming the labels that are not in `labels` (the schema)."""
     schema = set(labels)
     bad = sorted({str(ex.label) for ex in examples if ex.label not in schema})
     if bad:
@@ -203,9 +203,9 @@ def sample_k_shot(
     seed: int = 0,
     labels: Sequence[str] | None = None,
 ) -> list[RelationExample]:
-    """K examples per relation label, drawn without replacement with ``seed``.
+    """K examples per relation label, drawn without replacement with `seed`.
 
-    A label with fewer than K examples contributes all of them and a warning says so. ``labels``
+    A label with fewer than K examples contributes all of them and a warning says so. `labels`
     (the schema) restricts and checks the labels; by default every label present is used.
     """
     if not isinstance(k, int) or k < 1:
@@ -238,8 +238,8 @@ def sample_k_shot(
 
 @dataclass
 class Episode:
-    """One N-way K-shot episode: ``support[i]`` holds the K examples of ``relations[i]``; ``query``
-    examples carry ``query_labels`` (indices into ``relations``)."""
+    """One N-way K-shot episode: `support[i]` holds the K examples of `relations[i]`; `query`
+    examples carry `query_labels` (indices into `relations`)."""
 
     relations: list[str]
     support: list[list[RelationExample]]
@@ -255,10 +255,10 @@ def sample_episodes(
     n_episodes: int = 100,
     seed: int = 0,
 ) -> list[Episode]:
-    """Draw FewRel-style episodes: N relations, K support and ``n_query`` query examples each.
+    """Draw FewRel-style episodes: N relations, K support and `n_query` query examples each.
 
-    Support and query examples of a relation are disjoint. Raises ``ValueError`` when fewer than N
-    relations exist or a relation has fewer than ``k_shot + n_query`` examples.
+    Support and query examples of a relation are disjoint. Raises `ValueError` when fewer than N
+    relations exist or a relation has fewer than `k_shot + n_query` examples.
     """
     for name, value in (
         ("n_way", n_way),
@@ -293,25 +293,25 @@ def sample_episodes(
 class RelationDataCollator:
     """Mark, tokenize and pad relation examples for [`RelationClassifier`] and TKRE pretraining.
 
-    Marking goes through a [`RelationProcessor`] (given as ``processor=``, or built from ``tokenizer`` and
-    the marker settings). Output keys: ``input_ids``, ``attention_mask`` (and ``token_type_ids`` when the
-    tokenizer makes them), ``entity_positions`` ``[B, 4]`` (token positions of subject start, subject end,
+    Marking goes through a [`RelationProcessor`] (given as `processor=`, or built from `tokenizer` and
+    the marker settings). Output keys: `input_ids`, `attention_mask` (and `token_type_ids` when the
+    tokenizer makes them), `entity_positions` `[B, 4]` (token positions of subject start, subject end,
     object start and object end markers; for multi-token punctuation markers the first token of each),
-    ``labels`` ``[B]`` when ``label2id`` is given and examples carry labels.
+    `labels` `[B]` when `label2id` is given and examples carry labels.
 
-    Sentences longer than ``max_length`` are cut to a window that keeps both entities (and as much
-    context around them as fits); a pair of entities that alone does not fit raises ``ValueError``.
-    An example's ``explanation`` is added as a second segment when ``with_explanations`` is on.
+    Sentences longer than `max_length` are cut to a window that keeps both entities (and as much
+    context around them as fits); a pair of entities that alone does not fit raises `ValueError`.
+    An example's `explanation` is added as a second segment when `with_explanations` is on.
 
     Args:
         tokenizer: a fast tokenizer that already knows the scheme's markers
-            (see [`RelationProcessor.add_marker_tokens`]); may be left out when ``processor`` is given.
+            (see [`RelationProcessor.add_marker_tokens`]); may be left out when `processor` is given.
         marker_scheme / entity_types / default_entity_type: as in [`RelationClassifierConfig`]
-            (defaults ``"typed_entity_marker"``, ``()``, ``"ENTITY"``); with ``processor``, they must
+            (defaults `"typed_entity_marker"`, `()`, `"ENTITY"`); with `processor`, they must
             agree with it.
-        label2id: label -> class index; labels outside it raise ``ValueError``.
+        label2id: label -> class index; labels outside it raise `ValueError`.
         max_length: token budget per example (the processor's, 128 by default).
-        with_explanations: append ``example.explanation`` after a separator.
+        with_explanations: append `example.explanation` after a separator.
         processor: a [`RelationProcessor`] to mark with.
     """
 

@@ -18,9 +18,9 @@ class RelationExample:
 
     Attributes:
         tokens: the sentence as words.
-        subject: ``(start, end)`` word span of the subject (end exclusive).
-        object: ``(start, end)`` word span of the object (end exclusive).
-        label: relation label (``None`` for unlabelled text).
+        subject: `(start, end)` word span of the subject (end exclusive).
+        object: `(start, end)` word span of the object (end exclusive).
+        label: relation label (`None` for unlabelled text).
         subject_type / object_type: entity types (typed marker schemes), optional.
         id: identifier in the source file.
         explanation: free text about the instance (LLM-written, used by TKRE pretraining).
@@ -88,7 +88,7 @@ class RelationExample:
 def validate_spans(
     tokens: Sequence[str], subject: tuple[int, int], object: tuple[int, int], where: Any = None
 ) -> None:
-    """Raise ``ValueError`` for an empty, out-of-range or overlapping pair of entity spans."""
+    """Raise `ValueError` for an empty, out-of-range or overlapping pair of entity spans."""
     at = f" (example {where})" if where is not None else ""
     n = len(tokens)
     for name, (s, e) in (("subject", subject), ("object", object)):

@@ -5,7 +5,7 @@ Two kinds of output, both validated before use:
 - **explanations** of relation instances (why the sentence expresses its relation between the two
   entities); TKRE's pretraining reads them as a second segment after the sentence;
 - **schema-constrained synthetic examples**: given the relation types and their descriptions, new
-  sentences with both entities marked ``<e1>..</e1>`` / ``<e2>..</e2>``.
+  sentences with both entities marked `<e1>..</e1>` / `<e2>..</e2>`.
 
 Every output is checked and the bad ones are dropped with a count of why ([`ValidationReport`]):
 a synthetic example must have both entities present and marked exactly once, well-formed, disjoint
@@ -13,8 +13,8 @@ and different, a relation in the schema, and must not duplicate a training sente
 synthetic one or the prompt's own demonstration; an
 explanation must be non-trivial and mention both entities.
 
-The generator is any ``transformers`` causal LM (a path, Hub id or loaded model; chat template used
-when the tokenizer has one) or any callable ``fn(prompt: str) -> str``. Outputs are cached on disk,
+The generator is any `transformers` causal LM (a path, Hub id or loaded model; chat template used
+when the tokenizer has one) or any callable `fn(prompt: str) -> str`. Outputs are cached on disk,
 one JSON file per (prompt, model, generation settings, sample index) key, so a rerun reads them back
 instead of generating again.
 """
@@ -114,8 +114,8 @@ def parse_synthetic(
 ) -> tuple[RelationExample | None, str | None]:
     """Turn one generation into an example, or give the reason it is unusable.
 
-    The output may say ``Relation: <label>`` (then that label must be in the schema) and
-    ``Sentence: <marked sentence>``; otherwise the first line that has a tag is taken as the sentence
+    The output may say `Relation: <label>` (then that label must be in the schema) and
+    `Sentence: <marked sentence>`; otherwise the first line that has a tag is taken as the sentence
     and the requested label is kept.
     """
     text = (output or "").strip()
@@ -151,15 +151,15 @@ class KnowledgeGenerator:
     """Explanations and synthetic relation examples from a language model, validated and cached.
 
     Args:
-        model: a causal-LM path / Hub id, a loaded ``PreTrainedModel`` (pass ``tokenizer``), or a
-            callable ``fn(prompt) -> str``. A callable is a completion function: when an answer is
-            started for it (see ``synthesize(prefill=...)``) it receives the prompt, a newline and that
+        model: a causal-LM path / Hub id, a loaded `PreTrainedModel` (pass `tokenizer`), or a
+            callable `fn(prompt) -> str`. A callable is a completion function: when an answer is
+            started for it (see `synthesize(prefill=...)`) it receives the prompt, a newline and that
             start, and returns the continuation.
-        tokenizer: the model's tokenizer (loaded from ``model`` when it is a path).
-        cache_dir: folder of the on-disk cache; ``None`` disables caching.
+        tokenizer: the model's tokenizer (loaded from `model` when it is a path).
+        cache_dir: folder of the on-disk cache; `None` disables caching.
         model_name: name used in cache keys (defaults to the path or the callable's qualified name).
         max_new_tokens (`int`, 64), temperature (`float`, 0.8), top_p (`float`, 0.95): generation
-            settings (``temperature=0`` is greedy); they are part of the cache key.
+            settings (`temperature=0` is greedy); they are part of the cache key.
         seed (`int`, 0): sampling seed; each (prompt, sample index) gets its own derived seed.
         batch_size (`int`, 8): prompts per `generate` call.
     """
@@ -249,9 +249,9 @@ class KnowledgeGenerator:
         report: ValidationReport | None = None,
         prefixes: Sequence[str] | None = None,
     ) -> list[str]:
-        """One output per prompt (``samples[i]`` distinguishes repeated prompts), cached.
+        """One output per prompt (`samples[i]` distinguishes repeated prompts), cached.
 
-        ``prefixes[i]`` starts the answer to prompt i (the model continues it; the returned output
+        `prefixes[i]` starts the answer to prompt i (the model continues it; the returned output
         includes it). It steers a small model into the expected format.
         """
         samples = list(samples) if samples is not None else [0] * len(prompts)
@@ -329,11 +329,11 @@ class KnowledgeGenerator:
         schema: Sequence[str] | None = None,
         prefill: str | None = "The <e1>",
     ) -> tuple[list[RelationExample], ValidationReport]:
-        """``per_relation`` candidate sentences for each relation (label -> description), validated.
+        """`per_relation` candidate sentences for each relation (label -> description), validated.
 
-        The answer is started with ``Relation: <label>`` and ``Sentence: <prefill>`` (``prefill=None``
+        The answer is started with `Relation: <label>` and `Sentence: <prefill>` (`prefill=None`
         lets the model write everything). Returns the kept examples (with
-        ``meta["source"] = "synthetic"``) and the report.
+        `meta["source"] = "synthetic"`) and the report.
         """
         if not relations:
             raise ValueError("synthesize needs at least one relation with its description.")
@@ -368,7 +368,7 @@ class KnowledgeGenerator:
     ) -> tuple[list[RelationExample], ValidationReport]:
         """Parse and check generations (see the module docstring); drop the bad ones with a reason.
 
-        ``prompt_examples`` are the demonstrations shown in the prompts: a copy of one is dropped too.
+        `prompt_examples` are the demonstrations shown in the prompts: a copy of one is dropped too.
         """
         report = report or ValidationReport(total=len(outputs))
         seen = {normalize_text(e.text) for e in training_examples}
@@ -412,7 +412,7 @@ class KnowledgeGenerator:
         schema: Sequence[str] | None = None,
         min_words: int = 4,
     ) -> tuple[list[RelationExample], ValidationReport]:
-        """Explanations for labelled examples; returns copies with ``explanation`` set (kept ones only)."""
+        """Explanations for labelled examples; returns copies with `explanation` set (kept ones only)."""
         descriptions = SEMEVAL_RELATION_DESCRIPTIONS if descriptions is None else descriptions
         report = ValidationReport(total=len(examples))
         usable, prompts = [], []
@@ -435,7 +435,7 @@ class KnowledgeGenerator:
 
     @staticmethod
     def check_explanation(example: RelationExample, text: str, min_words: int = 4) -> str | None:
-        """Why an explanation is unusable (``None`` when it is fine)."""
+        """Why an explanation is unusable (`None` when it is fine)."""
         text = (text or "").strip()
         if not text:
             return "empty_output"

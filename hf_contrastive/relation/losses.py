@@ -35,10 +35,10 @@ class SpanContrastiveLoss(ContrastiveLoss):
     .. math::
         \ell_i = -\log \frac{e^{a_{y_i} \cdot p_i / \tau}}{e^{a_{y_i} \cdot p_i / \tau} + e^{a_{y_i} \cdot n_i / \tau}}
 
-    averaged over the examples that have a negative (``valid``). With ``anchor_negatives=True`` the
+    averaged over the examples that have a negative (`valid`). With `anchor_negatives=True` the
     other relations' anchors join the denominator as well (:math:`e^{a_r \cdot p_i / \tau}` for
     :math:`r \ne y_i`), which also pushes the anchors of different relations apart; the paper's form
-    (``False``) is the default. Computed in float32 (float64 inputs stay float64).
+    (`False`) is the default. Computed in float32 (float64 inputs stay float64).
 
     Paper: Guo et al. 2025 (TKRE, IJCAI), temperature 0.1.
 
@@ -53,15 +53,15 @@ class SpanContrastiveLoss(ContrastiveLoss):
         ==============  ==========  ==================================================
         argument        shape       meaning
         ==============  ==========  ==================================================
-        ``anchors``     ``[R, D]``  the learned anchor of every relation
-        ``positives``   ``[B, D]``  projected relation-span embedding of each example
-        ``negatives``   ``[B, D]``  projected negative-span embedding of each example
-        ``labels``      ``[B]``     relation index of each example, in ``[0, R)``
-        ``valid``       ``[B]``     optional bool: rows that have a negative span
+        `anchors`     `[R, D]`  the learned anchor of every relation
+        `positives`   `[B, D]`  projected relation-span embedding of each example
+        `negatives`   `[B, D]`  projected negative-span embedding of each example
+        `labels`      `[B]`     relation index of each example, in `[0, R)`
+        `valid`       `[B]`     optional bool: rows that have a negative span
         ==============  ==========  ==================================================
 
     Returns:
-        [`LossOutput`] with components ``scl`` and ``scl_pos_gt_neg`` (fraction of valid rows whose
+        [`LossOutput`] with components `scl` and `scl_pos_gt_neg` (fraction of valid rows whose
         positive out-scores the negative; absent when no row is valid, where the loss is a zero that
         keeps the graph).
     """

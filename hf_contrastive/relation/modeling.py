@@ -53,7 +53,7 @@ class RelationClassifierOutput(ModelOutput):
 
 
 class RelationClassificationHead(nn.Module):
-    """``Linear(2H, H') -> ReLU -> Dropout -> Linear(H', C)`` over concatenated marker states."""
+    """`Linear(2H, H') -> ReLU -> Dropout -> Linear(H', C)` over concatenated marker states."""
 
     def __init__(self, in_features: int, hidden: int, num_labels: int, dropout: float) -> None:
         super().__init__()
@@ -79,7 +79,7 @@ def _matches(processor: RelationProcessor, config: RelationClassifierConfig) -> 
 
 
 def _check_processor_matches(processor: RelationProcessor, config: RelationClassifierConfig) -> None:
-    """Raise ``ValueError`` when a processor marks differently from what the model was trained with."""
+    """Raise `ValueError` when a processor marks differently from what the model was trained with."""
     if not _matches(processor, config):
         raise ValueError(
             f"The processor's marker settings {_marker_settings(processor)} differ from the model config's "
@@ -110,7 +110,7 @@ class RelationClassifierPreTrainedModel(PreTrainedModel):
 class RelationClassifier(HubMixin, RelationClassifierPreTrainedModel):
     r"""Sentence-level relation classification with entity markers (TKRE fine-tuning head).
 
-    The sentence is marked (``[S:ENTITY] subject [/S:ENTITY] ... [O:ENTITY] object [/O:ENTITY]``), encoded,
+    The sentence is marked (`[S:ENTITY] subject [/S:ENTITY] ... [O:ENTITY] object [/O:ENTITY]`), encoded,
     and the states of the subject-start and object-start markers are concatenated and classified by
     an MLP. The markers are new tokens added to the tokenizer, which is saved with the model.
 
@@ -159,8 +159,8 @@ class RelationClassifier(HubMixin, RelationClassifierPreTrainedModel):
 
     @staticmethod
     def add_marker_tokens(tokenizer: Any, config: RelationClassifierConfig) -> int:
-        """Add the scheme's marker tokens to ``tokenizer`` (a tokenizer or a [`RelationProcessor`]; as
-        special tokens, never split) and record their ids in ``config.marker_token_ids``. Returns how many
+        """Add the scheme's marker tokens to `tokenizer` (a tokenizer or a [`RelationProcessor`]; as
+        special tokens, never split) and record their ids in `config.marker_token_ids`. Returns how many
         tokens were new."""
         if isinstance(tokenizer, RelationProcessor):
             processor = tokenizer
@@ -173,10 +173,10 @@ class RelationClassifier(HubMixin, RelationClassifierPreTrainedModel):
 
     @property
     def processor(self) -> RelationProcessor | None:
-        """The [`RelationProcessor`] that marks inputs for this model (``None`` while it has no tokenizer).
+        """The [`RelationProcessor`] that marks inputs for this model (`None` while it has no tokenizer).
 
-        Built from the config's marker settings and ``model.tokenizer``, unless one was set (or loaded
-        from a folder holding ``processor_config.json``); setting one also sets ``model.tokenizer``.
+        Built from the config's marker settings and `model.tokenizer`, unless one was set (or loaded
+        from a folder holding `processor_config.json`); setting one also sets `model.tokenizer`.
         """
         tokenizer = self.tokenizer
         if tokenizer is None:
@@ -198,7 +198,7 @@ class RelationClassifier(HubMixin, RelationClassifierPreTrainedModel):
 
     def collator(self, tokenizer: Any = None, with_labels: bool = True, **kwargs: Any):
         """A [`RelationDataCollator`] that marks with this model's [`processor`] (or with a processor built
-        from the config and ``tokenizer``, which may also be a [`RelationProcessor`])."""
+        from the config and `tokenizer`, which may also be a [`RelationProcessor`])."""
 
         if isinstance(tokenizer, RelationProcessor):
             _check_processor_matches(tokenizer, self.config)
@@ -217,7 +217,7 @@ class RelationClassifier(HubMixin, RelationClassifierPreTrainedModel):
 
     # -- forward ------------------------------------------------------------------------------
     def find_start_positions(self, input_ids: torch.Tensor) -> torch.Tensor:
-        """``[B, 2]`` positions of the first subject-start and object-start marker in each row."""
+        """`[B, 2]` positions of the first subject-start and object-start marker in each row."""
         subj_ids, obj_ids = self.config.start_marker_ids
         if not subj_ids or not obj_ids:
             raise ValueError(
@@ -255,7 +255,7 @@ class RelationClassifier(HubMixin, RelationClassifierPreTrainedModel):
             attention_mask (`torch.Tensor` of shape `(batch_size, seq_len)`, *optional*).
             entity_positions (`torch.LongTensor` of shape `(batch_size, 4)` or `(batch_size, 2)`, *optional*):
                 token positions of (subject start, subject end, object start, object end) markers, or of
-                (subject start, object start); found from the marker ids in ``input_ids`` when omitted.
+                (subject start, object start); found from the marker ids in `input_ids` when omitted.
             labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): class indices; gives `loss`.
         Returns:
             [`RelationClassifierOutput`] with `logits` of shape `(batch_size, num_labels)`.
@@ -350,8 +350,8 @@ class RelationClassifier(HubMixin, RelationClassifierPreTrainedModel):
         """Build a classifier over an encoder (a path, Hub id or loaded model) with a fresh head.
 
         The scheme's markers are added to the tokenizer and the embedding matrix grows to match.
-        A sentence-transformers folder works too (its ``config.json`` and weights are the encoder's).
-        ``config_kwargs`` go to [`RelationClassifierConfig`] (``marker_scheme``, ``no_relation_label``, ...).
+        A sentence-transformers folder works too (its `config.json` and weights are the encoder's).
+        `config_kwargs` go to [`RelationClassifierConfig`] (`marker_scheme`, `no_relation_label`, ...).
         """
         labels = list(labels)
         if not labels or len(set(labels)) != len(labels):
@@ -390,7 +390,7 @@ class RelationClassifier(HubMixin, RelationClassifierPreTrainedModel):
 
         A folder saved by this class loads as is (with its tokenizer and card metadata). Any other
         model (a backbone folder, a sentence-transformers folder, a Hub id) goes through
-        [`from_backbone`], which then needs ``labels=`` (or ``id2label=``).
+        [`from_backbone`], which then needs `labels=` (or `id2label=`).
         """
         path = os.fspath(pretrained_model_name_or_path)
         config_file = Path(path) / "config.json"
@@ -453,7 +453,7 @@ class RelationClassifier(HubMixin, RelationClassifierPreTrainedModel):
     card_citations = (MARKER_CITATION,)
 
     def card_details(self) -> dict[str, Any]:
-        """Settings of the head for ``model_cards/relation_classifier.md``."""
+        """Settings of the head for `model_cards/relation_classifier.md`."""
         config = self.config
         backbone_type = getattr(config.backbone_config, "model_type", "unknown")
         markers = {
@@ -486,7 +486,7 @@ class RelationClassifier(HubMixin, RelationClassifierPreTrainedModel):
         }
 
 
-# The card of a [`RelationClassifier`] (``model_cards/relation_classifier.md``); kept under its 0.1 name.
+# The card of a [`RelationClassifier`] (`model_cards/relation_classifier.md`); kept under its 0.1 name.
 render_relation_card = render_model_card
 
 

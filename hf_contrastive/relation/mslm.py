@@ -4,8 +4,8 @@ TKRE masks the tokens between the two entities most often (they carry the relati
 tokens next, and the rest of the sentence least: p = 0.8 / 0.5 / 0.2 by default. Special tokens,
 entity markers and padding are never masked.
 
-A selected token is replaced as in BERT: with probability ``mask_replace_prob`` (0.8) by the mask token,
-with ``random_replace_prob`` (0.1) by a random ordinary token (never a special token or a marker), and
+A selected token is replaced as in BERT: with probability `mask_replace_prob` (0.8) by the mask token,
+with `random_replace_prob` (0.1) by a random ordinary token (never a special token or a marker), and
 otherwise (0.1) kept unchanged; its label is the original id. Unselected positions get label -100.
 """
 
@@ -27,7 +27,7 @@ def region_ids(
     entity, 3 = everything else (markers and special tokens included; `MaskedSpanLMCollator` gives
     those probability 0).
 
-    ``entity_positions`` ``[B, 4]`` = (subject start, subject end, object start, object end) marker
+    `entity_positions` `[B, 4]` = (subject start, subject end, object start, object end) marker
     positions; entity tokens lie strictly between their own start and end markers, and "between"
     means strictly between the first entity's end marker and the second entity's start marker.
     """
@@ -49,10 +49,10 @@ def region_ids(
 class MaskedSpanLMCollator:
     """Mark, tokenize and mask relation examples for TKRE's masked span language modelling.
 
-    Wraps a [`RelationDataCollator`] (or builds one from ``tokenizer`` and the marker settings, or from
-    a [`RelationProcessor`]), whose processor does the marking, and adds ``labels`` (``[B, L]``, -100
-    where nothing is predicted) to its batch, with ``input_ids`` masked. The batch keeps ``entity_positions`` (stage 2 needs them) and, for labelled examples,
-    ``relation_labels``.
+    Wraps a [`RelationDataCollator`] (or builds one from `tokenizer` and the marker settings, or from
+    a [`RelationProcessor`]), whose processor does the marking, and adds `labels` (`[B, L]`, -100
+    where nothing is predicted) to its batch, with `input_ids` masked. The batch keeps `entity_positions` (stage 2 needs them) and, for labelled examples,
+    `relation_labels`.
 
     Args:
         tokenizer: fast tokenizer with the marker tokens and a mask token.
@@ -63,7 +63,7 @@ class MaskedSpanLMCollator:
         protected_ids: extra token ids never masked (the marker ids are protected automatically).
         seed: seeds the collator's own generator, so a run's masks are reproducible.
         relation_collator: an existing [`RelationDataCollator`]; other keyword arguments build one.
-        processor: a [`RelationProcessor`] (over ``tokenizer``) that the built collator marks with.
+        processor: a [`RelationProcessor`] (over `tokenizer`) that the built collator marks with.
     """
 
     def __init__(
@@ -122,7 +122,7 @@ class MaskedSpanLMCollator:
             self.generator.seed()
 
     def probabilities(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """``[B, L]`` masking probability of each token of a collated (unmasked) batch."""
+        """`[B, L]` masking probability of each token of a collated (unmasked) batch."""
         ids = batch["input_ids"]
         region = region_ids(ids, batch["attention_mask"], batch["entity_positions"])
         table = torch.tensor([0.0, *self.p])
@@ -135,7 +135,7 @@ class MaskedSpanLMCollator:
         return probs
 
     def mask(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Mask a collated batch in place of a copy; returns the batch with ``labels``."""
+        """Mask a collated batch in place of a copy; returns the batch with `labels`."""
         batch = dict(batch)
         ids = batch["input_ids"].clone()
         probs = self.probabilities(batch)

@@ -4,10 +4,10 @@ becomes marked model inputs.
 Marker schemes (Zhou and Chen 2022, "An Improved Baseline for Sentence-level Relation Extraction",
 the scheme TKRE fine-tunes with):
 
-- ``entity_marker``: ``[E1] subject [/E1]`` and ``[E2] object [/E2]`` (new tokens);
-- ``typed_entity_marker``: ``[S:TYPE] subject [/S:TYPE]`` and ``[O:TYPE] object [/O:TYPE]`` (new tokens,
+- `entity_marker`: `[E1] subject [/E1]` and `[E2] object [/E2]` (new tokens);
+- `typed_entity_marker`: `[S:TYPE] subject [/S:TYPE]` and `[O:TYPE] object [/O:TYPE]` (new tokens,
   one set per entity type; untyped data uses the default type);
-- ``typed_entity_marker_punct``: ``@ * type * subject @`` and ``# ^ type ^ object #`` (no new tokens).
+- `typed_entity_marker_punct`: `@ * type * subject @` and `# ^ type ^ object #` (no new tokens).
 
 The processor inserts the markers around the two word spans, tokenises, finds the subject-start and
 object-start marker tokens (the states the [`RelationClassifier`] head reads), cuts long sentences to
@@ -32,7 +32,7 @@ _PADDING = {"longest": "longest", "max_length": "max_length", "do_not_pad": "do_
 
 
 def marker_tokens(scheme: str, entity_types: Sequence[str] = (), default_type: str = "ENTITY") -> list[str]:
-    """The new tokens a scheme adds to the vocabulary (none for ``typed_entity_marker_punct``)."""
+    """The new tokens a scheme adds to the vocabulary (none for `typed_entity_marker_punct`)."""
     if scheme not in MARKER_SCHEMES:
         raise ValueError(f"Unknown marker scheme {scheme!r}; expected one of {MARKER_SCHEMES}.")
     if scheme == "entity_marker":
@@ -167,15 +167,15 @@ class RelationProcessor(ProcessorMixin):
     r"""Marks, tokenises, truncates and pads relation instances for [`RelationClassifier`] and TKRE.
 
     Wraps a fast tokenizer with the marker settings. A call inserts the scheme's markers around the
-    subject and object word spans, tokenises the marked words, and returns ``input_ids``,
-    ``attention_mask`` (and ``token_type_ids`` when the tokenizer makes them) and ``entity_positions``:
+    subject and object word spans, tokenises the marked words, and returns `input_ids`,
+    `attention_mask` (and `token_type_ids` when the tokenizer makes them) and `entity_positions`:
     the token indices of the subject-start and object-start markers (for multi-token punctuation
-    markers the first token of each). Sentences longer than ``max_length`` tokens are cut to a window
+    markers the first token of each). Sentences longer than `max_length` tokens are cut to a window
     that keeps both entities with their markers and as much context around them as fits; a pair of
-    entities that alone does not fit raises ``ValueError``. Padding goes on the right.
+    entities that alone does not fit raises `ValueError`. Padding goes on the right.
 
-    ``save_pretrained(folder)`` writes the tokenizer (with its markers) and ``processor_config.json``
-    (the settings below); ``RelationProcessor.from_pretrained(folder)`` restores both.
+    `save_pretrained(folder)` writes the tokenizer (with its markers) and `processor_config.json`
+    (the settings below); `RelationProcessor.from_pretrained(folder)` restores both.
 
     Args:
         tokenizer (`PreTrainedTokenizerBase`): a fast tokenizer (marking maps words to tokens). The
@@ -222,15 +222,15 @@ class RelationProcessor(ProcessorMixin):
 
     @staticmethod
     def check_max_length(max_length: Any) -> int:
-        """``max_length`` as an int; ``ValueError`` unless it is an integer of at least 8."""
+        """`max_length` as an int; `ValueError` unless it is an integer of at least 8."""
         if isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 8:
             raise ValueError(f"max_length must be an integer of at least 8, got {max_length!r}.")
         return int(max_length)
 
     @classmethod
     def from_config(cls, tokenizer: Any, config: Any, **overrides: Any) -> RelationProcessor:
-        """A processor with the marker settings of a [`RelationClassifierConfig`] (``max_length`` from its
-        ``max_seq_length``); ``overrides`` replace single settings."""
+        """A processor with the marker settings of a [`RelationClassifierConfig`] (`max_length` from its
+        `max_seq_length`); `overrides` replace single settings."""
         settings = {
             "marker_scheme": config.marker_scheme,
             "entity_types": list(config.entity_types),
@@ -246,9 +246,9 @@ class RelationProcessor(ProcessorMixin):
     ) -> RelationProcessor:
         """Load the tokenizer and the marker settings saved by [`~RelationProcessor.save_pretrained`].
 
-        With ``tokenizer=``, only the settings come from the folder and the given tokenizer is used.
-        Other keyword arguments are those of `ProcessorMixin.from_pretrained` (``local_files_only``,
-        ``revision``, ...) or override a saved setting (``max_length=256``).
+        With `tokenizer=`, only the settings come from the folder and the given tokenizer is used.
+        Other keyword arguments are those of `ProcessorMixin.from_pretrained` (`local_files_only`,
+        `revision`, ...) or override a saved setting (`max_length=256`).
         """
         if tokenizer is None:
             return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
@@ -258,7 +258,7 @@ class RelationProcessor(ProcessorMixin):
     # -- markers -----------------------------------------------------------------------------------
     @property
     def marker_tokens(self) -> list[str]:
-        """The scheme's new vocabulary entries (empty for ``typed_entity_marker_punct``)."""
+        """The scheme's new vocabulary entries (empty for `typed_entity_marker_punct`)."""
         return marker_tokens(self.marker_scheme, self.entity_types, self.default_entity_type)
 
     def missing_marker_tokens(self) -> list[str]:
@@ -273,7 +273,7 @@ class RelationProcessor(ProcessorMixin):
         """Add the scheme's marker tokens to the tokenizer as special tokens (never split).
 
         Calling it again adds nothing. Returns the tokens that were new, in order; when it returns any,
-        the model's input embeddings must grow to ``len(processor.tokenizer)``.
+        the model's input embeddings must grow to `len(processor.tokenizer)`.
         """
         new = self.missing_marker_tokens()
         if self.marker_tokens:
@@ -287,7 +287,7 @@ class RelationProcessor(ProcessorMixin):
         return {m: int(self.tokenizer.convert_tokens_to_ids(m)) for m in self.marker_tokens}
 
     def check_marker_tokens(self) -> None:
-        """Raise ``ValueError`` naming the scheme's marker tokens that the tokenizer lacks."""
+        """Raise `ValueError` naming the scheme's marker tokens that the tokenizer lacks."""
         # Markers never leave a tokenizer: once they are all there, only a change of tokenizer or of
         # vocabulary size needs another look.
         key = (id(self.tokenizer), len(self.tokenizer), tuple(self.marker_tokens))
@@ -303,7 +303,7 @@ class RelationProcessor(ProcessorMixin):
         self.__dict__["_checked_markers"] = key
 
     def mark(self, example: RelationExample) -> tuple[list[str], tuple[int, int, int, int]]:
-        """The marked words of ``example`` and the word indices of its four markers (see [`mark_words`])."""
+        """The marked words of `example` and the word indices of its four markers (see [`mark_words`])."""
         return mark_words(example, self.marker_scheme, self.entity_types, self.default_entity_type)
 
     # -- one example -------------------------------------------------------------------------------
@@ -313,7 +313,7 @@ class RelationProcessor(ProcessorMixin):
         """Token ids, token type ids (when the tokenizer makes them) and the four marker positions
         (subject start, subject end, object start, object end) of one example, unpadded.
 
-        ``with_explanations`` appends ``example.explanation`` as a second segment, which truncation
+        `with_explanations` appends `example.explanation` as a second segment, which truncation
         drops first.
         """
         if not getattr(self.tokenizer, "is_fast", False):
@@ -445,28 +445,28 @@ class RelationProcessor(ProcessorMixin):
 
         Input forms:
 
-        - a [`RelationExample`], a dict with ``tokens`` / ``subject`` / ``object`` (and optionally
-          ``subject_type`` / ``object_type`` / ``explanation``), or a tuple
-          ``(tokens, subject_span, object_span[, subject_type, object_type])``; or a list of these;
-        - ``processor(tokens, subject_span, object_span[, subject_type, object_type])`` for one sentence,
+        - a [`RelationExample`], a dict with `tokens` / `subject` / `object` (and optionally
+          `subject_type` / `object_type` / `explanation`), or a tuple
+          `(tokens, subject_span, object_span[, subject_type, object_type])`; or a list of these;
+        - `processor(tokens, subject_span, object_span[, subject_type, object_type])` for one sentence,
           or with a list of sentences and lists of spans (and types) for a batch.
 
-        Spans are ``(start, end)`` word indices, end exclusive.
+        Spans are `(start, end)` word indices, end exclusive.
 
         Args:
             return_tensors (`str`, *optional*, defaults to `"pt"`): `"pt"`, `"np"`, or `None` for lists.
             padding (`bool` or `str`, defaults to `True`): `True` / `"longest"` pads to the longest row,
-                `"max_length"` to ``max_length``, `False` / `"do_not_pad"` not at all.
+                `"max_length"` to `max_length`, `False` / `"do_not_pad"` not at all.
             max_length (`int`, *optional*): token budget of this call (defaults to the processor's).
             return_end_markers (`bool`, defaults to `False`): give the four marker positions
                 (subject start, subject end, object start, object end) instead of the two start ones.
-            with_explanations (`bool`, defaults to `False`): append each example's ``explanation`` as a
+            with_explanations (`bool`, defaults to `False`): append each example's `explanation` as a
                 second segment.
 
         Returns:
-            [`BatchEncoding`] with ``input_ids`` and ``attention_mask`` (`(batch_size, seq_len)`),
-            ``token_type_ids`` when the tokenizer makes them, and ``entity_positions``
-            (`(batch_size, 2)`, or `(batch_size, 4)` with ``return_end_markers``).
+            [`BatchEncoding`] with `input_ids` and `attention_mask` (`(batch_size, seq_len)`),
+            `token_type_ids` when the tokenizer makes them, and `entity_positions`
+            (`(batch_size, 2)`, or `(batch_size, 4)` with `return_end_markers`).
         """
         strategy = self._padding_strategy(padding)
         if return_tensors not in (None, "pt", "np"):

@@ -1,8 +1,8 @@
-"""Recipe task ``relation``: TKRE pretraining of an encoder, or fine-tuning a relation classifier.
+"""Recipe task `relation`: TKRE pretraining of an encoder, or fine-tuning a relation classifier.
 
-A recipe with ``task: relation`` runs TKRE's two pretraining stages when its ``data`` section names
-``stage1`` / ``stage2`` sources (``trainers/tkre-pretrain.yaml``), and fine-tunes a [`RelationClassifier`]
-when it names ``train`` (``trainers/re-finetune.yaml``)::
+A recipe with `task: relation` runs TKRE's two pretraining stages when its `data` section names
+`stage1` / `stage2` sources (`trainers/tkre-pretrain.yaml`), and fine-tunes a [`RelationClassifier`]
+when it names `train` (`trainers/re-finetune.yaml`)::
 
     model:  {name_or_path: ${minilm}, marker_scheme: typed_entity_marker, no_relation_label: Other}
     data:   {stage1: SOURCE, stage2: SOURCE, relations: [...]}     # pretraining, or
@@ -53,10 +53,10 @@ __all__ = [
 
 @dataclass
 class RelationMethod:
-    r"""The ``method`` section of ``relation`` recipes: TKRE's settings (2025), and fine-tuning's one.
+    r"""The `method` section of `relation` recipes: TKRE's settings (2025), and fine-tuning's one.
 
     The TKRE settings are the [`TKREConfig`] fields of the same name and apply to pretraining only;
-    ``label_smoothing`` is the [`RelationFinetuneConfig`] field and applies to fine-tuning only.
+    `label_smoothing` is the [`RelationFinetuneConfig`] field and applies to fine-tuning only.
 
     Args:
         stage1_epochs (`float`, *optional*, defaults to 3.0):
@@ -129,9 +129,9 @@ def load_relation_source(spec: dict[str, Any]) -> list:
 
     Args:
         spec (`dict`):
-            ``{dataset: semeval2010, split: train|test, path: ..., k: 16, seed: 0, limit: N}``,
-            ``{dataset: fewrel, name: val_wiki, path: ...}`` or ``{dataset: jsonl, path: file}`` (one
-            `RelationExample` dict a line). ``k`` samples K per label with ``seed``; ``limit`` keeps the first N.
+            `{dataset: semeval2010, split: train|test, path: ..., k: 16, seed: 0, limit: N}`,
+            `{dataset: fewrel, name: val_wiki, path: ...}` or `{dataset: jsonl, path: file}` (one
+            `RelationExample` dict a line). `k` samples K per label with `seed`; `limit` keeps the first N.
 
     Returns:
         `list[RelationExample]`.
@@ -168,8 +168,8 @@ def _refuse_settings(recipe: dict[str, Any], names: set[str], stage: str) -> Non
 
 
 def run_relation_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """The ``relation`` recipe task: TKRE pretraining when the data section names ``stage1`` /
-    ``stage2`` sources, classifier fine-tuning when it names ``train``.
+    """The `relation` recipe task: TKRE pretraining when the data section names `stage1` /
+    `stage2` sources, classifier fine-tuning when it names `train`.
 
     Args:
         recipe (`dict`):
@@ -185,14 +185,14 @@ def run_relation_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_tkre_pretrain_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """TKRE stages 1 and 2 as a recipe says; saves the encoder to ``<output_dir>/encoder``.
+    """TKRE stages 1 and 2 as a recipe says; saves the encoder to `<output_dir>/encoder`.
 
     Args:
         recipe (`dict`):
-            The resolved recipe, with ``data.stage1`` and/or ``data.stage2`` sources.
+            The resolved recipe, with `data.stage1` and/or `data.stage2` sources.
 
     Returns:
-        `dict`: ``train_loss``, the stages' figures and ``output``.
+        `dict`: `train_loss`, the stages' figures and `output`.
     """
     model_cfg = dict(recipe.get("model") or {})
     data_cfg = dict(recipe.get("data") or {})
@@ -226,14 +226,14 @@ def run_tkre_pretrain_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_re_finetune_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
-    """Fine-tune a `RelationClassifier` as a recipe says, evaluate, save to ``<output_dir>/final``.
+    """Fine-tune a `RelationClassifier` as a recipe says, evaluate, save to `<output_dir>/final`.
 
     Args:
         recipe (`dict`):
-            The resolved recipe, with a ``data.train`` source (and optionally ``data.eval``).
+            The resolved recipe, with a `data.train` source (and optionally `data.eval`).
 
     Returns:
-        `dict`: ``train_loss``, ``eval_*`` figures (with ``data.eval``) and ``output``.
+        `dict`: `train_loss`, `eval_*` figures (with `data.eval`) and `output`.
     """
     model_cfg = dict(recipe.get("model") or {})
     data_cfg = dict(recipe.get("data") or {})

@@ -1,20 +1,20 @@
 """Relation-extraction metrics: the official SemEval-2010 Task 8 score, micro-F1 without the negative
 class, and N-way K-shot episode accuracy.
 
-``semeval2010_official_scores`` reproduces ``semeval2010_task8_scorer-v1.2.pl`` (Hendrickx et al. 2010)
+`semeval2010_official_scores` reproduces `semeval2010_task8_scorer-v1.2.pl` (Hendrickx et al. 2010)
 for a complete prediction file (every key id predicted, so nothing counts as "skipped"). The scorer
 evaluates three times:
 
 (i)   (2*9+1)-way: the 19 directed labels as they are;
-(ii)  (9+1)-way ignoring direction: ``Cause-Effect(e1,e2)`` and ``Cause-Effect(e2,e1)`` merged;
+(ii)  (9+1)-way ignoring direction: `Cause-Effect(e1,e2)` and `Cause-Effect(e2,e1)` merged;
 (iii) (9+1)-way with directionality taken into account (**the official score**): relations are merged
       as in (ii), but a prediction of the right relation with the wrong direction is not correct. It is
-      kept out of the confusion matrix (column ``xDIRx``) and still counts as a prediction of that
-      relation: for relation R, ``P = correct_R / (predicted_R + wrong_direction_R)`` and
-      ``R = correct_R / gold_R``.
+      kept out of the confusion matrix (column `xDIRx`) and still counts as a prediction of that
+      relation: for relation R, `P = correct_R / (predicted_R + wrong_direction_R)` and
+      `R = correct_R / gold_R`.
 
-In each, per-relation ``F1 = 2PR / (P + R)``; the **macro** figures average the per-relation P, R and F1
-(average of F1s, not F1 of the averages) over the relations other than ``Other`` that occur in the
+In each, per-relation `F1 = 2PR / (P + R)`; the **macro** figures average the per-relation P, R and F1
+(average of F1s, not F1 of the averages) over the relations other than `Other` that occur in the
 key; the **micro** figures pool the counts of those relations. Predictions of labels that are not in
 the key only enter other relations' recall (as the scorer does). The official figure is the macro F1
 of (iii); the scorer prints it in percent, these functions return fractions in [0, 1].
@@ -105,12 +105,12 @@ def semeval2010_official_scores(
     """The three evaluations of the official SemEval-2010 Task 8 scorer (v1.2) for full predictions.
 
     Args:
-        gold / pred: directed labels (``Cause-Effect(e1,e2)``, ..., ``Other``), aligned.
+        gold / pred: directed labels (`Cause-Effect(e1,e2)`, ..., `Other`), aligned.
     Returns:
         ``{"official_macro_f1": ..., "directed_19way": {...}, "undirected_10way": {...},
-        "directed_10way": {...}}``: each evaluation has ``macro_f1``, ``macro_precision``,
-        ``macro_recall``, ``micro_f1``, ``micro_precision``, ``micro_recall``, ``accuracy`` and
-        ``per_label``; ``official_macro_f1`` is ``directed_10way["macro_f1"]``, the figure the scorer
+        "directed_10way": {...}}`: each evaluation has `macro_f1`, `macro_precision``,
+        `macro_recall`, `micro_f1`, `micro_precision`, `micro_recall`, `accuracy` and
+        `per_label`; `official_macro_f1` is `directed_10way["macro_f1"]`, the figure the scorer
         reports as "macro-averaged F1 (9+1)-way with directionality taken into account".
     """
     _check_pairs(gold, pred)
@@ -142,9 +142,9 @@ def relation_micro_f1(
 ) -> dict[str, float]:
     """Micro precision, recall and F1 over exact (directed) labels, leaving out the negative class.
 
-    The TACRED convention that TKRE reports: ``correct`` = predictions equal to a gold label that is
-    not ``negative_label``; ``predicted`` = predictions other than ``negative_label``; ``actual`` = gold
-    labels other than ``negative_label``.
+    The TACRED convention that TKRE reports: `correct` = predictions equal to a gold label that is
+    not `negative_label`; `predicted` = predictions other than `negative_label`; `actual` = gold
+    labels other than `negative_label`.
     """
     _check_pairs(gold, pred)
     correct = sum(1 for g, p in zip(gold, pred) if g == p and g != negative_label)
@@ -162,7 +162,7 @@ def episode_accuracy(
     Args:
         query_labels / predictions: one sequence of class indices per episode.
     Returns:
-        ``{"accuracy": mean over all queries, "episode_mean", "episode_std", "episodes"}``.
+        `{"accuracy": mean over all queries, "episode_mean", "episode_std", "episodes"}`.
     """
     if len(query_labels) != len(predictions) or not query_labels:
         raise ValueError(
@@ -190,9 +190,9 @@ def episode_accuracy(
 def relation_scores(
     gold: Sequence[str], pred: Sequence[str], no_relation_label: str | None = None
 ) -> dict[str, float]:
-    """The figures a relation trainer reports: ``micro_f1`` / ``micro_precision`` / ``micro_recall``
-    without ``no_relation_label``, ``accuracy`` and, when every gold and predicted label is a
-    SemEval-2010 label, ``official_macro_f1`` (see [`semeval2010_official_scores`])."""
+    """The figures a relation trainer reports: `micro_f1` / `micro_precision` / `micro_recall`
+    without `no_relation_label`, `accuracy` and, when every gold and predicted label is a
+    SemEval-2010 label, `official_macro_f1` (see [`semeval2010_official_scores`])."""
 
     _check_pairs(gold, pred)
     micro = relation_micro_f1(gold, pred, no_relation_label)

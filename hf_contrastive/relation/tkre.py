@@ -4,7 +4,7 @@ TKRE (2025) prepares an encoder for few-shot relation extraction in two stages b
 
 1. **Masked span language modelling** (MSLM): masked LM where tokens between the two entities are
    masked with p 0.8, entity tokens with 0.5 and the rest with 0.2 ([`MaskedSpanLMCollator`]).
-2. **Span-level contrastive learning** (SCL), trained together with MSLM, ``loss = l1 * MLM + l2 * SCL``
+2. **Span-level contrastive learning** (SCL), trained together with MSLM, `loss = l1 * MLM + l2 * SCL`
    (both weights 1): each relation has a learned anchor embedding; the positive is the mean-pooled
    relation span, the negative a random span of 1-3 tokens outside the entities; spans go through a
    2-layer MLP, everything is L2-normalised and compared with temperature 0.1 ([`SpanContrastiveLoss`]).
@@ -40,22 +40,25 @@ from hf_contrastive.core.hub.mixin import save_with_card
 from hf_contrastive.core.peft import apply_peft
 from hf_contrastive.relation.data import (
     MARKER_SCHEMES,
-    RelationDataset,
     RelationExample,
     mark_words,
     marker_tokens,
 )
 from hf_contrastive.relation.losses import SpanContrastiveLoss
-from hf_contrastive.relation.modeling import RelationClassifier
 from hf_contrastive.relation.mslm import MaskedSpanLMCollator
-from hf_contrastive.relation.scoring import relation_scores
+from hf_contrastive.relation.trainer import (
+    RelationClassificationTrainer,
+    RelationFinetuneConfig,
+    as_relation_dataset,
+    with_marker_tokens,
+)
 
 logger = logging.getLogger(__name__)
 
 
 # -- span helpers -------------------------------------------------------------------------------
 def relation_span_bounds(entity_positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(start, end)`` (end exclusive) of each row's relation span, from ``[B, 4]`` marker positions."""
+    """`(start, end)` (end exclusive) of each row's relation span, from `[B, 4]` marker positions."""
     s0, s1, o0, o1 = entity_positions.unbind(dim=1)
     subject_first = s0 < o0
     first_end = torch.where(subject_first, s1, o1)
@@ -71,7 +74,7 @@ def relation_span_bounds(entity_positions: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 def span_mean(hidden: torch.Tensor, start: torch.Tensor, end: torch.Tensor) -> torch.Tensor:
-    """Mean of ``hidden[b, start[b]:end[b]]`` for each row: ``[B, L, H] -> [B, H]``."""
+    """Mean of `hidden[b, start[b]:end[b]]` for each row: `[B, L, H] -> [B, H]`."""
     pos = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
     mask = ((pos >= start.unsqueeze(1)) & (pos < end.unsqueeze(1))).to(hidden.dtype)
     counts = mask.sum(dim=1, keepdim=True).clamp(min=1.0)
@@ -86,9 +89,9 @@ def sample_negative_spans(
     max_span: int = 3,
     generator: torch.Generator | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Random contiguous spans of 1..``max_span`` ordinary tokens outside the entities.
+    """Random contiguous spans of 1..`max_span` ordinary tokens outside the entities.
 
-    Returns ``(start, end, valid)`` of shape ``[B]``; ``valid`` is False for rows with no candidate.
+    Returns `(start, end, valid)` of shape `[B]`; `valid` is False for rows with no candidate.
     A span starts at a random candidate position and extends right over candidates only.
     """
     b, n = input_ids.shape
@@ -124,7 +127,7 @@ class TKREPretrainingModel(nn.Module):
     """Masked-LM encoder + relation anchors + span projection, for TKRE's two pretraining stages.
 
     Args:
-        mlm_model: an ``AutoModelForMaskedLM`` (BERT-family); its encoder is what fine-tuning gets.
+        mlm_model: an `AutoModelForMaskedLM` (BERT-family); its encoder is what fine-tuning gets.
         num_relations: number of relation anchors (stage 2).
         projection_dim: output size of the 2-layer span projection (hidden -> hidden -> projection_dim).
     """
@@ -147,7 +150,7 @@ class TKREPretrainingModel(nn.Module):
         return getattr(model, model.base_model_prefix)
 
     def mlm_head(self) -> nn.Module:
-        """The masked-LM prediction head (BERT's ``cls``, RoBERTa's ``lm_head``)."""
+        """The masked-LM prediction head (BERT's `cls`, RoBERTa's `lm_head`)."""
         model = (
             self.mlm_model.get_base_model() if hasattr(self.mlm_model, "get_base_model") else self.mlm_model
         )
@@ -167,7 +170,7 @@ class TKREPretrainingModel(nn.Module):
         labels: torch.Tensor | None = None,
         **_: Any,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Token states ``[B, L, H]`` and the masked-LM loss over the labelled positions only (the
+        """Token states `[B, L, H]` and the masked-LM loss over the labelled positions only (the
         vocabulary projection is computed for masked tokens alone, not the whole sequence)."""
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
@@ -190,7 +193,7 @@ class TKREConfig(TrainingArguments):
     r"""Arguments of [`TKREPretrainer`]: `TrainingArguments` plus TKRE's two stages.
 
     Defaults are TKRE's: masking p 0.8 between the entities / 0.5 entity tokens / 0.2 others, BERT's
-    80/10/10 replacement, SCL temperature 0.1, negative spans of 1-3 tokens, ``l1 = l2 = 1``.
+    80/10/10 replacement, SCL temperature 0.1, negative spans of 1-3 tokens, `l1 = l2 = 1`.
 
     Args:
         stage1_epochs (`float`, 3): epochs of stage 1 (MSLM alone). 0 skips the stage.
@@ -247,17 +250,17 @@ class TKREPretrainer(Trainer):
     r"""Runs TKRE's stage 1 (MSLM) then stage 2 (MSLM + span contrastive) and hands the encoder on.
 
     Args:
-        model: an encoder path / Hub id (loaded with ``AutoModelForMaskedLM``; a sentence-transformers
+        model: an encoder path / Hub id (loaded with `AutoModelForMaskedLM`; a sentence-transformers
             folder works), a masked-LM model, or a [`TKREPretrainingModel`].
         args: [`TKREConfig`].
         stage1_dataset: examples for stage 1 (labels not needed): `RelationExample`s or dicts.
         stage2_dataset: labelled examples for stage 2 (their labels pick the anchors).
         relations: the relation schema (anchor order); defaults to the sorted labels of stage 2.
-        processing_class: tokenizer; loaded from ``model`` when it is a path. The markers are added.
+        processing_class: tokenizer; loaded from `model` when it is a path. The markers are added.
         peft_config: optional `peft.LoraConfig` for the encoder (merged when the encoder is exported).
 
-    After ``train()``, ``export_encoder()`` returns ``(encoder, tokenizer)`` for
-    ``RelationClassifier.from_backbone``, and ``save_encoder(dir)`` writes them as a plain folder.
+    After `train()`, `export_encoder()` returns `(encoder, tokenizer)` for
+    `RelationClassifier.from_backbone`, and `save_encoder(dir)` writes them as a plain folder.
     """
 
     def __init__(
@@ -272,8 +275,8 @@ class TKREPretrainer(Trainer):
         **kwargs: Any,
     ) -> None:
         args = args or TKREConfig(output_dir="tkre-output")
-        stage1 = _as_dataset(stage1_dataset)
-        stage2 = _as_dataset(stage2_dataset)
+        stage1 = as_relation_dataset(stage1_dataset)
+        stage2 = as_relation_dataset(stage2_dataset)
         if stage1 is None and stage2 is None:
             raise ValueError("TKREPretrainer needs stage1_dataset and/or stage2_dataset.")
         if stage2 is not None:
@@ -301,7 +304,7 @@ class TKREPretrainer(Trainer):
             if len(tokenizer) > model.get_input_embeddings().num_embeddings:
                 model.resize_token_embeddings(len(tokenizer))
             if peft_config is not None:
-                model = apply_peft(model, _with_marker_tokens(peft_config, tokenizer, markers))
+                model = apply_peft(model, with_marker_tokens(peft_config, tokenizer, markers))
             model = TKREPretrainingModel(model, len(self.relations), projection_dim=args.projection_dim)
         self.stage1_dataset, self.stage2_dataset = stage1, stage2
         self.label2id = {r: i for i, r in enumerate(self.relations)}
@@ -367,10 +370,10 @@ class TKREPretrainer(Trainer):
         super().log(logs, start_time)
 
     def train(self, *args: Any, **kwargs: Any):
-        """Stage 1 (MSLM) for ``stage1_epochs``, then stage 2 (MSLM + SCL) for ``stage2_epochs``.
+        """Stage 1 (MSLM) for `stage1_epochs`, then stage 2 (MSLM + SCL) for `stage2_epochs`.
 
         Each stage gets a fresh optimiser and schedule. Returns the last stage's `TrainOutput`
-        (with ``metrics["stage1_loss"]`` when stage 1 ran)."""
+        (with `metrics["stage1_loss"]` when stage 1 ran)."""
         result = None
         stage1_loss = None
         plan = (
@@ -469,121 +472,6 @@ def _card_example(scheme: str, entity_types: Sequence[str], default_type: str) -
         "The company fabricates plastic chairs .".split(), subject=(1, 2), object=(4, 5)
     )
     return " ".join(mark_words(example, scheme, entity_types, default_type)[0])
-
-
-def _as_dataset(data: Any) -> RelationDataset | None:
-    if data is None:
-        return None
-    if isinstance(data, RelationDataset):
-        return data
-    return RelationDataset(data)
-
-
-def _with_marker_tokens(peft_config: Any, tokenizer: Any, markers: Sequence[str]) -> Any:
-    """Let LoRA train the new marker embeddings (PEFT's ``trainable_token_indices``)."""
-    if (
-        markers
-        and hasattr(peft_config, "trainable_token_indices")
-        and peft_config.trainable_token_indices is None
-    ):
-        peft_config.trainable_token_indices = [int(tokenizer.convert_tokens_to_ids(m)) for m in markers]
-    return peft_config
-
-
-# -- fine-tuning ---------------------------------------------------------------------------------
-@dataclass
-class RelationFinetuneConfig(TrainingArguments):
-    r"""Arguments of [`RelationClassificationTrainer`].
-
-    Args:
-        label_smoothing (`float`, 0.0): label smoothing of the cross-entropy.
-        no_relation_label (`str`, *optional*): class left out of the micro-F1 (defaults to the model's).
-        dataset_name (`str`, *optional*): Hub id of the training data, for the model card.
-    """
-
-    label_smoothing: float = field(default=0.0, metadata={"help": "Label smoothing."})
-    no_relation_label: str | None = field(default=None, metadata={"help": "Negative class for micro-F1."})
-    dataset_name: str | None = field(default=None, metadata={"help": "Hub id of the training data."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Examples are objects, keep them."})
-    learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate."})
-    per_device_train_batch_size: int = field(default=16, metadata={"help": "Batch size."})
-    per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size."})
-    report_to: Any = field(default="none", metadata={"help": "Loggers."})
-    save_strategy: Any = field(default="no", metadata={"help": "Checkpoints."})
-
-
-class RelationClassificationTrainer(Trainer):
-    r"""Fine-tunes a [`RelationClassifier`] with cross-entropy over its labels.
-
-    Datasets are lists of `RelationExample`s (or dicts); the collator comes from the model. Evaluation
-    reports ``eval_micro_f1`` (without the negative class), ``eval_accuracy`` and, when every label is a
-    SemEval-2010 label, ``eval_official_macro_f1`` (the official scorer's figure).
-
-    Args:
-        model: a [`RelationClassifier`].
-        args: [`RelationFinetuneConfig`].
-        peft_config: optional `peft.LoraConfig`; the head is always trained in full and the marker
-            embeddings through ``trainable_token_indices``.
-    """
-
-    def __init__(
-        self,
-        model: Any = None,
-        args: RelationFinetuneConfig | None = None,
-        train_dataset: Any = None,
-        eval_dataset: Any = None,
-        processing_class: Any = None,
-        peft_config: Any = None,
-        **kwargs: Any,
-    ) -> None:
-
-        if not isinstance(model, RelationClassifier):
-            raise TypeError(
-                f"RelationClassificationTrainer needs a RelationClassifier, got {type(model).__name__}."
-            )
-        args = args or RelationFinetuneConfig(output_dir="re-finetune-output")
-        tokenizer = processing_class or model.tokenizer
-        collator = kwargs.pop("data_collator", None) or model.collator(tokenizer)
-        self.no_relation_label = args.no_relation_label or model.config.no_relation_label
-        self.id2label = dict(model.config.id2label)
-        if peft_config is not None:
-            if getattr(peft_config, "modules_to_save", None) is None:
-                peft_config.modules_to_save = ["classifier"]
-            peft_config = _with_marker_tokens(peft_config, tokenizer, model.config.marker_tokens)
-            model = apply_peft(model, peft_config)
-        kwargs.setdefault("compute_metrics", self._metrics)
-        super().__init__(
-            model=model,
-            args=args,
-            train_dataset=_as_dataset(train_dataset),
-            eval_dataset=_as_dataset(eval_dataset),
-            data_collator=collator,
-            processing_class=tokenizer,
-            **kwargs,
-        )
-
-    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        labels = inputs.pop("labels")
-        outputs = model(**inputs)
-        loss = F.cross_entropy(outputs.logits.float(), labels, label_smoothing=self.args.label_smoothing)
-        return (loss, outputs) if return_outputs else loss
-
-    def _metrics(self, eval_pred) -> dict[str, float]:
-
-        logits = (
-            eval_pred.predictions[0] if isinstance(eval_pred.predictions, tuple) else eval_pred.predictions
-        )
-        pred = [self.id2label[int(i)] for i in logits.argmax(-1)]
-        gold = [self.id2label[int(i)] for i in eval_pred.label_ids]
-        return relation_scores(gold, pred, self.no_relation_label)
-
-    def classifier(self) -> Any:
-        """The trained [`RelationClassifier`] (LoRA merged into a copy-free unwrapped model)."""
-        model = self.model
-        if hasattr(model, "merge_and_unload"):
-            model = model.merge_and_unload()
-            self.model = model
-        return model
 
 
 __all__ = [

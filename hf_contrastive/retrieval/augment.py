@@ -2,23 +2,23 @@
 
 Three ways to make (anchor, positive) pairs from raw documents, without labels:
 
-- :func:`random_crop_pairs` (Contriever, Izacard et al. 2022): two *independent* random spans of
-  the same document, each covering a fraction of it drawn uniformly from ``ratio_range`` (0.1-0.5
+- [`random_crop_pairs`] (Contriever, Izacard et al. 2022): two *independent* random spans of
+  the same document, each covering a fraction of it drawn uniformly from `ratio_range` (0.1-0.5
   in the paper), each then thinned by random word deletion (probability 0.1).
-- :func:`inverse_cloze_pairs` (ICT, Lee et al. 2019): a sentence is the query, the passage around
-  it is the document; the sentence is removed from its context with probability ``remove_prob``
+- [`inverse_cloze_pairs`] (ICT, Lee et al. 2019): a sentence is the query, the passage around
+  it is the document; the sentence is removed from its context with probability `remove_prob`
   (0.9 in the paper) so that the model learns more than word overlap.
-- :func:`context_window_pairs` (CCP, Wu et al. 2022): two sentences of the same document that lie
-  within ``window`` sentences of each other.
+- [`context_window_pairs`] (CCP, Wu et al. 2022): two sentences of the same document that lie
+  within `window` sentences of each other.
 
-Every builder is deterministic under its ``seed``: the pairs of document ``i`` depend only on
-``(seed, i)`` (each row draws from its own generator), so the output does not change with the
+Every builder is deterministic under its `seed`: the pairs of document `i` depend only on
+`(seed, i)` (each row draws from its own generator), so the output does not change with the
 number of processes, the order of calls or a resumed run. The unit of cropping is the word
 (whitespace-separated), which keeps the builders independent of the tokenizer; cap the crop
-length with ``max_words`` (the trainer's ``max_seq_length`` truncates what remains).
+length with `max_words` (the trainer's `max_seq_length` truncates what remains).
 
-Each builder returns a :class:`datasets.Dataset` with ``anchor`` and ``positive`` columns (plus
-``doc_index``), ready for :class:`~hf_contrastive.ContrastiveTrainer`.
+Each builder returns a [`datasets.Dataset`] with `anchor` and `positive` columns (plus
+`doc_index`), ready for [`hf_contrastive.ContrastiveTrainer`].
 """
 
 from __future__ import annotations
@@ -80,10 +80,10 @@ def random_crop(
     rng: random.Random | None = None,
     max_words: int | None = None,
 ) -> list[str]:
-    """A contiguous span covering ``ratio * len(words)`` words, ``ratio ~ U(ratio_range)``.
+    """A contiguous span covering `ratio * len(words)` words, `ratio ~ U(ratio_range)`.
 
-    At least one word is kept (for a non-empty input); ``max_words`` caps the span length. The
-    start is uniform over the positions where the span fits (Contriever's ``randomcrop``).
+    At least one word is kept (for a non-empty input); `max_words` caps the span length. The
+    start is uniform over the positions where the span fits (Contriever's `randomcrop`).
     """
     lo, hi = _check_ratio_range(ratio_range)
     rng = rng or random.Random()
@@ -98,7 +98,7 @@ def random_crop(
 
 
 def word_deletion(words: Sequence[str], prob: float = 0.1, rng: random.Random | None = None) -> list[str]:
-    """Drop each word independently with probability ``prob``; one word is always kept."""
+    """Drop each word independently with probability `prob`; one word is always kept."""
     prob = _check_prob("deletion_prob", prob)
     rng = rng or random.Random()
     if prob == 0.0 or len(words) <= 1:
@@ -120,15 +120,15 @@ def random_crop_pairs(
 
     Args:
         texts: the documents.
-        ratio_range: ``(min, max)`` fraction of the document each crop covers (0.1, 0.5 as the paper).
+        ratio_range: `(min, max)` fraction of the document each crop covers (0.1, 0.5 as the paper).
         deletion_prob: word-deletion probability applied to each crop (0.1 as the paper; 0 disables).
         pairs_per_text: pairs drawn per document (e.g. one per planned epoch).
         max_words: cap on each crop's length in words (after the ratio is applied).
         min_words: documents with fewer words are skipped (a crop of one word says little).
-        seed: the pairs of document ``i`` depend only on ``(seed, i)``.
+        seed: the pairs of document `i` depend only on `(seed, i)`.
 
     Returns:
-        ``datasets.Dataset`` with columns ``anchor``, ``positive``, ``doc_index``.
+        `datasets.Dataset` with columns `anchor`, `positive`, `doc_index`.
     """
 
     texts = _check_texts(texts, "random_crop_pairs")
@@ -188,14 +188,14 @@ def inverse_cloze_pairs(
     """Inverse Cloze Task pairs (Lee et al. 2019): a random sentence and the passage around it.
 
     Args:
-        texts: documents, as strings (split by :func:`split_sentences`) or lists of sentences.
+        texts: documents, as strings (split by [`split_sentences`]) or lists of sentences.
         remove_prob: probability that the query sentence is removed from its context (0.9, as the paper).
         pairs_per_text: pairs drawn per document (different query sentences when possible).
-        context_sentences: keep at most this many sentences on each side of the query (``None``: all).
-        seed: the pairs of document ``i`` depend only on ``(seed, i)``.
+        context_sentences: keep at most this many sentences on each side of the query (`None`: all).
+        seed: the pairs of document `i` depend only on `(seed, i)`.
 
     Returns:
-        ``datasets.Dataset`` with ``anchor`` (the sentence), ``positive`` (the context), ``doc_index``.
+        `datasets.Dataset` with `anchor` (the sentence), `positive` (the context), `doc_index`.
         Documents with fewer than two sentences are skipped.
     """
 
@@ -231,13 +231,13 @@ def context_window_pairs(
     pairs_per_text: int = 1,
     seed: int = 0,
 ):
-    """Contrastive Context Prediction pairs (Wu et al. 2022): two sentences at most ``window`` apart.
+    """Contrastive Context Prediction pairs (Wu et al. 2022): two sentences at most `window` apart.
 
     For each pair a centre sentence is drawn uniformly, then a different sentence whose distance to
-    it is in ``[1, window]``. Documents with fewer than two sentences are skipped.
+    it is in `[1, window]`. Documents with fewer than two sentences are skipped.
 
     Returns:
-        ``datasets.Dataset`` with ``anchor``, ``positive``, ``doc_index``.
+        `datasets.Dataset` with `anchor`, `positive`, `doc_index`.
     """
 
     if int(window) < 1:

@@ -3,7 +3,7 @@
 Dense retrievers embed queries and documents independently and score them by a dot product or a
 cosine. The two towers can share their weights (Contriever, E5, most sentence-transformers
 retrievers) or not (DPR, Karpukhin et al. 2020). Asymmetric models also mark the role with a text
-prefix (E5's ``"query: "`` / ``"passage: "``) or an instruction; those prefixes live in the config,
+prefix (E5's `"query: "` / `"passage: "`) or an instruction; those prefixes live in the config,
 so a saved model embeds exactly as it was trained.
 """
 
@@ -116,16 +116,16 @@ class BiEncoderConfig(PretrainedConfig):
 class BiEncoder(HubMixin, PreTrainedModel):
     r"""Query and document towers ([`SentenceEncoder`] each, or one shared) for dense retrieval.
 
-    ``forward`` embeds a tokenised batch with one tower (``tower="query"`` or ``"document"``), or
-    with both in one call: ``num_queries=n`` sends the first ``n`` rows to the query tower and the
+    `forward` embeds a tokenised batch with one tower (`tower="query"` or `"document"`), or
+    with both in one call: `num_queries=n` sends the first `n` rows to the query tower and the
     rest to the document tower (how [`ContrastiveTrainer`] embeds anchors, positives and hard
-    negatives in one forward). ``encode_queries`` / ``encode_documents`` apply the configured
+    negatives in one forward). `encode_queries` / `encode_documents` apply the configured
     prompts and truncation lengths; retrieval evaluators call them.
 
-    ``from_pretrained`` loads a saved bi-encoder, or any single-encoder checkpoint
+    `from_pretrained` loads a saved bi-encoder, or any single-encoder checkpoint
     [`SentenceEncoder.from_pretrained`] understands as a shared-tower model: a Contriever
-    checkpoint (BERT weights, mean pooling: ``BiEncoder.from_pretrained("facebook/contriever")``),
-    a sentence-transformers folder, a plain backbone with ``pooling=``.
+    checkpoint (BERT weights, mean pooling: `BiEncoder.from_pretrained("facebook/contriever")`),
+    a sentence-transformers folder, a plain backbone with `pooling=`.
 
     Example::
 
@@ -283,7 +283,7 @@ class BiEncoder(HubMixin, PreTrainedModel):
         max_length: int | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        """Embed queries with the query tower and `config.query_prompt` (or `prompt`): ``[N, D]``."""
+        """Embed queries with the query tower and `config.query_prompt` (or `prompt`): `[N, D]`."""
         return self._encode("query", texts, prompt, max_length, batch_size=batch_size, **kwargs)
 
     def encode_documents(
@@ -294,7 +294,7 @@ class BiEncoder(HubMixin, PreTrainedModel):
         max_length: int | None = None,
         **kwargs: Any,
     ) -> torch.Tensor:
-        """Embed documents with the document tower and `config.document_prompt` (or `prompt`): ``[N, D]``."""
+        """Embed documents with the document tower and `config.document_prompt` (or `prompt`): `[N, D]`."""
         return self._encode("document", texts, prompt, max_length, batch_size=batch_size, **kwargs)
 
     def encode(self, texts: str | Sequence[str], **kwargs: Any) -> torch.Tensor:
@@ -302,7 +302,7 @@ class BiEncoder(HubMixin, PreTrainedModel):
         return self.query_encoder.encode(texts, **kwargs)
 
     def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        """Pairwise scores ``[N, M]`` of query embeddings ``a`` ``[N, D]`` and document embeddings ``b`` ``[M, D]``
+        """Pairwise scores `[N, M]` of query embeddings `a` `[N, D]` and document embeddings `b` `[M, D]`
         with the configured similarity function."""
         return self.query_encoder.similarity(a, b)
 
@@ -340,11 +340,11 @@ class BiEncoder(HubMixin, PreTrainedModel):
     ):
         """Load a saved bi-encoder, or wrap a single-encoder checkpoint as shared towers.
 
-        Bi-encoder settings (``query_prompt``, ``document_prompt``, ``query_max_length``,
-        ``document_max_length``, ``shared_towers``) may be given as keyword arguments. With
-        ``shared_towers=False`` a single-encoder checkpoint initialises both towers (DPR-style
+        Bi-encoder settings (`query_prompt`, `document_prompt`, `query_max_length`,
+        `document_max_length`, `shared_towers`) may be given as keyword arguments. With
+        `shared_towers=False` a single-encoder checkpoint initialises both towers (DPR-style
         fine-tuning from one model). Other keyword arguments go to [`SentenceEncoder.from_pretrained`]
-        (``pooling``, ``normalize``, ``dtype``, ...). Contriever checkpoints are BERT weights with mean
+        (`pooling`, `normalize`, `dtype`, ...). Contriever checkpoints are BERT weights with mean
         pooling, the [`SentenceEncoderConfig`] default, so they need no argument.
         """
 
@@ -387,7 +387,7 @@ class BiEncoder(HubMixin, PreTrainedModel):
     card_citations = (DPR_CITATION,)
 
     def card_details(self) -> dict[str, Any]:
-        """Settings of the towers for ``model_cards/bi_encoder.md``."""
+        """Settings of the towers for `model_cards/bi_encoder.md`."""
         config = self.config
         towers = []
         for name in TOWERS if not config.shared_towers else ("query",):

@@ -1,28 +1,28 @@
 """Dense retrieval evaluation on a BEIR-layout triple (corpus, queries, qrels).
 
-Exact search: queries and documents are embedded, scored in corpus chunks of ``chunk_size``
-(so memory is bounded by ``num_queries x chunk_size`` scores), and each query keeps its top
-``max(k_values)`` documents. The metrics follow sentence-transformers'
-``InformationRetrievalEvaluator`` (and with binary relevance, BEIR's ``pytrec_eval``
+Exact search: queries and documents are embedded, scored in corpus chunks of `chunk_size`
+(so memory is bounded by `num_queries x chunk_size` scores), and each query keeps its top
+`max(k_values)` documents. The metrics follow sentence-transformers'
+`InformationRetrievalEvaluator` (and with binary relevance, BEIR's `pytrec_eval`
 figures for nDCG, recall and MRR):
 
-- ``ndcg@k``: DCG with gain = relevance grade (trec_eval's linear gain) and discount
-  ``1 / log2(rank + 1)``, divided by the DCG of the ideal ranking of the judged documents.
-- ``mrr@k``: reciprocal rank of the first relevant document within the top k (0 if none).
-- ``recall@k``: relevant documents in the top k / all relevant documents of the query.
-- ``precision@k``: relevant documents in the top k / k.
-- ``accuracy@k``: 1 if any relevant document is in the top k (also called hit rate / success@k).
-- ``map@k``: sum of precision@rank over relevant ranks <= k, divided by
-  ``min(k, number of relevant documents)`` (sentence-transformers' convention).
+- `ndcg@k`: DCG with gain = relevance grade (trec_eval's linear gain) and discount
+  `1 / log2(rank + 1)`, divided by the DCG of the ideal ranking of the judged documents.
+- `mrr@k`: reciprocal rank of the first relevant document within the top k (0 if none).
+- `recall@k`: relevant documents in the top k / all relevant documents of the query.
+- `precision@k`: relevant documents in the top k / k.
+- `accuracy@k`: 1 if any relevant document is in the top k (also called hit rate / success@k).
+- `map@k`: sum of precision@rank over relevant ranks <= k, divided by
+  `min(k, number of relevant documents)` (sentence-transformers' convention).
 
 Every metric is the mean over the evaluated queries: those with at least one relevant
 (grade > 0) judgement. Ties in score are broken by ascending document id, as in
-sentence-transformers. Documents are embedded as ``(title + " " + text).strip()`` (BEIR's and
-MTEB's join), or ``text`` alone when there is no title.
+sentence-transformers. Documents are embedded as `(title + " " + text).strip()` (BEIR's and
+MTEB's join), or `text` alone when there is no title.
 
-Data: `load_beir` reads a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``)
+Data: `load_beir` reads a BEIR folder (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv`)
 or the SciFact CSV release of the benchmark data folder (the BEIR test split is the 300 claims
-of ``claims_validation.csv`` that cite documents; ``split="train"`` reads ``claims_train.csv``).
+of `claims_validation.csv` that cite documents; `split="train"` reads `claims_train.csv`).
 """
 
 from __future__ import annotations
@@ -61,13 +61,13 @@ def retrieval_metrics(
     """Ranking metrics of ranked document ids against graded judgements.
 
     Args:
-        results: ``{query_id: [doc_id, ...]}`` ranked best first (at least ``max(k_values)`` long
+        results: `{query_id: [doc_id, ...]}` ranked best first (at least `max(k_values)` long
             where the corpus allows).
-        qrels: ``{query_id: {doc_id: grade}}``; grades > 0 are relevant.
+        qrels: `{query_id: {doc_id: grade}}`; grades > 0 are relevant.
         k_values: cut-offs.
     Returns:
-        ``{f"{metric}@{k}": mean over queries}`` for metric in ``ndcg``, ``mrr``, ``recall``,
-        ``precision``, ``accuracy``, ``map`` (see the module docstring for the definitions).
+        `{f"{metric}@{k}": mean over queries}` for metric in `ndcg`, `mrr`, `recall`,
+        `precision`, `accuracy`, `map` (see the module docstring for the definitions).
         Queries without a relevant judgement are not evaluated; a query with judgements but no
         ranking counts as all zeros.
     """
@@ -152,27 +152,27 @@ def evaluate_retrieval(
     corpus_embeddings: torch.Tensor | None = None,
     return_results: bool = False,
 ) -> dict[str, Any]:
-    """Embed queries and corpus with ``model`` and score exact top-k retrieval against ``qrels``.
+    """Embed queries and corpus with `model` and score exact top-k retrieval against `qrels`.
 
     Args:
-        model: anything with ``encode(texts, batch_size=..., ...)`` returning ``[N, D]`` (a
-            [`SentenceEncoder`], a sentence-transformers model); ``encode_queries`` /
-            ``encode_documents`` are used when the model has them.
-        corpus: ``{doc_id: {"title": ..., "text": ...}}`` (or ``{doc_id: text}``).
-        queries: ``{query_id: text}``. Only queries with a relevant judgement are embedded.
-        qrels: ``{query_id: {doc_id: grade}}``; grade > 0 is relevant (graded gains in nDCG).
+        model: anything with `encode(texts, batch_size=..., ...)` returning `[N, D]` (a
+            [`SentenceEncoder`], a sentence-transformers model); `encode_queries` /
+            `encode_documents` are used when the model has them.
+        corpus: `{doc_id: {"title": ..., "text": ...}}` (or `{doc_id: text}`).
+        queries: `{query_id: text}`. Only queries with a relevant judgement are embedded.
+        qrels: `{query_id: {doc_id: grade}}`; grade > 0 is relevant (graded gains in nDCG).
         batch_size: texts per forward pass. chunk_size: documents scored at once.
-        k_values: cut-offs; the search keeps ``max(k_values)`` documents per query.
-        score_function: ``"cos_sim"`` (default) or ``"dot"``.
+        k_values: cut-offs; the search keeps `max(k_values)` documents per query.
+        score_function: `"cos_sim"` (default) or `"dot"`.
         query_prompt / document_prompt: text prepended to queries / documents (passed to the
-            model as ``prompt=`` where it takes one).
-        corpus_embeddings: precomputed ``[N, D]`` document embeddings in ``corpus`` order (skips
+            model as `prompt=` where it takes one).
+        corpus_embeddings: precomputed `[N, D]` document embeddings in `corpus` order (skips
             embedding the corpus).
-        return_results: also return ``results`` ``{query_id: [(doc_id, score), ...]}``.
+        return_results: also return `results` `{query_id: [(doc_id, score), ...]}`.
     Returns:
-        ``ndcg@k``, ``mrr@k``, ``recall@k``, ``precision@k``, ``accuracy@k``, ``map@k`` for every
-        k, plus ``num_queries``, ``num_documents``, ``unknown_qrels_queries`` (qrels query ids not
-        in ``queries``: skipped) and ``unknown_qrels_documents`` (judgements of documents not in
+        `ndcg@k`, `mrr@k`, `recall@k`, `precision@k`, `accuracy@k`, `map@k` for every
+        k, plus `num_queries`, `num_documents`, `unknown_qrels_queries` (qrels query ids not
+        in `queries`: skipped) and `unknown_qrels_documents` (judgements of documents not in
         the corpus: kept as relevant but unretrievable, as trec_eval does).
     """
     corpus, queries, qrels, counts = _validate_triple(corpus, queries, qrels)
@@ -220,7 +220,7 @@ def encode_corpus(
     document_prompt: str | None = None,
     show_progress_bar: bool = False,
 ) -> torch.Tensor:
-    """``[N, D]`` embeddings of the corpus documents, in the corpus's order (see `document_text`)."""
+    """`[N, D]` embeddings of the corpus documents, in the corpus's order (see `document_text`)."""
     if len(corpus) == 0:
         raise ValueError("The corpus is empty: retrieval needs at least one document.")
     return encode_texts(
@@ -236,16 +236,16 @@ def encode_corpus(
 class RetrievalEvaluator:
     """Reusable retrieval evaluation with a metric prefix, standalone or during training.
 
-    ``RetrievalEvaluator(corpus, queries, qrels, name="scifact")(model)`` returns
-    ``{"scifact_ndcg@10": ..., "scifact_mrr@10": ..., ...}`` (the same contract as
-    [`STSEvaluator`]); ``compute(model)`` returns the same figures prefixed ``eval_`` for
-    ``Trainer`` logs; ``callback()`` gives a `TrainerCallback` that adds them to the metrics of
-    every ``Trainer.evaluate`` call.
+    `RetrievalEvaluator(corpus, queries, qrels, name="scifact")(model)` returns
+    `{"scifact_ndcg@10": ..., "scifact_mrr@10": ..., ...}` (the same contract as
+    [`STSEvaluator`]); `compute(model)` returns the same figures prefixed `eval_` for
+    `Trainer` logs; `callback()` gives a `TrainerCallback` that adds them to the metrics of
+    every `Trainer.evaluate` call.
 
     Args:
         corpus / queries / qrels: a BEIR triple (see `load_beir`).
         name: metric prefix. main_metric: the figure reported first and named by `primary_metric`
-            (default ``ndcg@10``, or nDCG at the largest cut-off when 10 is not among ``k_values``).
+            (default `ndcg@10`, or nDCG at the largest cut-off when 10 is not among `k_values`).
         Other keyword arguments go to `evaluate_retrieval`.
     """
 
@@ -313,7 +313,7 @@ class RetrievalEvaluator:
         return sum(1 for q in self.queries if any(g > 0 for g in self.qrels.get(q, {}).values()))
 
     def evaluate(self, model: Any, **overrides: Any) -> dict[str, Any]:
-        """Unprefixed `evaluate_retrieval` result for ``model``."""
+        """Unprefixed `evaluate_retrieval` result for `model`."""
         kwargs = dict(
             batch_size=self.batch_size,
             chunk_size=self.chunk_size,
@@ -335,26 +335,26 @@ class RetrievalEvaluator:
         return out
 
     def compute(self, model: Any, metric_key_prefix: str = "eval") -> dict[str, float]:
-        """``__call__``'s figures prefixed ``{metric_key_prefix}_`` (``eval_retrieval_ndcg@10``)."""
+        """`__call__`'s figures prefixed `{metric_key_prefix}_` (`eval_retrieval_ndcg@10`)."""
         return {f"{metric_key_prefix}_{k}": v for k, v in self(model).items()}
 
     def callback(self, metric_key_prefix: str = "eval") -> RetrievalEvaluatorCallback:
-        """A `TrainerCallback` running this evaluator at each ``Trainer.evaluate``."""
+        """A `TrainerCallback` running this evaluator at each `Trainer.evaluate`."""
         return RetrievalEvaluatorCallback(self, metric_key_prefix=metric_key_prefix)
 
 
 class RetrievalEvaluatorCallback(TrainerCallback):
-    """Adds a [`RetrievalEvaluator`]'s figures to the metrics of every ``Trainer.evaluate``.
+    """Adds a [`RetrievalEvaluator`]'s figures to the metrics of every `Trainer.evaluate`.
 
-    ``Trainer(..., callbacks=[evaluator.callback()])``: when an evaluation runs (at the
-    ``eval_strategy`` schedule, or an explicit ``trainer.evaluate()``), the model being trained
-    (PEFT/DDP wrappers are looked through) is evaluated and ``eval_<name>_<metric>`` figures are
-    added to the returned metrics, so ``metric_for_best_model="eval_<name>_ndcg@10"`` works, and
-    they are appended to ``state.log_history``. Only the main process evaluates.
+    `Trainer(..., callbacks=[evaluator.callback()])`: when an evaluation runs (at the
+    `eval_strategy` schedule, or an explicit `trainer.evaluate()`), the model being trained
+    (PEFT/DDP wrappers are looked through) is evaluated and `eval_<name>_<metric>` figures are
+    added to the returned metrics, so `metric_for_best_model="eval_<name>_ndcg@10"` works, and
+    they are appended to `state.log_history`. Only the main process evaluates.
 
     The callback runs when the trainer evaluates; with [`ContrastiveTrainer`] that needs an
-    ``eval_dataset`` or an ``sts_evaluator`` (otherwise ``evaluate()`` has nothing of its own to
-    run and refuses). Without either, call ``evaluator.compute(model)`` directly.
+    `eval_dataset` or an `sts_evaluator` (otherwise `evaluate()` has nothing of its own to
+    run and refuses). Without either, call `evaluator.compute(model)` directly.
     """
 
     def __init__(self, evaluator: RetrievalEvaluator, metric_key_prefix: str = "eval") -> None:

@@ -3,15 +3,15 @@
 For every (anchor, positive) row, embed the anchor and a corpus, rank the corpus by exact
 similarity (in chunks, no index library), drop the anchor's own positives, optionally rescore
 the candidates with a reranker, filter them by score and margin against the positive, and keep
-``num_negatives`` of the survivors from the rank window ``[range_min, range_max)``. The
-selection rules are those of sentence-transformers' ``mine_hard_negatives`` and of
+`num_negatives` of the survivors from the rank window `[range_min, range_max)`. The
+selection rules are those of sentence-transformers' `mine_hard_negatives` and of
 NV-Retriever (Moreira et al. 2024, "NV-Retriever: Improving text embedding models with
-effective hard-negative mining"), whose best setting is ``relative_margin=0.05`` with
-``sampling_strategy="top"`` ("TopK-PercPos 95%").
+effective hard-negative mining"), whose best setting is `relative_margin=0.05` with
+`sampling_strategy="top"` ("TopK-PercPos 95%").
 
-The result is a `datasets.Dataset` laid out for [`ContrastiveTrainer`] (``anchor``,
-``positive``, ``negative`` or ``negative_1..n`` columns), or for pointwise reranker training
-(``labeled-pair``).
+The result is a `datasets.Dataset` laid out for [`ContrastiveTrainer`] (`anchor`,
+`positive`, `negative` or `negative_1..n` columns), or for pointwise reranker training
+(`labeled-pair`).
 """
 
 from __future__ import annotations
@@ -90,46 +90,46 @@ def mine_hard_negatives(
     """Add mined hard negatives to a dataset of (anchor, positive) rows.
 
     Args:
-        model: the retriever that ranks candidates: anything with ``encode(texts)`` (a
-            [`SentenceEncoder`]); ``encode_queries`` / ``encode_documents`` are used when present.
+        model: the retriever that ranks candidates: anything with `encode(texts)` (a
+            [`SentenceEncoder`]); `encode_queries` / `encode_documents` are used when present.
             Scores are cosine similarities.
-        dataset: a `datasets.Dataset` with ``anchor_column`` and ``positive_column``. Rows that share
+        dataset: a `datasets.Dataset` with `anchor_column` and `positive_column`. Rows that share
             an anchor are one query with several positives; none of them is mined as a negative.
-        corpus: extra candidate documents (a list of texts, or a BEIR dict ``{id: {"title", "text"}}``
-            whose documents become ``title + " " + text``). Candidates are the de-duplicated union
-            of the corpus and the positives; ``None`` mines from the positives only.
+        corpus: extra candidate documents (a list of texts, or a BEIR dict `{id: {"title", "text"}}`
+            whose documents become `title + " " + text`). Candidates are the de-duplicated union
+            of the corpus and the positives; `None` mines from the positives only.
         range_min / range_max: rank window, 0-based and counted after the positives and the score
-            and margin filters are applied: skip the ``range_min`` best surviving candidates (likely
-            unlabelled positives) and never go past rank ``range_max``. ``range_max`` defaults to
-            ``range_min + num_negatives + max positives per query``, or ``range_min + 10 *
+            and margin filters are applied: skip the `range_min` best surviving candidates (likely
+            unlabelled positives) and never go past rank `range_max`. `range_max` defaults to
+            `range_min + num_negatives + max positives per query`, or ``range_min + 10 *
             num_negatives + max positives`` when a score or margin filter is set.
-        margin: absolute margin: drop candidates with ``score + margin > positive score``
+        margin: absolute margin: drop candidates with `score + margin > positive score`
             (0 keeps only candidates scored below the positive). With several positives the
             lowest positive score is used.
-        relative_margin: drop candidates with ``score > pos - |pos| * relative_margin`` (0.05 is
+        relative_margin: drop candidates with `score > pos - |pos| * relative_margin` (0.05 is
             NV-Retriever's TopK-PercPos 95%).
         max_score / min_score: drop candidates scored above / below these values.
         num_negatives: negatives per query (>= 1).
-        sampling_strategy: ``"top"`` (the best surviving candidates in the window) or ``"random"``
-            (a uniform sample of the surviving candidates in the window, seeded by ``seed``, then
+        sampling_strategy: `"top"` (the best surviving candidates in the window) or `"random"`
+            (a uniform sample of the surviving candidates in the window, seeded by `seed`, then
             sorted by score).
         batch_size: texts per forward pass (and pairs per reranker call). chunk_size: documents
             scored at once in the exact search.
-        reranker: optional model with ``predict(pairs, batch_size=...) -> scores`` (a
+        reranker: optional model with `predict(pairs, batch_size=...) -> scores` (a
             [`CrossEncoderReranker`]) that rescores the candidates and the positives before
-            filtering; its scores then apply to ``margin``/``max_score``/``min_score``.
-        output_format: ``"triplet"`` (one row per (anchor, positive, negative)), ``"n-tuple"``
-            (``negative_1 .. negative_n`` columns; rows without ``num_negatives`` surviving
-            candidates are dropped), or ``"labeled-pair"`` (``anchor``, ``positive`` column holding
-            each document, ``label`` 1 for positives and 0 for negatives).
-        output_scores: add a ``mining_scores`` column (``[positive, negative(s)]`` scores; for
-            ``labeled-pair`` the document's score).
+            filtering; its scores then apply to `margin`/`max_score`/`min_score`.
+        output_format: `"triplet"` (one row per (anchor, positive, negative)), `"n-tuple"`
+            (`negative_1 .. negative_n` columns; rows without `num_negatives` surviving
+            candidates are dropped), or `"labeled-pair"` (`anchor`, `positive` column holding
+            each document, `label` 1 for positives and 0 for negatives).
+        output_scores: add a `mining_scores` column (`[positive, negative(s)]` scores; for
+            `labeled-pair` the document's score).
         query_prompt / document_prompt: prompts for the anchors / candidates.
         corpus_embeddings: precomputed embeddings of the candidate list (corpus + positives,
             de-duplicated, in that order), to skip embedding them.
-        seed: seed of the ``random`` strategy.
+        seed: seed of the `random` strategy.
     Returns:
-        A `datasets.Dataset`, with ``info.description`` left as is; the mining statistics are
+        A `datasets.Dataset`, with `info.description` left as is; the mining statistics are
         logged (how many candidates each filter removed, queries short of negatives).
     """
 

@@ -1,22 +1,22 @@
-"""Recipe tasks of the retrieval wing: ``retrieval`` (dense retrievers) and ``reranker``.
+"""Recipe tasks of the retrieval wing: `retrieval` (dense retrievers) and `reranker`.
 
-A recipe with ``task: retrieval`` trains a [`BiEncoder`] with [`ContrastiveTrainer`] and reports
+A recipe with `task: retrieval` trains a [`BiEncoder`] with [`ContrastiveTrainer`] and reports
 retrieval figures (nDCG@10, Recall@100, MRR@10) on a BEIR-layout evaluation set before and after.
-Its ``method`` section is the contrastive objective ([`ContrastiveMethod`]: ``loss``, ``temperature``,
-``momentum``, ``queue_size``, ...), ``args`` the [`ContrastiveConfig`] training arguments, ``lora`` optional
-`peft.LoraConfig` fields. Its ``data`` section says where the training pairs come from:
+Its `method` section is the contrastive objective ([`ContrastiveMethod`]: `loss`, `temperature`,
+`momentum`, `queue_size`, ...), `args` the [`ContrastiveConfig`] training arguments, `lora` optional
+`peft.LoraConfig` fields. Its `data` section says where the training pairs come from:
 
-* unsupervised (``trainers/contriever-pretrain.yaml``)::
+* unsupervised (`trainers/contriever-pretrain.yaml`)::
 
       data:
         corpus: {name: ${data}/retrieval/scifact}            # documents to build pairs from
         pairs: {builder: random_crop, ratio_range: [0.1, 0.5], deletion_prob: 0.1}
         eval: {name: ${data}/retrieval/scifact, split: test}
 
-  ``builder`` is ``random_crop`` (Contriever), ``inverse_cloze`` or ``context_window`` (CCP); the
-  other keys go to that builder of :mod:`hf_contrastive.retrieval.augment`.
+  `builder` is `random_crop` (Contriever), `inverse_cloze` or `context_window` (CCP); the
+  other keys go to that builder of `hf_contrastive.retrieval.augment`.
 
-* supervised (``trainers/retrieval-finetune.yaml``)::
+* supervised (`trainers/retrieval-finetune.yaml`)::
 
       data:
         train: {name: ${data}/retrieval/scifact, split: train}   # (query, relevant document) pairs
@@ -24,14 +24,14 @@ Its ``method`` section is the contrastive objective ([`ContrastiveMethod`]: ``lo
         eval: {name: ${data}/retrieval/scifact, split: test}
 
   hard negatives are mined with the model being trained (before training), over the whole corpus,
-  with :func:`hf_contrastive.retrieval.mining.mine_hard_negatives` (its keyword arguments).
+  with [`hf_contrastive.retrieval.mining.mine_hard_negatives`] (its keyword arguments).
 
-``name`` is anything :func:`hf_contrastive.retrieval.evaluation.load_beir` reads; ``max_queries`` /
-``max_documents`` cut the data (smoke runs); ``eval.batch_size`` (default 64) batches the evaluation.
-``model`` takes [`BiEncoder.from_pretrained`] arguments (``query_prompt``, ``document_prompt``,
-``shared_towers``, ``pooling``, ...).
+`name` is anything [`hf_contrastive.retrieval.evaluation.load_beir`] reads; `max_queries` /
+`max_documents` cut the data (smoke runs); `eval.batch_size` (default 64) batches the evaluation.
+`model` takes [`BiEncoder.from_pretrained`] arguments (`query_prompt`, `document_prompt`,
+`shared_towers`, `pooling`, ...).
 
-A recipe with ``task: reranker`` mines hard negatives, trains a reranker and scores it on a BEIR split::
+A recipe with `task: reranker` mines hard negatives, trains a reranker and scores it on a BEIR split::
 
     model:  {type: cross-encoder | llm, name_or_path: ..., max_seq_length: 256}
     data:   {retrieval: scifact, split: train, retriever: ${minilm}, num_negatives: 3,
@@ -40,10 +40,10 @@ A recipe with ``task: reranker`` mines hard negatives, trains a reranker and sco
     args:   RerankerConfig / TrainingArguments fields (learning rate, batch of query groups, epochs, ...)
     lora:   optional peft.LoraConfig fields
 
-``name_or_path: smollm2`` means the packaged SmolLM2-135M-Instruct (cached as a plain folder once). The
-retriever ranks the corpus for every training query; `mine_hard_negatives` keeps ``num_negatives`` per
-query; the reranker trains on (query, relevant, negatives) groups. With ``eval_split`` the retriever's top
-``eval_top_k`` for (a seeded sample of ``eval_queries``) evaluation queries is reranked and nDCG@10 /
+`name_or_path: smollm2` means the packaged SmolLM2-135M-Instruct (cached as a plain folder once). The
+retriever ranks the corpus for every training query; `mine_hard_negatives` keeps `num_negatives` per
+query; the reranker trains on (query, relevant, negatives) groups. With `eval_split` the retriever's top
+`eval_top_k` for (a seeded sample of `eval_queries`) evaluation queries is reranked and nDCG@10 /
 MRR@10 are reported before and after.
 """
 
@@ -204,7 +204,7 @@ def run_retrieval_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass
 class RerankerMethod:
-    r"""The ``method`` section of ``reranker`` recipes ("SFT vs contrastive learning for LLM reranking", 2025).
+    r"""The `method` section of `reranker` recipes ("SFT vs contrastive learning for LLM reranking", 2025).
 
     Each setting is the [`RerankerConfig`] field of the same name.
 
@@ -251,8 +251,8 @@ def run_reranker_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
             The resolved recipe (see the module docstring for its sections).
 
     Returns:
-        `dict`: ``training_groups``, ``retriever`` / ``reranked`` (nDCG@10 and MRR@10, with
-        ``data.eval_split``), ``output`` and ``is_main_process``.
+        `dict`: `training_groups`, `retriever` / `reranked` (nDCG@10 and MRR@10, with
+        `data.eval_split`), `output` and `is_main_process`.
     """
     model_cfg = dict(recipe.get("model") or {})
     data_cfg = dict(recipe.get("data") or {})

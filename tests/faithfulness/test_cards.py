@@ -65,9 +65,8 @@ def test_span_trainer_save_model_writes_card_with_runnable_snippet(tmp_path, obj
     card = check_card(folder, "org/tiny-llama", "text-generation")
     assert "faithfulness" in card.data.tags and ("peft" in card.data.tags) == lora
     assert f"`{objective}`" in card.text and "huang2025enhancing" in card.text
-    assert ("welleck2020neural" in card.text) == (
-        objective == "unlikelihood"
-    ) or "welleck2020neural" in card.text
+    if objective == "unlikelihood":  # the unlikelihood term is Welleck et al.'s
+        assert "welleck2020neural" in card.text
     assert (folder / "adapter_config.json").is_file() == lora
     check_causal_lm_snippet(folder, trainer.accelerator.unwrap_model(trainer.model), GREEDY, logits_atol=5e-3)
 

@@ -1,10 +1,10 @@
 """Loaders for the benchmark formats the wings train and evaluate on.
 
-- STS Benchmark (``sts-{split}.csv``, tab-separated) as `STSExample` rows.
-- Retrieval benchmarks as a BEIR triple ``(corpus, queries, qrels)``: a BEIR folder
-  (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``) or the SciFact CSV release of the
-  benchmark data folder (the BEIR test split is the 300 claims of ``claims_validation.csv`` that
-  cite documents; ``split="train"`` reads ``claims_train.csv``).
+- STS Benchmark (`sts-{split}.csv`, tab-separated) as `STSExample` rows.
+- Retrieval benchmarks as a BEIR triple `(corpus, queries, qrels)`: a BEIR folder
+  (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv`) or the SciFact CSV release of the
+  benchmark data folder (the BEIR test split is the 300 claims of `claims_validation.csv` that
+  cite documents; `split="train"` reads `claims_train.csv`).
 """
 
 from __future__ import annotations
@@ -33,12 +33,12 @@ class STSExample:
 
 
 def load_sts_benchmark(split: str = "test", path: str | Path | None = None) -> list[STSExample]:
-    """Read STS Benchmark ``sts-{split}.csv`` (tab-separated; the first 7 fields are used).
+    """Read STS Benchmark `sts-{split}.csv` (tab-separated; the first 7 fields are used).
 
     Args:
-        split: ``train``, ``dev`` or ``test``.
-        path: the ``stsbenchmark`` folder, or the benchmark data root; defaults to
-            ``data_dir()/sts/stsbenchmark``.
+        split: `train`, `dev` or `test`.
+        path: the `stsbenchmark` folder, or the benchmark data root; defaults to
+            `data_dir()/sts/stsbenchmark`.
     """
     if split not in ("train", "dev", "test"):
         raise ValueError(f"split must be 'train', 'dev' or 'test', got {split!r}.")
@@ -62,20 +62,20 @@ def load_sts_benchmark(split: str = "test", path: str | Path | None = None) -> l
 def load_beir(
     folder_or_name: str | os.PathLike = "scifact", split: str = "test"
 ) -> tuple[Corpus, Queries, Qrels]:
-    """Read a retrieval benchmark as ``(corpus, queries, qrels)``.
+    """Read a retrieval benchmark as `(corpus, queries, qrels)`.
 
     Args:
-        folder_or_name: a BEIR folder (``corpus.jsonl`` with ``_id``/``title``/``text``,
-            ``queries.jsonl`` with ``_id``/``text``, ``qrels/<split>.tsv`` with a header and
-            ``query-id``, ``corpus-id``, ``score`` columns), the SciFact CSV folder
-            (``corpus_train.csv`` + ``claims_*.csv``), or a name under
-            ``data_dir()/retrieval`` (``"scifact"``).
-        split: ``"test"`` or ``"train"`` (any ``qrels/<split>.tsv`` for BEIR folders; SciFact
-            maps ``test`` to ``claims_validation.csv`` and ``train`` to ``claims_train.csv``).
+        folder_or_name: a BEIR folder (`corpus.jsonl` with `_id`/`title`/`text`,
+            `queries.jsonl` with `_id`/`text`, `qrels/<split>.tsv` with a header and
+            `query-id`, `corpus-id`, `score` columns), the SciFact CSV folder
+            (`corpus_train.csv` + `claims_*.csv`), or a name under
+            `data_dir()/retrieval` (`"scifact"`).
+        split: `"test"` or `"train"` (any `qrels/<split>.tsv` for BEIR folders; SciFact
+            maps `test` to `claims_validation.csv` and `train` to `claims_train.csv`).
     Returns:
-        ``corpus`` ``{doc_id: {"title": ..., "text": ...}}``, ``queries`` ``{query_id: text}``
-        (only queries that have qrels in the split, as BEIR's loader does), ``qrels``
-        ``{query_id: {doc_id: grade}}``.
+        `corpus` `{doc_id: {"title": ..., "text": ...}}`, `queries` `{query_id: text}`
+        (only queries that have qrels in the split, as BEIR's loader does), `qrels`
+        `{query_id: {doc_id: grade}}`.
     """
     folder = Path(folder_or_name)
     if not folder.is_dir():
@@ -131,10 +131,10 @@ def _load_beir_folder(folder: Path, split: str) -> tuple[Corpus, Queries, Qrels]
 
 
 def _abstract_sentences(cell: str) -> list[str]:
-    """The sentences of a SciFact CSV ``abstract`` cell.
+    """The sentences of a SciFact CSV `abstract` cell.
 
     The cell is the printed form of an array of Python string literals separated by white
-    space (``['First.'\\n 'Second.']``); implicit concatenation would glue the sentences
+    space (`['First.'\\n 'Second.']`); implicit concatenation would glue the sentences
     together, so each literal is read on its own.
     """
     out = []

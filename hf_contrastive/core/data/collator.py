@@ -16,11 +16,11 @@ class ContrastiveDataCollator:
 
     All texts of the batch (anchors, then positives, then each negative column) go through the
     tokenizer in **one** call and are padded together, so the model can embed them in one forward
-    pass; the trainer splits the ``[R * B, D]`` embeddings back into roles. Rows that already hold
-    ``<role>_input_ids`` (pre-tokenised) are padded instead of tokenised.
+    pass; the trainer splits the `[R * B, D]` embeddings back into roles. Rows that already hold
+    `<role>_input_ids` (pre-tokenised) are padded instead of tokenised.
 
-    Returns ``input_ids``/``attention_mask`` (and ``token_type_ids`` when the tokenizer makes them)
-    of shape ``[R * B, L]`` and, for scored pairs, ``scores`` of shape ``[B]``.
+    Returns `input_ids`/`attention_mask` (and `token_type_ids` when the tokenizer makes them)
+    of shape `[R * B, L]` and, for scored pairs, `scores` of shape `[B]`.
     """
 
     tokenizer: Any
@@ -82,14 +82,14 @@ def length_buckets(
 
     One padded batch of every role pads short texts (often the positives) to the longest text of the
     whole batch; on SNLI pairs that is about 3x the real tokens at batch 64. Sorting the rows by length
-    and embedding ``ceil`` equal groups separately, each trimmed to its own width, computes the same
+    and embedding `ceil` equal groups separately, each trimmed to its own width, computes the same
     per-row embeddings (padding is masked) on far fewer tokens: about 1.4x the real tokens with 4
-    groups. Which rows each group holds is given by its index tensor; ``torch.cat`` of the indices is
-    a permutation of ``range(N)``.
+    groups. Which rows each group holds is given by its index tensor; `torch.cat` of the indices is
+    a permutation of `range(N)`.
 
-    The batch is returned whole (index ``None``) when it has fewer than ``2 * min_rows`` rows, when the
+    The batch is returned whole (index `None`) when it has fewer than `2 * min_rows` rows, when the
     padding is not on the right (trimming left padding would shift the real tokens' positions), or
-    when grouping would save less than ``min_saving`` of the padded tokens.
+    when grouping would save less than `min_saving` of the padded tokens.
     """
     mask = features.get("attention_mask")
     whole = [(None, features)]
@@ -118,4 +118,55 @@ def length_buckets(
     return out
 
 
-__all__ = ["ContrastiveDataCollator", "length_buckets"]
+class LanguageIdCollator:
+    """Wrap a collator and add `queue_ids`: the index of each row's language in `languages` (CCP's
+    per-language queues, Wu et al. 2022).
+
+    Args:
+        collator (`Callable`): the collator to wrap.
+        column (`str`): the dataset column naming each row's language.
+        languages (`list[str]`): the languages, one queue each, in queue order.
+    """
+
+    def __init__(self, collator: Any, column: str, languages: list[str]) -> None:
+        self.collator, self.column, self.languages = collator, column, languages
+        self.index = {lang: i for i, lang in enumerate(languages)}
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        ids = []
+        for i, row in enumerate(rows):
+            if self.column not in row:
+                raise ValueError(f"Row {i} has no language column {self.column!r}; columns: {sorted(row)}.")
+            lang = row[self.column]
+            if lang not in self.index:
+                raise ValueError(f"Row {i} has language {lang!r}, not among languages={self.languages}.")
+            ids.append(self.index[lang])
+        batch = self.collator(rows)
+        batch["queue_ids"] = torch.tensor(ids, dtype=torch.long)
+        return batch
+
+
+class PromptingCollator:
+    """Wrap a collator and prepend each column's prompt (`"query: "` / `"passage: "`) to its texts first.
+
+    Args:
+        collator (`Callable`): the collator to wrap.
+        prompts (`dict[str, str]`): column name -> prompt; empty prompts are ignored.
+    """
+
+    def __init__(self, collator: Any, prompts: dict[str, str]) -> None:
+        self.collator = collator
+        self.prompts = {c: p for c, p in prompts.items() if p}
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        prompted = []
+        for row in rows:
+            row = dict(row)
+            for column, prompt in self.prompts.items():
+                if isinstance(row.get(column), str):
+                    row[column] = prompt + row[column]
+            prompted.append(row)
+        return self.collator(prompted)
+
+
+__all__ = ["ContrastiveDataCollator", "LanguageIdCollator", "PromptingCollator", "length_buckets"]

@@ -5,14 +5,14 @@ A training set names its columns by role, as sentence-transformers and the SimCS
 ==========================  =========================================  ==================
 layout                      columns                                    objective
 ==========================  =========================================  ==================
-unsupervised                one text column (``text`` / ``sentence``)  SimCSE dropout views
+unsupervised                one text column (`text` / `sentence`)  SimCSE dropout views
 pairs                       anchor + positive                          InfoNCE / MNRL
 triples (+ more negatives)  anchor + positive + negative(s)            InfoNCE, sup. SimCSE
 scored pairs                sentence1 + sentence2 + score              CoSENT / regression
 ==========================  =========================================  ==================
 
-Recognised names (case-insensitive) are listed in ``ANCHOR_NAMES`` etc.; a column whose name
-starts with a negative prefix (``negative_1``, ``hard_negative``, ``neg2``...) is a negative.
+Recognised names (case-insensitive) are listed in `ANCHOR_NAMES` etc.; a column whose name
+starts with a negative prefix (`negative_1`, `hard_negative`, `neg2`...) is a negative.
 Explicit names always win over detection.
 """
 
@@ -53,7 +53,7 @@ SINGLE_NAMES = ("text", "sentence", "sentences", "anchor")
 
 @dataclass
 class ColumnRoles:
-    """Which column plays which role; ``layout`` is ``unsupervised``, ``pairs`` or ``scored_pairs``."""
+    """Which column plays which role; `layout` is `unsupervised`, `pairs` or `scored_pairs`."""
 
     anchor: str
     positive: str | None = None

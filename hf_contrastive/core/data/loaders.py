@@ -15,7 +15,7 @@ from hf_contrastive.core.utils import data_dir
 def text_lines(
     path: str | Path, max_rows: int | None = None, column: str = "text", min_chars: int = 1
 ) -> Any:
-    """One sentence per line (e.g. SimCSE's wiki1m) -> Dataset with a single ``column``."""
+    """One sentence per line (e.g. SimCSE's wiki1m) -> Dataset with a single `column`."""
 
     path = Path(path)
     if not path.is_file():
@@ -34,7 +34,7 @@ def text_lines(
 
 
 def snli_triples(folder: str | Path | None = None, split: str = "dev", max_rows: int | None = None) -> Any:
-    """SNLI (SentEval layout: ``s1.<split>``, ``s2.<split>``, ``labels.<split>``) grouped by premise into
+    """SNLI (SentEval layout: `s1.<split>`, `s2.<split>`, `labels.<split>`) grouped by premise into
     (anchor = premise, positive = an entailment, negative = a contradiction) triples, SimCSE's supervised data."""
 
     folder = Path(folder) if folder is not None else data_dir() / "nli" / "snli"
@@ -60,7 +60,7 @@ def snli_triples(folder: str | Path | None = None, split: str = "dev", max_rows:
 
 
 def stsb_pairs(split: str = "train", path: str | Path | None = None, normalise: bool = False) -> Any:
-    """STS Benchmark as scored pairs (``sentence1``, ``sentence2``, ``score``; 0-5, or 0-1 with ``normalise``)."""
+    """STS Benchmark as scored pairs (`sentence1`, `sentence2`, `score`; 0-5, or 0-1 with `normalise`)."""
 
     rows = load_sts_benchmark(split, path)
     scale = 5.0 if normalise else 1.0
@@ -74,10 +74,10 @@ def stsb_pairs(split: str = "train", path: str | Path | None = None, normalise: 
 
 
 def load_source(spec: dict[str, Any]) -> Any:
-    """Build a training set from a recipe's ``data.train`` entry.
+    """Build a training set from a recipe's `data.train` entry.
 
-    ``{"type": "text", "path": ..., "max_rows": ...}``, ``{"type": "snli", "split": "dev"}``,
-    ``{"type": "stsb", "split": "train"}``, or ``{"type": "files", "format": "json"|"csv", "path": ...}``
+    `{"type": "text", "path": ..., "max_rows": ...}`, `{"type": "snli", "split": "dev"}`,
+    `{"type": "stsb", "split": "train"}`, or `{"type": "files", "format": "json"|"csv", "path": ...}`
     (read with `datasets.load_dataset` from local files).
     """
     spec = dict(spec)

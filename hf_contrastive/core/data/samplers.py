@@ -14,14 +14,14 @@ class NoDuplicatesBatchSampler(torch.utils.data.Sampler[list[int]]):
     With in-batch negatives, a text that occurs in two rows of one batch is both a positive and
     a negative of the same anchor (a false negative). Rows are visited in a seeded random order;
     a row that would repeat a text already in the current batch waits for a later batch (it is
-    tried first there), so no row is dropped except by ``drop_last``. The order depends only on
-    ``seed`` and the epoch (``set_epoch``), which makes resumed runs replay the same batches.
+    tried first there), so no row is dropped except by `drop_last`. The order depends only on
+    `seed` and the epoch (`set_epoch`), which makes resumed runs replay the same batches.
 
     Args:
         row_texts: for each dataset row, the texts it contributes (all its text columns).
         batch_size: rows per batch.
-        drop_last: drop the final batch when it is smaller than ``batch_size``.
-        seed: base seed; epoch ``e`` shuffles with ``seed + e``.
+        drop_last: drop the final batch when it is smaller than `batch_size`.
+        seed: base seed; epoch `e` shuffles with `seed + e`.
     """
 
     def __init__(

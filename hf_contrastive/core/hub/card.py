@@ -1,4 +1,4 @@
-"""Model cards: Hub metadata + a rendered description, written by ``save_pretrained``/``push_to_hub``."""
+"""Model cards: Hub metadata + a rendered description, written by `save_pretrained`/`push_to_hub`."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ _BASE_TAGS = (
 
 @dataclass
 class EvalEntry:
-    """One evaluation figure for the card's ``model-index`` (e.g. STS-B test Spearman)."""
+    """One evaluation figure for the card's `model-index` (e.g. STS-B test Spearman)."""
 
     task_type: str
     dataset_name: str
@@ -63,8 +63,8 @@ class EvalEntry:
 class ModelCardInfo:
     """What a card says beyond the config: provenance, data, training, results.
 
-    Attached to models as ``model.card_info``; loaders fill ``base_model``, trainers fill
-    ``datasets``, ``training``, ``citations`` and ``eval_results``.
+    Attached to models as `model.card_info`; loaders fill `base_model`, trainers fill
+    `datasets`, `training`, `citations` and `eval_results`.
     """
 
     model_name: str | None = None
@@ -81,7 +81,7 @@ class ModelCardInfo:
 
     @classmethod
     def from_folder(cls, folder: str | os.PathLike) -> ModelCardInfo:
-        """Recover the metadata of a card written earlier (``README.md`` in ``folder``)."""
+        """Recover the metadata of a card written earlier (`README.md` in `folder`)."""
         path = Path(folder) / "README.md"
         if not path.is_file():
             return cls()
@@ -150,7 +150,7 @@ def _template_environment() -> jinja2.Environment:
 
 
 def card_template_names() -> list[str]:
-    """The family templates shipped in ``model_cards/`` (partials starting with ``_`` left out)."""
+    """The family templates shipped in `model_cards/` (partials starting with `_` left out)."""
     folder = resource_dir("model_cards")
     return sorted(p.name for p in folder.glob("*.md") if not p.name.startswith("_"))
 
@@ -168,23 +168,23 @@ def render_card(
     title: str | None = None,
     description: str | None = None,
 ) -> ModelCard:
-    """Render one family template of ``model_cards/`` into a [`huggingface_hub.ModelCard`].
+    """Render one family template of `model_cards/` into a [`huggingface_hub.ModelCard`].
 
-    Every card gets the same Hub metadata (``library_name: hf-contrastive``, ``base_model``, ``datasets``,
-    ``tags``, ``license``, ``pipeline_tag`` and a ``model-index`` when ``info`` holds results) and the same
-    template variables: ``title``, ``description``, ``base_model``, ``load_path`` (what the usage snippets
-    load), ``training``, ``eval_rows``, ``versions`` and ``citations``; ``details`` adds the family's own.
+    Every card gets the same Hub metadata (`library_name: hf-contrastive`, `base_model`, `datasets`,
+    `tags`, `license`, `pipeline_tag` and a `model-index` when `info` holds results) and the same
+    template variables: `title`, `description`, `base_model`, `load_path` (what the usage snippets
+    load), `training`, `eval_rows`, `versions` and `citations`; `details` adds the family's own.
 
     Args:
-        template (`str`): file name in ``model_cards/`` (e.g. ``"reranker.md"``).
+        template (`str`): file name in `model_cards/` (e.g. `"reranker.md"`).
         info ([`ModelCardInfo`], *optional*): provenance, data, training and results.
         details (`dict`, *optional*): the family's template variables (settings table, snippet inputs...).
-        pipeline_tag (`str`, *optional*): the default pipeline tag; ``info.pipeline_tag`` wins when set.
-        tags (`Sequence[str]`): the family's tags, placed before ``info.tags``.
-        citations (`Sequence[str]`): BibTeX entries of the method, placed after ``info.citations``.
+        pipeline_tag (`str`, *optional*): the default pipeline tag; `info.pipeline_tag` wins when set.
+        tags (`Sequence[str]`): the family's tags, placed before `info.tags`.
+        citations (`Sequence[str]`): BibTeX entries of the method, placed after `info.citations`.
         repo_id (`str`, *optional*): the Hub repository the card is for; the snippets load it.
-        load_path (`str`, *optional*): what the snippets load when there is no ``repo_id`` (a local folder).
-        title / description (`str`, *optional*): defaults when ``info`` has no ``model_name`` / ``description``.
+        load_path (`str`, *optional*): what the snippets load when there is no `repo_id` (a local folder).
+        title / description (`str`, *optional*): defaults when `info` has no `model_name` / `description`.
     """
 
     info = info if info is not None else ModelCardInfo()
@@ -224,9 +224,9 @@ def render_model_card(model: Any, repo_id: str | None = None, load_path: str | N
     """Render the card of a head that uses [`~hf_contrastive.core.hub.mixin.HubMixin`].
 
     Args:
-        model: the head; its ``card_template``, ``card_info`` and ``card_details()`` feed the card.
+        model: the head; its `card_template`, `card_info` and `card_details()` feed the card.
         repo_id: the Hub repository the card is for; used in the usage snippets.
-        load_path: what the snippets load when there is no ``repo_id`` (the local folder).
+        load_path: what the snippets load when there is no `repo_id` (the local folder).
     """
 
     model_card = getattr(model, "model_card", None)

@@ -1,13 +1,13 @@
 """One save-and-card path for every head and every trained artefact.
 
-- [`HubMixin`]: put it before `PreTrainedModel` in a head's bases. ``save_pretrained`` writes weights,
-  config, tokenizer / processor and a ``README.md`` card into a temporary folder that replaces the target
-  only once complete; ``push_to_hub`` saves into a temporary folder and uploads the model's files in one
-  commit. The head describes itself through a few hooks: ``card_template``, ``card_pipeline_tag``,
-  ``card_tags``, ``card_citations``, ``card_info`` and ``card_details()``.
+- [`HubMixin`]: put it before `PreTrainedModel` in a head's bases. `save_pretrained` writes weights,
+  config, tokenizer / processor and a `README.md` card into a temporary folder that replaces the target
+  only once complete; `push_to_hub` saves into a temporary folder and uploads the model's files in one
+  commit. The head describes itself through a few hooks: `card_template`, `card_pipeline_tag`,
+  `card_tags`, `card_citations`, `card_info` and `card_details()`.
 - [`save_with_card`] / [`push_with_card`]: the same for models that are not such heads (PEFT adapters of a
   causal LM, a plain transformers encoder), with the card described by arguments.
-- [`CardTrainerMixin`]: makes a `Trainer`'s ``save_model`` / ``push_to_hub`` go through [`save_with_card`]
+- [`CardTrainerMixin`]: makes a `Trainer`'s `save_model` / `push_to_hub` go through [`save_with_card`]
   and upload only the model's files.
 """
 
@@ -58,17 +58,17 @@ def _save_processors(processors: Sequence[Any], folder: Path) -> None:
 
 
 class HubMixin:
-    """Atomic ``save_pretrained`` with a model card, and a one-commit ``push_to_hub``, for a head.
+    """Atomic `save_pretrained` with a model card, and a one-commit `push_to_hub`, for a head.
 
     Subclasses set:
 
-    - ``card_template`` (`str`): file name of the family template in ``model_cards/``;
-    - ``card_pipeline_tag`` (`str`, *optional*) and ``card_tags`` (`tuple[str]`): Hub metadata of the family;
-    - ``card_citations`` (`tuple[str]`): BibTeX of the head's method;
-    - ``card_details()`` (`dict`): the template variables of this head (its settings, the default title
+    - `card_template` (`str`): file name of the family template in `model_cards/`;
+    - `card_pipeline_tag` (`str`, *optional*) and `card_tags` (`tuple[str]`): Hub metadata of the family;
+    - `card_citations` (`tuple[str]`): BibTeX of the head's method;
+    - `card_details()` (`dict`): the template variables of this head (its settings, the default title
       and description, inputs of the usage snippet).
 
-    ``card_info`` ([`ModelCardInfo`]) holds what the config does not: base model, datasets, license, tags,
+    `card_info` ([`ModelCardInfo`]) holds what the config does not: base model, datasets, license, tags,
     training details, results. Loaders and trainers fill it; it is created empty on first use.
     """
 
@@ -94,7 +94,7 @@ class HubMixin:
         self.__dict__["_card_info"] = value
 
     def card_details(self) -> dict[str, Any]:
-        """Template variables of this head; ``title`` and ``description`` are defaults for the card's."""
+        """Template variables of this head; `title` and `description` are defaults for the card's."""
         return {}
 
     def card_processors(self) -> list[Any]:
@@ -102,7 +102,7 @@ class HubMixin:
         return [getattr(self, name, None) for name in _PROCESSOR_ATTRIBUTES]
 
     def model_card(self, repo_id: str | None = None, load_path: str | os.PathLike | None = None) -> ModelCard:
-        """The rendered card; its snippets load ``repo_id`` (or ``load_path`` when there is none)."""
+        """The rendered card; its snippets load `repo_id` (or `load_path` when there is none)."""
         if not self.card_template:
             raise ValueError(f"{type(self).__name__} sets no card_template.")
         details = dict(self.card_details())
@@ -130,20 +130,20 @@ class HubMixin:
         repo_id: str | None = None,
         **kwargs: Any,
     ) -> None:
-        """Save weights (safetensors), config, tokenizer / processor and the model card ``README.md``.
+        """Save weights (safetensors), config, tokenizer / processor and the model card `README.md`.
 
-        Everything is written to a temporary folder next to ``save_directory`` and moved into place only
+        Everything is written to a temporary folder next to `save_directory` and moved into place only
         once complete: a failure leaves the folder as it was (or absent). Files of the folder that this
-        save does not write (a Trainer's ``checkpoint-*``) are kept.
+        save does not write (a Trainer's `checkpoint-*`) are kept.
 
         Args:
             save_directory: the target folder.
-            push_to_hub (`bool`): upload the folder afterwards (to ``repo_id``, default: the folder name);
-                Hub arguments (``commit_message``, ``private``, ``token``, ``revision``, ``create_pr``,
-                ``extra_files``) are taken from ``kwargs``.
-            write_card (`bool`): write ``README.md``.
+            push_to_hub (`bool`): upload the folder afterwards (to `repo_id`, default: the folder name);
+                Hub arguments (`commit_message`, `private`, `token`, `revision`, `create_pr`,
+                `extra_files`) are taken from `kwargs`.
+            write_card (`bool`): write `README.md`.
             repo_id (`str`, *optional*): the repository the card is for; its snippets load it.
-            kwargs: the rest goes to `PreTrainedModel.save_pretrained` (``max_shard_size``, ``state_dict``...).
+            kwargs: the rest goes to `PreTrainedModel.save_pretrained` (`max_shard_size`, `state_dict`...).
         """
 
         hub_kwargs = {k: kwargs.pop(k) for k in _push._HUB_KWARGS if k in kwargs}
@@ -178,10 +178,10 @@ class HubMixin:
         extra_files: ExtraFiles = None,
         **save_kwargs: Any,
     ) -> Any:
-        """Upload weights, config, tokenizer / processor and the rendered card to ``repo_id`` in one commit.
+        """Upload weights, config, tokenizer / processor and the rendered card to `repo_id` in one commit.
 
-        The model is saved to a temporary folder first, so only its own files go up; ``extra_files`` (local
-        paths, or ``{path_in_repo: local path}``) adds others.
+        The model is saved to a temporary folder first, so only its own files go up; `extra_files` (local
+        paths, or `{path_in_repo: local path}`) adds others.
         """
 
         return _push.push_to_hub(
@@ -217,10 +217,10 @@ def _is_local(path: str | None) -> bool:
 
 
 def adapter_details(model: Any, adapter_name: str | None = None) -> dict[str, Any]:
-    """Template variables describing a causal LM or a PEFT model: ``is_adapter``, ``lora``, the base model.
+    """Template variables describing a causal LM or a PEFT model: `is_adapter`, `lora`, the base model.
 
-    ``base_model_source`` is where the weights came from (a Hub id or a local folder), ``architecture``
-    and ``backbone_type`` the base model's class and ``model_type``.
+    `base_model_source` is where the weights came from (a Hub id or a local folder), `architecture`
+    and `backbone_type` the base model's class and `model_type`.
     """
 
     peft_config = _peft_config(model, adapter_name)
@@ -278,27 +278,27 @@ def save_with_card(
 ) -> Path:
     """Save a model that is not a [`HubMixin`] head (a PEFT adapter, a causal LM, a plain encoder) with a card.
 
-    Weights (adapter files for a PEFT model), config, generation config, ``tokenizer`` and the rendered
-    ``template`` are written to a temporary folder that replaces ``save_directory`` only once complete.
+    Weights (adapter files for a PEFT model), config, generation config, `tokenizer` and the rendered
+    `template` are written to a temporary folder that replaces `save_directory` only once complete.
 
     Args:
         model: a `PreTrainedModel` or a `peft.PeftModel`. A [`HubMixin`] head is saved by its own
-            ``save_pretrained`` (with ``card_info`` as its card info when given).
+            `save_pretrained` (with `card_info` as its card info when given).
         save_directory: the target folder.
         card_info ([`ModelCardInfo`], *optional*): what the card says about provenance, data, training and
-            results. ``base_model`` defaults to the Hub id the base weights came from.
-        template (`str`): file name of the template in ``model_cards/``.
+            results. `base_model` defaults to the Hub id the base weights came from.
+        template (`str`): file name of the template in `model_cards/`.
         tokenizer: tokenizer or processor saved next to the weights.
-        details (`Mapping`, *optional*): the template's own variables (``objective``, ``title``...), on top
+        details (`Mapping`, *optional*): the template's own variables (`objective`, `title`...), on top
             of [`adapter_details`].
         adapter_name (`str`, *optional*): the PEFT adapter to save (default: all of them); a named adapter
-            is written at the top of the folder, as ``PeftModel.from_pretrained(base, folder)`` expects.
+            is written at the top of the folder, as `PeftModel.from_pretrained(base, folder)` expects.
         pipeline_tag / tags / citations: Hub metadata and BibTeX of the method.
         repo_id (`str`, *optional*): the repository the card is for (its snippets load it).
-        save_kwargs: passed to the model's ``save_pretrained`` (``state_dict``, ``max_shard_size``...).
+        save_kwargs: passed to the model's `save_pretrained` (`state_dict`, `max_shard_size`...).
 
     Returns:
-        `Path`: ``save_directory``.
+        `Path`: `save_directory`.
     """
 
     if isinstance(model, HubMixin):
@@ -355,10 +355,10 @@ def push_with_card(
     extra_files: ExtraFiles = None,
     **save_kwargs: Any,
 ) -> Any:
-    """[`save_with_card`] into a temporary folder, then upload the model's files to ``repo_id`` in one commit.
+    """[`save_with_card`] into a temporary folder, then upload the model's files to `repo_id` in one commit.
 
-    ``save_kwargs`` go to [`save_with_card`] (``tokenizer``, ``details``, ``adapter_name``, ``tags``...);
-    ``extra_files`` (local paths, or ``{path_in_repo: local path}``) are uploaded too.
+    `save_kwargs` go to [`save_with_card`] (`tokenizer`, `details`, `adapter_name`, `tags`...);
+    `extra_files` (local paths, or `{path_in_repo: local path}`) are uploaded too.
     """
 
     if not isinstance(repo_id, str) or not repo_id.strip():
@@ -384,16 +384,16 @@ def push_with_card(
 
 
 class CardTrainerMixin:
-    """``save_model`` / ``push_to_hub`` of a `transformers.Trainer` (or TRL trainer) through [`save_with_card`].
+    """`save_model` / `push_to_hub` of a `transformers.Trainer` (or TRL trainer) through [`save_with_card`].
 
-    Put it before the Trainer class in the bases. The trainer sets ``card_template`` (and
-    ``card_pipeline_tag``, ``card_tags``, ``card_citations``) and implements ``card_training()`` (the
-    objective and hyper-parameters for the card's training section) and ``card_details()`` (template
-    variables such as the objective's name). The citation of ``self.loss_fn`` is added when there is one. ``trainer.card_info`` ([`ModelCardInfo`]) takes what the
+    Put it before the Trainer class in the bases. The trainer sets `card_template` (and
+    `card_pipeline_tag`, `card_tags`, `card_citations`) and implements `card_training()` (the
+    objective and hyper-parameters for the card's training section) and `card_details()` (template
+    variables such as the objective's name). The citation of `self.loss_fn` is added when there is one. `trainer.card_info` ([`ModelCardInfo`]) takes what the
     trainer cannot know: datasets, license, results, the base model's Hub id.
 
-    The final folder holds the model's files, the card and ``training_args.bin``; ``push_to_hub`` uploads
-    the model's files and card only (``extra_files=["training_args.bin"]`` to add it).
+    The final folder holds the model's files, the card and `training_args.bin`; `push_to_hub` uploads
+    the model's files and card only (`extra_files=["training_args.bin"]` to add it).
     """
 
     card_template: ClassVar[str] = "causal_lm_adapter.md"
@@ -420,7 +420,7 @@ class CardTrainerMixin:
         return {}
 
     def card_details(self) -> dict[str, Any]:
-        """Template variables of this trainer's artefact (``objective``, ``title``, ``description``...)."""
+        """Template variables of this trainer's artefact (`objective`, `title`, `description`...)."""
         return {}
 
     def _card_model(self) -> Any:
@@ -481,7 +481,7 @@ class CardTrainerMixin:
         torch.save(args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
     def create_model_card(self, *args: Any, **kwargs: Any) -> None:
-        """Write this trainer's card (not the generic one) to ``args.output_dir/README.md``."""
+        """Write this trainer's card (not the generic one) to `args.output_dir/README.md`."""
         if not self.is_world_process_zero():  # type: ignore[attr-defined]
             return
         output_dir = Path(self.args.output_dir)  # type: ignore[attr-defined]
@@ -524,13 +524,13 @@ class CardTrainerMixin:
         allow_patterns: Sequence[str] | None = None,
         **kwargs: Any,
     ) -> Any:
-        """Save the model with its card to ``args.output_dir`` and upload its files in one commit.
+        """Save the model with its card to `args.output_dir` and upload its files in one commit.
 
         Args:
-            commit_message / token / revision / private: as `Trainer.push_to_hub` (defaults from ``args``).
-            repo_id (`str`, *optional*): defaults to ``args.hub_model_id``, else the output folder's name.
+            commit_message / token / revision / private: as `Trainer.push_to_hub` (defaults from `args`).
+            repo_id (`str`, *optional*): defaults to `args.hub_model_id`, else the output folder's name.
             extra_files (`Sequence[str]`, *optional*): further files of the output folder to upload (paths
-                relative to it, e.g. ``["training_args.bin"]``).
+                relative to it, e.g. `["training_args.bin"]`).
             allow_patterns (`Sequence[str]`, *optional*): replaces the list of model file patterns.
         """
 

@@ -1,8 +1,8 @@
 """Pushing saved models (weights, config, tokenizer, rendered card) to the Hub in one commit.
 
 Only a model's own files are uploaded by default (see [`MODEL_FILE_PATTERNS`]): a Trainer output folder
-also holds ``training_args.bin``, ``trainer_state.json``, logs and ``checkpoint-*`` folders, which stay
-local unless asked for with ``extra_files=`` (or a full ``allow_patterns=`` list).
+also holds `training_args.bin`, `trainer_state.json`, logs and `checkpoint-*` folders, which stay
+local unless asked for with `extra_files=` (or a full `allow_patterns=` list).
 """
 
 from __future__ import annotations
@@ -74,16 +74,16 @@ def folder_operations(
     allow_patterns: Sequence[str] | None = None,
     extra_files: Sequence[str] | None = None,
 ) -> list[CommitOperationAdd]:
-    """One add-operation per model file of ``folder``.
+    """One add-operation per model file of `folder`.
 
     Args:
         folder: the saved model folder.
-        allow_patterns: the patterns a file must match to be uploaded (``fnmatch``; a pattern without ``/``
+        allow_patterns: the patterns a file must match to be uploaded (`fnmatch`; a pattern without `/`
             matches top-level files only). Defaults to [`MODEL_FILE_PATTERNS`].
-        extra_files: further files to upload, as paths (or patterns) relative to ``folder``, e.g.
-            ``["training_args.bin", "logs/*.json"]``. Each must match at least one file.
+        extra_files: further files to upload, as paths (or patterns) relative to `folder`, e.g.
+            `["training_args.bin", "logs/*.json"]`. Each must match at least one file.
 
-    Hidden files and ``checkpoint-*`` folders are never uploaded, whatever the patterns say.
+    Hidden files and `checkpoint-*` folders are never uploaded, whatever the patterns say.
     """
 
     root = Path(folder)
@@ -127,11 +127,11 @@ def push_folder_to_hub(
     allow_patterns: Sequence[str] | None = None,
     extra_files: Sequence[str] | None = None,
 ) -> Any:
-    """Create ``repo_id`` if needed and upload the model files of ``folder`` in a single commit.
+    """Create `repo_id` if needed and upload the model files of `folder` in a single commit.
 
     Only the files matching [`MODEL_FILE_PATTERNS`] go up (weights, config, tokenizer / processor files,
-    generation config, adapter files, ``README.md``); ``extra_files`` (paths relative to ``folder``) adds
-    others and ``allow_patterns`` replaces the default list. See [`folder_operations`].
+    generation config, adapter files, `README.md`); `extra_files` (paths relative to `folder`) adds
+    others and `allow_patterns` replaces the default list. See [`folder_operations`].
     """
 
     if not isinstance(repo_id, str) or not repo_id.strip():
@@ -159,7 +159,7 @@ def copy_extra_files(
 ) -> list[str]:
     """Copy local files into a folder about to be pushed; return their paths relative to it.
 
-    A sequence uploads each file under its own name; a mapping ``{path_in_repo: local path}`` chooses
+    A sequence uploads each file under its own name; a mapping `{path_in_repo: local path}` chooses
     the name. A missing file raises `FileNotFoundError`.
     """
 
@@ -199,10 +199,10 @@ def push_to_hub(
     extra_files: Sequence[str | os.PathLike] | Mapping[str, str | os.PathLike] | None = None,
     **save_kwargs: Any,
 ) -> Any:
-    """Save a head (with its card, naming ``repo_id``) to a temporary folder and upload it in one commit.
+    """Save a head (with its card, naming `repo_id`) to a temporary folder and upload it in one commit.
 
-    ``model.save_pretrained(folder, repo_id=..., ...)`` must write the card (heads using
-    [`~hf_contrastive.core.hub.mixin.HubMixin`] do). ``extra_files`` are local files uploaded next to
+    `model.save_pretrained(folder, repo_id=..., ...)` must write the card (heads using
+    [`~hf_contrastive.core.hub.mixin.HubMixin`] do). `extra_files` are local files uploaded next to
     the model (see [`copy_extra_files`]).
     """
 

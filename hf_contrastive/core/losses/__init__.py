@@ -1,10 +1,10 @@
 """Contrastive objectives as nn.Modules: embeddings in, LossOutput out.
 
-Each loss takes embeddings (anchor ``[B, D]``, positives ``[B, D]`` or ``[B, P, D]``, hard
-negatives ``[B, N, D]``, optional scores or reference-encoder embeddings) and returns a
-:class:`LossOutput`; each carries its ``citation`` (BibTeX) and ``config_dict()``.
-Names map to losses through :mod:`hf_contrastive.core.losses.registry` (``register_loss``,
-``available_losses``; ``registry.build_loss(name, config, roles, model)``).
+Each loss takes embeddings (anchor `[B, D]`, positives `[B, D]` or `[B, P, D]`, hard
+negatives `[B, N, D]`, optional scores or reference-encoder embeddings) and returns a
+[`LossOutput`]; each carries its `citation` (BibTeX) and `config_dict()`.
+Names map to losses through `hf_contrastive.core.losses.registry` (`register_loss`,
+`available_losses`; `registry.build_loss(name, config, roles, model)`).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ __all__ = ["ContrastiveLoss", "LossOutput"]
 
 @dataclass
 class LossOutput:
-    """Result of a loss ``forward``.
+    """Result of a loss `forward`.
 
     Attributes:
         loss: the scalar to back-propagate (keeps its graph).
@@ -27,21 +27,21 @@ class LossOutput:
     components: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def log_dict(self, prefix: str = "") -> dict[str, float]:
-        """Components as plain floats (one host sync per entry), keys prefixed with ``prefix``."""
+        """Components as plain floats (one host sync per entry), keys prefixed with `prefix`."""
         return {f"{prefix}{k}": float(v) for k, v in self.components.items()}
 
 
 class ContrastiveLoss(nn.Module):
-    """Base class: ``citation`` (BibTeX) and ``config_dict()`` (hyper-parameters for model cards).
+    """Base class: `citation` (BibTeX) and `config_dict()` (hyper-parameters for model cards).
 
-    Subclasses set the class attribute ``citation`` and implement ``config_dict``.
+    Subclasses set the class attribute `citation` and implement `config_dict`.
 
     Attributes:
         citation (`str`): BibTeX of the paper(s) that define the objective (copied into model cards).
         uses_momentum_encoder (`bool`, defaults to `False`): the loss compares the trained encoder's
             outputs with those of a momentum (EMA) copy of it and keeps a queue of past keys (MoCo).
-            A trainer then keeps the key encoder and calls ``forward(query, key, queue_ids)`` and
-            ``enqueue(keys, queue_ids)`` on the loss.
+            A trainer then keeps the key encoder and calls `forward(query, key, queue_ids)` and
+            `enqueue(keys, queue_ids)` on the loss.
     """
 
     citation: str = ""
@@ -57,13 +57,13 @@ class ContrastiveLoss(nn.Module):
     # -- shared helpers -------------------------------------------------------------------
     @staticmethod
     def _resolve_gather(setting: bool | None) -> bool:
-        """``None`` means: gather when ``torch.distributed`` runs more than one process."""
+        """`None` means: gather when `torch.distributed` runs more than one process."""
         if setting is None:
             return distributed.is_distributed()
         return bool(setting) and distributed.is_distributed()
 
     def _check_finite(self, **tensors: torch.Tensor | None) -> None:
-        """Raise ``ValueError`` naming the inputs that hold NaN or inf (one host sync in total)."""
+        """Raise `ValueError` naming the inputs that hold NaN or inf (one host sync in total)."""
         present = {k: v for k, v in tensors.items() if v is not None and v.numel() > 0}
         if not present:
             return
@@ -85,7 +85,7 @@ class ContrastiveLoss(nn.Module):
 
 
 def resolve_scale(temperature: float | None, scale: float | None, default_temperature: float) -> float:
-    """Turn ``temperature`` / ``scale`` (= 1 / temperature) into a validated scale."""
+    """Turn `temperature` / `scale` (= 1 / temperature) into a validated scale."""
     if temperature is not None and scale is not None:
         if not math.isclose(temperature * scale, 1.0, rel_tol=1e-6):
             raise ValueError(

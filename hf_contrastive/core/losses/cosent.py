@@ -32,8 +32,8 @@ class CoSENTLoss(ContrastiveLoss):
 
     with scale :math:`\lambda = 20` (sentence-transformers' default). Only the order of the
     scores matters, so any scale of labels (0-5, 0-1, binary) works. The sum runs over all
-    ordered pairs of the batch; when distributed (and ``gather_across_devices`` is not
-    ``False``), the cosines and scores of every process are gathered with gradient and each
+    ordered pairs of the batch; when distributed (and `gather_across_devices` is not
+    `False`), the cosines and scores of every process are gathered with gradient and each
     process computes the loss of the whole global batch (identical on all ranks; DDP's average
     then gives the single-process gradient).
 
@@ -42,17 +42,17 @@ class CoSENTLoss(ContrastiveLoss):
         ============  ==========  ===================================
         argument      shape       meaning
         ============  ==========  ===================================
-        ``anchor``    ``[B, D]``  first sentence of each pair
-        ``positive``  ``[B, D]``  second sentence of each pair
-        ``scores``    ``[B]``     gold similarity (float, int or bool)
+        `anchor`    `[B, D]`  first sentence of each pair
+        `positive`  `[B, D]`  second sentence of each pair
+        `scores`    `[B]`     gold similarity (float, int or bool)
         ============  ==========  ===================================
 
     Args:
-        scale: :math:`\lambda` (default 20). ``temperature`` (``1 / scale``) may be given instead.
-        gather_across_devices: ``None`` (default): gather when distributed with >1 process.
+        scale: :math:`\lambda` (default 20). `temperature` (`1 / scale`) may be given instead.
+        gather_across_devices: `None` (default): gather when distributed with >1 process.
 
     Returns:
-        :class:`LossOutput` with component ``cosent``.
+        [`LossOutput`] with component `cosent`.
     """
 
     citation = _COSENT_CITATION

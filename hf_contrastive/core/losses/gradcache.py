@@ -7,7 +7,7 @@ the set of negatives. GradCache keeps the full-batch loss and bounds the memory:
 1. embed the batch in mini-batches **without** an autograd graph, recording the random-number
    state before each mini-batch;
 2. compute the full-batch loss on those embeddings (detached leaves) and back-propagate it to get
-   ``d loss / d embedding`` for every row (the *cached* gradients; the loss's own parameters, such
+   `d loss / d embedding` for every row (the *cached* gradients; the loss's own parameters, such
    as a learnable temperature, get their gradient here);
 3. embed each mini-batch again **with** a graph, replaying its random-number state so that dropout
    draws the same masks, and back-propagate the cached gradient of its rows.
@@ -16,11 +16,11 @@ The parameter gradients equal those of the uncached loss on the same embeddings 
 to float summation order; peak activation memory is that of one mini-batch. The price is a second
 forward pass (about 1/3 more compute).
 
-:class:`GradCache` wraps *any* loss of this library (InfoNCE/MNRL with hard negatives, SimCSE,
+[`GradCache`] wraps *any* loss of this library (InfoNCE/MNRL with hard negatives, SimCSE,
 MultiCSR, CoSENT, regression, ...): the loss only ever sees embeddings. Cross-device negatives keep
 working: the wrapped loss gathers the detached embeddings of every process with
-:func:`~hf_contrastive.core.distributed.gather_with_grad` in step 2, whose backward hands each process
-the gradient of its own rows. Under DDP, pass ``no_sync`` so that only the last re-forward of an
+[`hf_contrastive.core.distributed.gather_with_grad`] in step 2, whose backward hands each process
+the gradient of its own rows. Under DDP, pass `no_sync` so that only the last re-forward of an
 optimiser step triggers the gradient all-reduce.
 """
 
@@ -48,7 +48,7 @@ Features = dict[str, torch.Tensor]
 
 
 class RandomState:
-    """Snapshot of the CPU and CUDA random generators, restored by :meth:`restore`.
+    """Snapshot of the CPU and CUDA random generators, restored by [`restore`].
 
     Dropout draws from these generators; restoring the snapshot before a re-forward makes it draw
     the same masks as the first forward.
@@ -94,15 +94,15 @@ def _take(features: Features, rows: torch.Tensor, width: int | None, n: int, ful
 def split_features(
     features: Features, mini_batch_size: int | None = None, token_budget: int | None = None
 ) -> list[tuple[torch.Tensor, Features]]:
-    """Cut a padded token batch into mini-batches: ``[(row_indices, features), ...]``.
+    """Cut a padded token batch into mini-batches: `[(row_indices, features), ...]`.
 
-    * ``mini_batch_size``: consecutive groups of that many rows, in row order.
-    * ``token_budget``: rows sorted by length (longest first) and packed greedily so that each
+    * `mini_batch_size`: consecutive groups of that many rows, in row order.
+    * `token_budget`: rows sorted by length (longest first) and packed greedily so that each
       mini-batch's padded size (rows x its longest row) stays within the budget.
 
     Each mini-batch is trimmed to its own longest row when the padding is on the right (the
-    embeddings do not change: padding is masked). ``torch.cat`` of the indices is a permutation
-    of ``range(N)``.
+    embeddings do not change: padding is masked). `torch.cat` of the indices is a permutation
+    of `range(N)`.
     """
     if (mini_batch_size is None) == (token_budget is None):
         raise ValueError("Give exactly one of mini_batch_size and token_budget.")
@@ -144,14 +144,14 @@ def split_features(
 class GradCache(ContrastiveLoss):
     r"""Memory-bounded large batches for any in-batch loss (GradCache, Gao et al. 2021).
 
-    Wraps a loss module; :meth:`forward` is the plain (uncached) loss, :meth:`backward` runs the
+    Wraps a loss module; [`forward`] is the plain (uncached) loss, [`backward`] runs the
     three GradCache passes described in the module docstring and leaves the parameter gradients
-    in ``.grad``, exactly as ``loss.backward()`` on the uncached loss would (same dropout masks).
+    in `.grad`, exactly as `loss.backward()` on the uncached loss would (same dropout masks).
 
     Args:
-        loss: any loss of :mod:`hf_contrastive.core.losses` (an ``nn.Module`` whose ``forward`` takes
-            embeddings and returns a :class:`LossOutput`).
-        mini_batch_size: rows (texts) per forward pass. Give this or ``token_budget``.
+        loss: any loss of `hf_contrastive.core.losses` (an `nn.Module` whose `forward` takes
+            embeddings and returns a [`LossOutput`]).
+        mini_batch_size: rows (texts) per forward pass. Give this or `token_budget`.
         token_budget: padded tokens (rows x longest row) per forward pass; rows are grouped by
             length, so short texts travel in large groups.
 
@@ -200,7 +200,7 @@ class GradCache(ContrastiveLoss):
         return self.loss(*args, **kwargs)
 
     def split(self, features: Features) -> list[tuple[torch.Tensor, Features]]:
-        """Mini-batches of ``features`` (by count, or by token budget): ``[(row_indices, features), ...]``."""
+        """Mini-batches of `features` (by count, or by token budget): `[(row_indices, features), ...]`."""
         return split_features(features, self.mini_batch_size, self.token_budget)
 
     def backward(
@@ -216,26 +216,26 @@ class GradCache(ContrastiveLoss):
         no_sync: Callable[[], contextlib.AbstractContextManager] | None = None,
         check_embeddings: Callable[[torch.Tensor], None] | None = None,
     ) -> LossOutput:
-        """Run the GradCache passes; gradients end up in the parameters' ``.grad``.
+        """Run the GradCache passes; gradients end up in the parameters' `.grad`.
 
         Args:
-            encode: features -> embeddings ``[n, D]`` (the model forward).
-            features: the padded token batch of all texts, ``[N, L]`` tensors.
-            loss_inputs: full embeddings ``[N, D]`` -> ``(args, kwargs)`` of the wrapped loss.
-            roles: instead of ``loss_inputs``: the rows are ``roles`` equal blocks (anchors,
-                positives, then hard-negative columns), passed as ``loss(anchor, positive, negatives)``
-                with ``negatives`` of shape ``[B, roles - 2, D]``.
-            encode_no_grad: the forward of the first pass (default ``encode``); under DDP pass the
+            encode: features -> embeddings `[n, D]` (the model forward).
+            features: the padded token batch of all texts, `[N, L]` tensors.
+            loss_inputs: full embeddings `[N, D]` -> `(args, kwargs)` of the wrapped loss.
+            roles: instead of `loss_inputs`: the rows are `roles` equal blocks (anchors,
+                positives, then hard-negative columns), passed as `loss(anchor, positive, negatives)`
+                with `negatives` of shape `[B, roles - 2, D]`.
+            encode_no_grad: the forward of the first pass (default `encode`); under DDP pass the
                 unwrapped module so the first pass does not touch DDP's bookkeeping.
             loss_scale: factor on the loss before back-propagation (gradient accumulation,
                 unequal batches across processes); the returned loss is not scaled.
-            backward: how to back-propagate the scaled loss (default ``Tensor.backward``;
-                a Trainer passes ``accelerator.backward`` for mixed-precision scaling).
-            no_sync: context-manager factory (``ddp_model.no_sync``) entered for every re-forward
+            backward: how to back-propagate the scaled loss (default `Tensor.backward`;
+                a Trainer passes `accelerator.backward` for mixed-precision scaling).
+            no_sync: context-manager factory (`ddp_model.no_sync`) entered for every re-forward
                 but the last, so gradients are all-reduced once.
             check_embeddings: called on the first-pass embeddings (e.g. a NaN check).
         Returns:
-            The wrapped loss's :class:`LossOutput`, detached.
+            The wrapped loss's [`LossOutput`], detached.
         """
         if (loss_inputs is None) == (roles is None):
             raise ValueError("Give exactly one of loss_inputs and roles.")

@@ -44,28 +44,28 @@ class InfoNCELoss(ContrastiveLoss):
                  {e^{s(a_i, p_i)/\tau} + \sum_{j \ne i} e^{s(a_i, p_j)/\tau}
                   + \sum_{j, n} e^{s(a_i, q_{j,n})/\tau + w\,[j = i]}}
 
-    where :math:`q_{j,n}` is hard negative ``n`` of row ``j`` and :math:`w` is
-    ``hard_negative_weight`` (a logit bonus on the anchor's *own* hard negatives, as in
+    where :math:`q_{j,n}` is hard negative `n` of row `j` and :math:`w` is
+    `hard_negative_weight` (a logit bonus on the anchor's *own* hard negatives, as in
     supervised SimCSE; 0 by default). The loss is the mean of :math:`\ell_i` over the local
-    anchors. With ``symmetric=True`` the positive->anchor term (each positive against all
+    anchors. With `symmetric=True` the positive->anchor term (each positive against all
     anchors) is added and the two directions are averaged, as in symmetric InfoNCE / CLIP.
 
-    With several positives per anchor (``positive`` of shape ``[B, P, D]``) each positive
+    With several positives per anchor (`positive` of shape `[B, P, D]`) each positive
     gives one term whose denominator holds that positive and all negatives (the anchor's other
-    positives are left out: they are not negatives); terms are averaged over ``B * P``.
+    positives are left out: they are not negatives); terms are averaged over `B * P`.
 
-    **Cross-device negatives.** When ``torch.distributed`` runs ``W > 1`` processes (and
-    ``gather_across_devices`` is not ``False``), anchors, positives and negatives of every
-    process are gathered with gradient (:func:`hf_contrastive.core.distributed.gather_with_grad`)
-    so each anchor sees ``W`` times more negatives. The local loss stays the mean over local
+    **Cross-device negatives.** When `torch.distributed` runs `W > 1` processes (and
+    `gather_across_devices` is not `False`), anchors, positives and negatives of every
+    process are gathered with gradient ([`hf_contrastive.core.distributed.gather_with_grad`])
+    so each anchor sees `W` times more negatives. The local loss stays the mean over local
     anchors; DDP's gradient averaging then reproduces the single-process gradient on the
-    concatenated batch (see :mod:`hf_contrastive.core.distributed` for the convention, including
+    concatenated batch (see `hf_contrastive.core.distributed` for the convention, including
     unequal batch sizes).
 
-    **False-negative masking (MultiCSR).** With ``false_negative_threshold=phi`` the loss
-    needs embeddings of the same rows from a frozen reference encoder (``reference_*``
-    arguments, computed under ``torch.no_grad``). Every candidate whose reference cosine with
-    the anchor exceeds ``phi`` is removed from that anchor's denominator (the anchor's own
+    **False-negative masking (MultiCSR).** With `false_negative_threshold=phi` the loss
+    needs embeddings of the same rows from a frozen reference encoder (`reference_*`
+    arguments, computed under `torch.no_grad`). Every candidate whose reference cosine with
+    the anchor exceeds `phi` is removed from that anchor's denominator (the anchor's own
     positives are never removed). Reference embeddings are gathered with the others.
 
     Paper: van den Oord et al. 2018 (InfoNCE); Henderson et al. 2017 (in-batch negatives);
@@ -73,38 +73,38 @@ class InfoNCELoss(ContrastiveLoss):
     phi = 0.95).
 
     Args:
-        temperature: softmax temperature :math:`\tau` (default 0.05). Give this or ``scale``.
-        scale: ``1 / temperature`` (20 when neither is given), the sentence-transformers spelling.
-        similarity: ``"cosine"`` (default; embeddings are L2-normalised) or ``"dot"``.
+        temperature: softmax temperature :math:`\tau` (default 0.05). Give this or `scale`.
+        scale: `1 / temperature` (20 when neither is given), the sentence-transformers spelling.
+        similarity: `"cosine"` (default; embeddings are L2-normalised) or `"dot"`.
         learnable_scale: learn the scale (stored as its log, initialised from
-            ``temperature``/``scale``), clamped to ``[min_scale, max_scale]``. The parameter
+            `temperature`/`scale`), clamped to `[min_scale, max_scale]`. The parameter
             belongs to this module: add it to the optimiser (and to the DDP-wrapped module).
         min_scale, max_scale: clamp of a learnable scale (defaults 1 and 100, i.e. temperature in
             [0.01, 1], as CLIP).
         hard_negative_weight: additive logit bonus on each anchor's own hard negatives (default 0).
         symmetric: also add the positive->anchor term and average the two (default False).
-        gather_across_devices: ``None`` (default): gather when distributed with more than one
-            process; ``False``: never; ``True``: whenever distributed.
-        false_negative_threshold: ``phi`` of MultiCSR; ``None`` (default) disables masking.
+        gather_across_devices: `None` (default): gather when distributed with more than one
+            process; `False`: never; `True`: whenever distributed.
+        false_negative_threshold: `phi` of MultiCSR; `None` (default) disables masking.
 
     Inputs:
 
         =========================================  =============================  ==================
         argument                                   shape                          required
         =========================================  =============================  ==================
-        ``anchor``                                 ``[B, D]``                     yes
-        ``positive``                               ``[B, D]`` or ``[B, P, D]``    yes
-        ``negatives`` (hard negatives)             ``[B, N, D]`` or ``[B, D]``    no (N >= 0)
-        ``reference_anchor``                       ``[B, D_ref]``                 with masking
-        ``reference_positive``                     like ``positive``, ``D_ref``   with masking
-        ``reference_negatives``                    like ``negatives``, ``D_ref``  with masking, N > 0
+        `anchor`                                 `[B, D]`                     yes
+        `positive`                               `[B, D]` or `[B, P, D]`    yes
+        `negatives` (hard negatives)             `[B, N, D]` or `[B, D]`    no (N >= 0)
+        `reference_anchor`                       `[B, D_ref]`                 with masking
+        `reference_positive`                     like `positive`, `D_ref`   with masking
+        `reference_negatives`                    like `negatives`, `D_ref`  with masking, N > 0
         =========================================  =============================  ==================
 
     Returns:
-        :class:`LossOutput` with components ``infonce`` (anchor->positive term),
-        ``infonce_sym`` (positive->anchor, when symmetric), ``acc`` (fraction of local anchors
-        whose positive out-scores every unmasked negative), ``scale`` (when learnable) and
-        ``masked`` (mean number of candidates removed per anchor, when masking).
+        [`LossOutput`] with components `infonce` (anchor->positive term),
+        `infonce_sym` (positive->anchor, when symmetric), `acc` (fraction of local anchors
+        whose positive out-scores every unmasked negative), `scale` (when learnable) and
+        `masked` (mean number of candidates removed per anchor, when masking).
 
     Raises:
         ValueError: temperature/scale <= 0, shapes that do not fit together, NaN/inf inputs,
@@ -411,9 +411,9 @@ class InfoNCELoss(ContrastiveLoss):
 def _multi_positive_nce(
     pos_logits: torch.Tensor, logits: torch.Tensor, negative_mask: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean over rows and positives of ``-log softmax`` of each positive against the negatives.
+    """Mean over rows and positives of `-log softmax` of each positive against the negatives.
 
-    ``pos_logits``: ``[R, P]``; ``logits``: ``[R, C]``; ``negative_mask``: ``[R, C]``, True
+    `pos_logits`: `[R, P]`; `logits`: `[R, C]`; `negative_mask`: `[R, C]`, True
     where the column is a negative for the row. Returns (loss, accuracy).
     """
     # A finite floor instead of -inf: a row whose negatives are all masked would otherwise give
@@ -434,7 +434,7 @@ def _safe_mean(t: torch.Tensor) -> torch.Tensor:
 
 
 def _as_3d(name: str, t: torch.Tensor, batch: int, dim: int, owner: str) -> torch.Tensor:
-    """``[B, D]`` -> ``[B, 1, D]``; check ``[B, K, D]`` against the anchor's ``B`` and ``D``."""
+    """`[B, D]` -> `[B, 1, D]`; check `[B, K, D]` against the anchor's `B` and `D`."""
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{owner}: {name} must be a torch.Tensor, got {type(t).__name__}")
     if not t.is_floating_point():
@@ -451,6 +451,6 @@ def _as_3d(name: str, t: torch.Tensor, batch: int, dim: int, owner: str) -> torc
 
 
 class MultipleNegativesRankingLoss(InfoNCELoss):
-    """Sentence-transformers' name for :class:`InfoNCELoss`: same objective, same defaults
-    (``scale=20``, cosine similarity); kept so configurations written for that library read
+    """Sentence-transformers' name for [`InfoNCELoss`]: same objective, same defaults
+    (`scale=20`, cosine similarity); kept so configurations written for that library read
     naturally. Gathering across devices is on by default here too."""

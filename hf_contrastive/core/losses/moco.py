@@ -39,36 +39,36 @@ class MomentumContrastLoss(ContrastiveLoss):
     r"""InfoNCE of queries against their key and a queue of past keys (MoCo; Contriever's pre-training).
 
     The query encoder is trained; the key encoder is an exponential moving average of it (see
-    :class:`hf_contrastive.core.momentum.MomentumEncoder`) and gets no gradient. For query
+    [`hf_contrastive.core.momentum.MomentumEncoder`]) and gets no gradient. For query
     :math:`q_i`, its key :math:`k_i` and the queue :math:`\{u_j\}_{j=1}^{K}`:
 
     .. math::
         \ell_i = -\log \frac{e^{q_i \cdot k_i / \tau}}{e^{q_i \cdot k_i / \tau} + \sum_j e^{q_i \cdot u_j / \tau}}
 
     with L2-normalised vectors. After each step the keys of the whole (gathered) batch replace the
-    oldest entries of the queue (:meth:`enqueue`). The queue starts as random unit vectors drawn with
-    ``seed`` (as MoCo and Contriever), so the first steps already have ``K`` (easy) negatives.
+    oldest entries of the queue ([`enqueue`]). The queue starts as random unit vectors drawn with
+    `seed` (as MoCo and Contriever), so the first steps already have `K` (easy) negatives.
 
-    **CCP (Wu et al. 2022).** ``num_queues > 1`` keeps one queue per language: a query draws its
-    negatives from the queue of its own language (``queue_ids``), so a cross-lingual model cannot
-    separate languages instead of meanings. ``query_batch_norm=True`` adds a batch-norm layer on the
+    **CCP (Wu et al. 2022).** `num_queues > 1` keeps one queue per language: a query draws its
+    negatives from the queue of its own language (`queue_ids`), so a cross-lingual model cannot
+    separate languages instead of meanings. `query_batch_norm=True` adds a batch-norm layer on the
     query side only (the asymmetric batch normalisation that CCP uses against collapse); its
     parameters belong to this module (the trainer adds them to the optimiser).
 
     Args:
         dim: embedding size.
-        queue_size: keys per queue ``K`` (65536 by default, MoCo's; Contriever uses 131072).
-        temperature: :math:`\tau` (0.05, Contriever's). Give this or ``scale``.
-        scale: ``1 / temperature``.
+        queue_size: keys per queue `K` (65536 by default, MoCo's; Contriever uses 131072).
+        temperature: :math:`\tau` (0.05, Contriever's). Give this or `scale`.
+        scale: `1 / temperature`.
         num_queues: number of queues (one per language for CCP; 1 by default).
         query_batch_norm: batch-norm the queries before normalisation (CCP; default False).
         seed: seed of the random initial queue.
 
-    Inputs: ``query`` ``[B, D]`` (with gradient), ``key`` ``[B, D]`` (detached), ``queue_ids``
-    ``[B]`` (long, in ``[0, num_queues)``; default all 0).
+    Inputs: `query` `[B, D]` (with gradient), `key` `[B, D]` (detached), `queue_ids`
+    `[B]` (long, in `[0, num_queues)`; default all 0).
 
     Returns:
-        :class:`LossOutput` with components ``moco`` and ``acc`` (fraction of queries whose key
+        [`LossOutput`] with components `moco` and `acc` (fraction of queries whose key
         out-scores every queue entry).
     """
 
@@ -158,7 +158,7 @@ class MomentumContrastLoss(ContrastiveLoss):
 
     @torch.no_grad()
     def enqueue(self, keys: torch.Tensor, queue_ids: torch.Tensor | None = None) -> None:
-        """Write ``keys`` ``[N, D]`` (every process's keys of this step) over the oldest queue entries."""
+        """Write `keys` `[N, D]` (every process's keys of this step) over the oldest queue entries."""
         keys = F.normalize(keys.detach().float(), dim=-1).to(self.queue.device)
         ids = self._queue_ids(queue_ids, keys.shape[0], self.queue.device)
         for qid in ids.unique().tolist():

@@ -18,10 +18,10 @@ _MULTICSR_CITATION = """@article{wang2023multicsr,
 class MultiCSRLoss(InfoNCELoss):
     r"""Supervised SimCSE with MultiCSR's in-batch refinement.
 
-    A frozen reference encoder embeds the same rows (under ``torch.no_grad``, done by the
+    A frozen reference encoder embeds the same rows (under `torch.no_grad`, done by the
     trainer); for every anchor, each in-batch candidate (another row's positive, any hard
     negative, gathered rows included) whose reference cosine with the anchor is above
-    ``phi`` is treated as a false negative and dropped from that anchor's denominator. The
+    `phi` is treated as a false negative and dropped from that anchor's denominator. The
     anchor's own positive is never dropped. Temperature 0.05, phi 0.95 (Wang et al. 2023).
 
     Inputs:
@@ -29,17 +29,17 @@ class MultiCSRLoss(InfoNCELoss):
         ==========================  ================================  ===========================
         argument                    shape                             meaning
         ==========================  ================================  ===========================
-        ``anchor``                  ``[B, D]``                        premise
-        ``positive``                ``[B, D]`` or ``[B, P, D]``       entailment(s)
-        ``negatives``               ``[B, N, D]`` or ``[B, D]``       contradiction(s), optional
-        ``reference_anchor``        ``[B, D_ref]``                    frozen encoder, anchor rows
-        ``reference_positive``      like ``positive`` with ``D_ref``  frozen encoder, positives
-        ``reference_negatives``     like ``negatives``                frozen encoder, negatives
+        `anchor`                  `[B, D]`                        premise
+        `positive`                `[B, D]` or `[B, P, D]`       entailment(s)
+        `negatives`               `[B, N, D]` or `[B, D]`       contradiction(s), optional
+        `reference_anchor`        `[B, D_ref]`                    frozen encoder, anchor rows
+        `reference_positive`      like `positive` with `D_ref`  frozen encoder, positives
+        `reference_negatives`     like `negatives`                frozen encoder, negatives
         ==========================  ================================  ===========================
 
     Args:
         phi: cosine threshold above which a candidate counts as a false negative (0.95).
-        temperature: 0.05. Other arguments as :class:`InfoNCELoss`.
+        temperature: 0.05. Other arguments as [`InfoNCELoss`].
     """
 
     citation = _MULTICSR_CITATION

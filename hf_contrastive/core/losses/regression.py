@@ -30,12 +30,12 @@ _REGRESSION_CITATION = """@inproceedings{reimers2020multilingual,
 class EmbeddingRegressionLoss(ContrastiveLoss):
     r"""Regress student embeddings onto teacher/target embeddings, or pair similarities onto scores.
 
-    Two modes, picked by the keyword given to ``forward``:
+    Two modes, picked by the keyword given to `forward`:
 
-    * ``target_embeddings``: ``objective="mse"`` gives the mean squared error over all
-      elements (Reimers & Gurevych 2020, multilingual distillation); ``objective="cosine"``
-      gives the mean of ``1 - cos(student, target)`` (direction only).
-    * ``scores``: the cosine (or dot product) of ``anchor`` and ``positive`` is regressed
+    * `target_embeddings`: `objective="mse"` gives the mean squared error over all
+      elements (Reimers & Gurevych 2020, multilingual distillation); `objective="cosine"`
+      gives the mean of `1 - cos(student, target)` (direction only).
+    * `scores`: the cosine (or dot product) of `anchor` and `positive` is regressed
       onto the target scores with mean squared error (teacher scores of a cross-encoder, as in
       DSE, Barkan et al. 2019; or gold similarities rescaled to the similarity's range).
 
@@ -44,19 +44,19 @@ class EmbeddingRegressionLoss(ContrastiveLoss):
         ======================  =============================  ======================================
         argument                shape                          mode
         ======================  =============================  ======================================
-        ``anchor``              ``[B, D]``                     both (the student's embeddings)
-        ``target_embeddings``   ``[B, D]``                     embeddings (teacher output, no grad)
-        ``positive``            ``[B, D]``                     scores (second sentence of each pair)
-        ``scores``              ``[B]``                        scores
+        `anchor`              `[B, D]`                     both (the student's embeddings)
+        `target_embeddings`   `[B, D]`                     embeddings (teacher output, no grad)
+        `positive`            `[B, D]`                     scores (second sentence of each pair)
+        `scores`              `[B]`                        scores
         ======================  =============================  ======================================
 
     Args:
-        objective: ``"mse"`` (default) or ``"cosine"``, for embedding targets.
-        similarity: ``"cosine"`` (default) or ``"dot"``, for score targets.
+        objective: `"mse"` (default) or `"cosine"`, for embedding targets.
+        similarity: `"cosine"` (default) or `"dot"`, for score targets.
 
     Returns:
-        :class:`LossOutput` with component ``mse`` or ``cosine_distance`` (embedding mode) or
-        ``score_mse`` (score mode).
+        [`LossOutput`] with component `mse` or `cosine_distance` (embedding mode) or
+        `score_mse` (score mode).
     """
 
     citation = _REGRESSION_CITATION

@@ -1,13 +1,13 @@
 """Task arithmetic on LoRA adapters without merging them into the base weights.
 
-A LoRA adapter is a task vector in factored form: on each adapted module ``dW = s * B @ A`` (``s`` its
-scaling). A linear combination ``sum_i w_i dW_i`` of adapters is again a LoRA adapter, exactly, when the factors
-are concatenated: ``A = cat(w_i s_i A_i)`` along the rank, ``B = cat(B_i)``, scaling 1 (PEFT's
-``add_weighted_adapter(combination_type="cat")``). A single adapter with weight ``w`` is exact the same way.
+A LoRA adapter is a task vector in factored form: on each adapted module `dW = s * B @ A` (`s` its
+scaling). A linear combination `sum_i w_i dW_i` of adapters is again a LoRA adapter, exactly, when the factors
+are concatenated: `A = cat(w_i s_i A_i)` along the rank, `B = cat(B_i)`, scaling 1 (PEFT's
+`add_weighted_adapter(combination_type="cat")`). A single adapter with weight `w` is exact the same way.
 
-What is *not* exact, and therefore never used here: PEFT's ``linear`` combination of several adapters (it mixes
-``A`` and ``B`` separately, creating cross terms ``B_i A_j``), and TIES / DARE (they prune and re-sign entries, so
-``-tau`` is no longer the negation of ``tau``). PEFT also returns silently when the new adapter's name already
+What is *not* exact, and therefore never used here: PEFT's `linear` combination of several adapters (it mixes
+`A` and `B` separately, creating cross terms `B_i A_j`), and TIES / DARE (they prune and re-sign entries, so
+`-tau` is no longer the negation of `tau`). PEFT also returns silently when the new adapter's name already
 exists; here that is an error, as is a missing adapter.
 
 Typical use (task-vector negation of a "hallucination" adapter, Ilharco et al. 2023)::
@@ -59,7 +59,7 @@ def _check_adapters(model: Any, names: list[str]) -> None:
 
 
 def adapter_delta_weights(model: Any, adapter: str) -> dict[str, torch.Tensor]:
-    """``{module name: dW}`` (float32, the effective weight change) of ``adapter`` on every adapted module."""
+    """`{module name: dW}` (float32, the effective weight change) of `adapter` on every adapted module."""
     _check_adapters(model, [adapter])
 
     out = {}
@@ -77,17 +77,17 @@ def combine_adapters(
     verify: bool = False,
     atol: float = 1e-5,
 ) -> str:
-    """Add adapter ``new_name`` with ``dW = sum_i weights[i] * dW_i`` exactly (concatenated factors).
+    """Add adapter `new_name` with `dW = sum_i weights[i] * dW_i` exactly (concatenated factors).
 
     Args:
         model: a PEFT model holding the adapters.
-        weights: ``{adapter name: weight}`` (weights may be negative; 1 adapter with ``-1`` negates it).
+        weights: `{adapter name: weight}` (weights may be negative; 1 adapter with `-1` negates it).
         new_name: name of the new adapter; must not exist yet.
         activate: make it the active adapter.
-        verify: check, module by module, that the new delta equals the weighted sum (to ``atol``, relative
-            to the largest entry) and raise ``RuntimeError`` otherwise.
+        verify: check, module by module, that the new delta equals the weighted sum (to `atol`, relative
+            to the largest entry) and raise `RuntimeError` otherwise.
 
-    Returns ``new_name``. The base weights are never changed.
+    Returns `new_name`. The base weights are never changed.
     """
     if not weights:
         raise ValueError("`weights` must name at least one adapter.")
@@ -115,7 +115,7 @@ def combine_adapters(
 def _verify_combination(
     model: Any, new_name: str, names: list[str], values: list[float], atol: float
 ) -> None:
-    """Raise ``RuntimeError`` unless ``new_name``'s deltas equal ``sum_i values[i] * dW_names[i]`` module by module.
+    """Raise `RuntimeError` unless `new_name`'s deltas equal `sum_i values[i] * dW_names[i]` module by module.
 
     Nothing to compare is a failure, not a pass: an empty combined adapter, or one that misses (or adds) an
     adapted module, is reported instead of being accepted vacuously.
@@ -146,15 +146,15 @@ def _verify_combination(
 
 
 def negate_adapter(model: Any, adapter: str, new_name: str, scale: float = 1.0, activate: bool = True) -> str:
-    """Add adapter ``new_name`` with ``dW = -scale * dW_adapter`` (exact); returns ``new_name``."""
+    """Add adapter `new_name` with `dW = -scale * dW_adapter` (exact); returns `new_name`."""
     return combine_adapters(model, {adapter: -float(scale)}, new_name, activate=activate)
 
 
 class LoraTaskVector:
     """A linear combination of LoRA adapters of one PEFT model, built lazily and added as one exact adapter.
 
-    ``LoraTaskVector(model, "a")`` is ``dW_a``; ``+``, ``-``, unary ``-`` and scalar ``*`` give new combinations;
-    :meth:`add_to` creates the adapter (``combination_type="cat"``), :meth:`delta_weights` the dense deltas.
+    `LoraTaskVector(model, "a")` is `dW_a`; `+`, `-`, unary `-` and scalar `*` give new combinations;
+    [`add_to`] creates the adapter (`combination_type="cat"`), [`delta_weights`] the dense deltas.
     """
 
     def __init__(self, model: Any, adapter: str | Mapping[str, float]):
@@ -190,7 +190,7 @@ class LoraTaskVector:
     __rmul__ = __mul__
 
     def add_to(self, model: Any | None = None, new_name: str = "task_vector", activate: bool = True) -> str:
-        """Create the combination as adapter ``new_name`` on the model (which must be the vector's own)."""
+        """Create the combination as adapter `new_name` on the model (which must be the vector's own)."""
         if model is not None and model is not self.model:
             raise ValueError("add_to: the model must be the one the adapters belong to.")
         terms = {k: v for k, v in self.terms.items() if v != 0.0}
@@ -199,7 +199,7 @@ class LoraTaskVector:
         return combine_adapters(self.model, terms, new_name, activate=activate)
 
     def delta_weights(self) -> dict[str, torch.Tensor]:
-        """``{module: sum_i w_i dW_i}`` as dense float32 tensors (for checks; costs one matrix per module)."""
+        """`{module: sum_i w_i dW_i}` as dense float32 tensors (for checks; costs one matrix per module)."""
         total: dict[str, torch.Tensor] = {}
         for name, w in self.terms.items():
             for module, delta in adapter_delta_weights(self.model, name).items():

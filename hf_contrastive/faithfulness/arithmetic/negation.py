@@ -1,12 +1,12 @@
 """Task-vector negation for faithful summarisation (Ilharco et al. 2023, applied as in span-level fine-tuning).
 
-Fine-tune on unfaithful summaries to get ``theta_h``; ``tau = theta_h - theta_0``; the edited model is
-``theta* = theta_0 - lam * tau`` with ``lam`` in ``[0, 1]`` chosen on held-out data. With LoRA both sides are
-adapters and the edit is an exact adapter (``cat`` combination, see :mod:`hf_contrastive.faithfulness.arithmetic.lora`):
-``-lam * halluc`` on the base, or ``sft - lam * halluc`` when a faithful SFT adapter is the starting point.
+Fine-tune on unfaithful summaries to get `theta_h`; `tau = theta_h - theta_0`; the edited model is
+`theta* = theta_0 - lam * tau` with `lam` in `[0, 1]` chosen on held-out data. With LoRA both sides are
+adapters and the edit is an exact adapter (`cat` combination, see `hf_contrastive.faithfulness.arithmetic.lora`):
+`-lam * halluc` on the base, or `sft - lam * halluc` when a faithful SFT adapter is the starting point.
 
-``lam`` is the one with the lowest validation log-probability of unfaithful spans among those whose
-faithful-reference perplexity stays within ``max_perplexity_increase`` of ``lam = 0``.
+`lam` is the one with the lowest validation log-probability of unfaithful spans among those whose
+faithful-reference perplexity stays within `max_perplexity_increase` of `lam = 0`.
 """
 
 from __future__ import annotations
@@ -47,10 +47,10 @@ DEFAULT_LAMBDAS = (0.0, 0.25, 0.5, 0.75, 1.0)
 def halluc_features(
     builder: Any, examples: Sequence[Any], target: str = "summary"
 ) -> list[dict[str, list[int]]]:
-    """Features to fine-tune ``theta_h`` on unfaithful content, with plain NLL (no span term).
+    """Features to fine-tune `theta_h` on unfaithful content, with plain NLL (no span term).
 
-    ``target="summary"``: every token of the unfaithful summaries is a label; ``"spans"``: only the tokens of
-    the unfaithful spans are (a more targeted ``tau``). The ``unfaithful_mask`` is cleared so the ``nll``
+    `target="summary"`: every token of the unfaithful summaries is a label; `"spans"`: only the tokens of
+    the unfaithful spans are (a more targeted `tau`). The `unfaithful_mask` is cleared so the `nll`
     objective of the span trainer counts all labels.
     """
     if target not in ("summary", "spans"):
@@ -80,18 +80,18 @@ def select_negation_scale(
     batch_size: int = 4,
     name: str = "negated",
 ) -> dict[str, Any]:
-    """Add ``base - lam * halluc`` for each ``lam``, score it on ``validation``, keep the best as ``name``.
+    """Add `base - lam * halluc` for each `lam`, score it on `validation`, keep the best as `name`.
 
     Args:
-        model: a PEFT model holding ``halluc_adapter`` (and ``base_adapter`` when given).
-        halluc_adapter: the adapter fine-tuned on unfaithful summaries (``tau``).
-        builder: the :class:`~hf_contrastive.faithfulness.spans.SpanFeatureBuilder` of the prompts.
+        model: a PEFT model holding `halluc_adapter` (and `base_adapter` when given).
+        halluc_adapter: the adapter fine-tuned on unfaithful summaries (`tau`).
+        builder: the [`hf_contrastive.faithfulness.spans.SpanFeatureBuilder`] of the prompts.
         validation: span examples with faithful references.
-        base_adapter: the starting point (None: the base weights ``theta_0``).
-        lambdas: candidates in ``[0, 1]``.
-        max_perplexity_increase: allowed relative rise of reference perplexity over ``lam = 0``.
+        base_adapter: the starting point (None: the base weights `theta_0`).
+        lambdas: candidates in `[0, 1]`.
+        max_perplexity_increase: allowed relative rise of reference perplexity over `lam = 0`.
 
-    Returns ``{"lambda": best, "adapter": name, "scores": {lam: metrics}}``; ``name`` is active afterwards.
+    Returns `{"lambda": best, "adapter": name, "scores": {lam: metrics}}`; `name` is active afterwards.
     """
 
     lambdas = sorted({float(x) for x in lambdas})
@@ -143,22 +143,22 @@ def save_negated_adapter(
     example_prompt: str = "Summarize the following article in one sentence.\n\n"
     "The city council met on Tuesday and voted to build a new park next to the river.\n\nSummary:",
 ) -> Path:
-    """Save the negated adapter (``base - lam * halluc``) alone, as a loadable PEFT folder with a model card.
+    """Save the negated adapter (`base - lam * halluc`) alone, as a loadable PEFT folder with a model card.
 
     Args:
-        model: the PEFT model holding ``adapter`` (as left by [`select_negation_scale`]).
-        adapter: the adapter to save (``select_negation_scale(...)["adapter"]``); it is written at the top of
-            ``output_dir`` so ``PeftModel.from_pretrained(base, output_dir)`` loads it.
+        model: the PEFT model holding `adapter` (as left by [`select_negation_scale`]).
+        adapter: the adapter to save (`select_negation_scale(...)["adapter"]`); it is written at the top of
+            `output_dir` so `PeftModel.from_pretrained(base, output_dir)` loads it.
         output_dir: the target folder (written whole or not at all).
         lam: the chosen scale, for the card.
-        halluc_adapter / base_adapter: the names of ``tau`` and of the starting point, for the card.
+        halluc_adapter / base_adapter: the names of `tau` and of the starting point, for the card.
         tokenizer: saved next to the adapter.
         card_info ([`ModelCardInfo`], *optional*): base model Hub id, datasets, license, results.
-        training (`Mapping`, *optional*): how ``tau`` was fine-tuned (learning rate, epochs...), for the card.
+        training (`Mapping`, *optional*): how `tau` was fine-tuned (learning rate, epochs...), for the card.
         example_prompt (`str`): the prompt of the card's usage snippet.
 
     Returns:
-        `Path`: ``output_dir``.
+        `Path`: `output_dir`.
     """
 
     edit = "theta_0 - lam * tau" if base_adapter is None else "theta_sft - lam * tau"

@@ -1,8 +1,8 @@
 """Dense task vectors (Ilharco et al. 2023, "Editing Models with Task Arithmetic").
 
-A task vector is the element-wise difference ``tau = theta_ft - theta_0`` between a fine-tuned model and its
-base, over every floating-point parameter and buffer. Vectors add, subtract and scale; ``apply_to(base, lam)``
-gives ``theta_0 + lam * tau``. Negation (``theta_0 - lam * tau``) removes a behaviour that ``tau`` learnt,
+A task vector is the element-wise difference `tau = theta_ft - theta_0` between a fine-tuned model and its
+base, over every floating-point parameter and buffer. Vectors add, subtract and scale; `apply_to(base, lam)`
+gives `theta_0 + lam * tau`. Negation (`theta_0 - lam * tau`) removes a behaviour that `tau` learnt,
 for example producing unfaithful summaries.
 """
 
@@ -35,15 +35,15 @@ def _architecture(model_or_state: Any) -> str | None:
 
 
 class TaskVector:
-    """``tau = theta_ft - theta_0`` over the floating-point entries of two state dicts.
+    """`tau = theta_ft - theta_0` over the floating-point entries of two state dicts.
 
     Args:
-        vector: ``{name: tensor}`` (use :meth:`from_models` to build it from two models).
+        vector: `{name: tensor}` (use [`from_models`] to build it from two models).
         architecture: an identifier of the architecture the vector belongs to (checked when combining/applying).
 
-    Operations: ``tau1 + tau2``, ``tau1 - tau2``, ``-tau``, ``lam * tau`` (new vectors), ``apply_to(model, lam)``
-    (in place: ``theta <- theta + lam * tau``), ``state_dict_for(base, lam)``. Combining vectors with different
-    parameter names or shapes, or applying one to another architecture, raises ``ValueError``.
+    Operations: `tau1 + tau2`, `tau1 - tau2`, `-tau`, `lam * tau` (new vectors), `apply_to(model, lam)`
+    (in place: `theta <- theta + lam * tau`), `state_dict_for(base, lam)`. Combining vectors with different
+    parameter names or shapes, or applying one to another architecture, raises `ValueError`.
     """
 
     def __init__(self, vector: Mapping[str, torch.Tensor], architecture: str | None = None):
@@ -59,7 +59,7 @@ class TaskVector:
 
     @classmethod
     def from_models(cls, base: Any, finetuned: Any) -> TaskVector:
-        """``finetuned - base`` over floating-point entries; the two must share architecture, names and shapes."""
+        """`finetuned - base` over floating-point entries; the two must share architecture, names and shapes."""
         arch0, arch1 = _architecture(base), _architecture(finetuned)
         if arch0 is not None and arch1 is not None and arch0 != arch1:
             raise ValueError(
@@ -107,7 +107,7 @@ class TaskVector:
 
     # -- application ----------------------------------------------------------------------------------------
     def state_dict_for(self, base: Any, scale: float = 1.0) -> dict[str, torch.Tensor]:
-        """``theta_0 + scale * tau`` as a new state dict (non-float entries copied from ``base``)."""
+        """`theta_0 + scale * tau` as a new state dict (non-float entries copied from `base`)."""
         self._check_target(base)
         sd = _state_dict(base)
         return {
@@ -119,7 +119,7 @@ class TaskVector:
 
     @torch.no_grad()
     def apply_to(self, model: torch.nn.Module, scale: float = 1.0) -> torch.nn.Module:
-        """In place: every entry ``theta <- theta + scale * tau``; returns ``model``."""
+        """In place: every entry `theta <- theta + scale * tau`; returns `model`."""
         self._check_target(model)
         sd = model.state_dict()
         for k, v in self.vector.items():

@@ -24,7 +24,7 @@ def _backbone(config: PretrainedConfig | dict[str, Any] | None) -> PretrainedCon
 
 class CrossEncoderRerankerConfig(PretrainedConfig):
     r"""Configuration of [`CrossEncoderReranker`]: a bidirectional encoder reading the
-    ``[CLS] query [SEP] document [SEP]`` pair and a scoring head on its first token (Nogueira &
+    `[CLS] query [SEP] document [SEP]` pair and a scoring head on its first token (Nogueira &
     Cho 2019, "Passage Re-ranking with BERT").
 
     Args:
@@ -75,18 +75,18 @@ class LLMYesNoRerankerConfig(PretrainedConfig):
     r"""Configuration of [`LLMYesNoReranker`]: a causal LM reads a prompt holding the query and the
     document and the pair is scored by the next-token logit of "yes" (and "no").
 
-    The two objectives of "SFT vs contrastive learning for LLM reranking" (2025): ``sft`` is a
+    The two objectives of "SFT vs contrastive learning for LLM reranking" (2025): `sft` is a
     pointwise cross-entropy of the softmax over the {yes, no} logits (label yes for relevant, no
-    for irrelevant pairs); ``cl`` is InfoNCE over the "yes" logits of one relevant and n
+    for irrelevant pairs); `cl` is InfoNCE over the "yes" logits of one relevant and n
     irrelevant documents of the same query. Scores at inference follow the objective
-    (``score_mode="auto"``): ``yes - no`` logit difference (the log-odds of yes) for SFT, the
+    (`score_mode="auto"`): `yes - no` logit difference (the log-odds of yes) for SFT, the
     "yes" logit for CL.
 
     Args:
         backbone_config (`PretrainedConfig` or `dict`): the `AutoModelForCausalLM` backbone.
         yes_token_id / no_token_id (`int`): vocabulary ids of the answer tokens (set from the
-            tokenizer by `LLMYesNoReranker.from_backbone`: the first token of ``" yes"`` / ``" no"``).
-        prompt_template (`str`): must contain ``{query}`` and ``{document}`` once each, the
+            tokenizer by `LLMYesNoReranker.from_backbone`: the first token of `" yes"` / `" no"`).
+        prompt_template (`str`): must contain `{query}` and `{document}` once each, the
             document after the query; the answer token follows the template's end.
         max_seq_length (`int`, defaults to 512): prompt length; the document is cut to fit.
         objective (`str`, defaults to `"sft"`): the training objective it was trained with.

@@ -18,14 +18,14 @@ def rerank_results(
     batch_size: int = 32,
     show_progress_bar: bool = False,
 ) -> dict[str, list[tuple[str, float]]]:
-    """Rescore each query's first ``top_k`` retrieved documents with ``reranker.predict``.
+    """Rescore each query's first `top_k` retrieved documents with `reranker.predict`.
 
     Args:
-        results: ``{query_id: [doc_id or (doc_id, score), ...]}`` ranked by the retriever (the
-            ``results`` of ``evaluate_retrieval(..., return_results=True)``).
-        corpus / queries: the BEIR triple's documents (``title + " " + text``) and query texts.
+        results: `{query_id: [doc_id or (doc_id, score), ...]}` ranked by the retriever (the
+            `results` of `evaluate_retrieval(..., return_results=True)`).
+        corpus / queries: the BEIR triple's documents (`title + " " + text`) and query texts.
     Returns:
-        ``{query_id: [(doc_id, reranker score), ...]}`` sorted by the reranker's score (ties by id).
+        `{query_id: [(doc_id, reranker score), ...]}` sorted by the reranker's score (ties by id).
     """
     if top_k < 1:
         raise ValueError(f"top_k must be >= 1, got {top_k}.")
@@ -60,7 +60,7 @@ def evaluate_reranking(
     batch_size: int = 32,
     show_progress_bar: bool = False,
 ) -> dict[str, float]:
-    """Retrieval metrics (``ndcg@10``, ``mrr@10``, ...) after reranking the retriever's top ``top_k``.
+    """Retrieval metrics (`ndcg@10`, `mrr@10`, ...) after reranking the retriever's top `top_k`.
 
     Documents the retriever did not return stay unretrieved, so recall@k for k >= top_k equals
     the retriever's.

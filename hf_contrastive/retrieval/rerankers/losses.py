@@ -1,11 +1,11 @@
 """Reranker objectives on grouped scores, as losses with the library's contract.
 
-A training group is one query with one relevant document followed by ``n`` irrelevant ones, so
-scores come as ``[G, 1 + n]`` with the relevant document in column 0.
+A training group is one query with one relevant document followed by `n` irrelevant ones, so
+scores come as `[G, 1 + n]` with the relevant document in column 0.
 
 Each objective is an `nn.Module` ([`PointwiseBCELoss`], [`ListwiseInfoNCELoss`], [`YesNoSFTLoss`])
-whose ``forward`` returns a [`~hf_contrastive.core.losses.LossOutput`]; the functions
-``pointwise_bce_loss``, ``listwise_infonce_loss`` and ``yes_no_sft_loss`` return the same scalar.
+whose `forward` returns a [`~hf_contrastive.core.losses.LossOutput`]; the functions
+`pointwise_bce_loss`, `listwise_infonce_loss` and `yes_no_sft_loss` return the same scalar.
 """
 
 from __future__ import annotations
@@ -82,13 +82,13 @@ class PointwiseBCELoss(ContrastiveLoss):
         ==============  ========  ==========================================
         argument        shape     meaning
         ==============  ========  ==========================================
-        ``logits``      ``[N]``   relevance logit of each (query, document)
-        ``labels``      ``[N]``   1 relevant, 0 not (float or int)
-        ``pos_weight``  scalar    keyword, overrides the constructor's value
+        `logits`      `[N]`   relevance logit of each (query, document)
+        `labels`      `[N]`   1 relevant, 0 not (float or int)
+        `pos_weight`  scalar    keyword, overrides the constructor's value
         ==============  ========  ==========================================
 
     Returns:
-        [`LossOutput`] with component ``bce``. Computed in float32 (float64 inputs stay float64).
+        [`LossOutput`] with component `bce`. Computed in float32 (float64 inputs stay float64).
     """
 
     citation = _MONOBERT_CITATION
@@ -117,7 +117,7 @@ class PointwiseBCELoss(ContrastiveLoss):
 
 
 class ListwiseInfoNCELoss(ContrastiveLoss):
-    r"""InfoNCE over each group of one relevant and ``n`` irrelevant documents.
+    r"""InfoNCE over each group of one relevant and `n` irrelevant documents.
 
     For the scores :math:`s_{g,0..n}` of group :math:`g` (relevant document in column 0) and
     temperature :math:`\tau`:
@@ -133,10 +133,10 @@ class ListwiseInfoNCELoss(ContrastiveLoss):
             :math:`\tau`; the scores are unbounded logits, so 1.0 is the natural choice.
 
     Inputs:
-        ``scores`` ``[G, 1 + n]`` (``n >= 1``), relevant document first.
+        `scores` `[G, 1 + n]` (`n >= 1`), relevant document first.
 
     Returns:
-        [`LossOutput`] with components ``infonce`` and ``acc`` (fraction of groups whose relevant
+        [`LossOutput`] with components `infonce` and `acc` (fraction of groups whose relevant
         document out-scores every other).
     """
 
@@ -174,12 +174,12 @@ class YesNoSFTLoss(ContrastiveLoss):
         =================  ==========  ======================================
         argument           shape       meaning
         =================  ==========  ======================================
-        ``yes_no_logits``  ``[N, 2]``  next-token logits of "no" and "yes"
-        ``labels``         ``[N]``     1 relevant ("yes"), 0 not ("no")
+        `yes_no_logits`  `[N, 2]`  next-token logits of "no" and "yes"
+        `labels`         `[N]`     1 relevant ("yes"), 0 not ("no")
         =================  ==========  ======================================
 
     Returns:
-        [`LossOutput`] with component ``sft``.
+        [`LossOutput`] with component `sft`.
     """
 
     citation = _SFT_VS_CL_CITATION
@@ -198,16 +198,16 @@ class YesNoSFTLoss(ContrastiveLoss):
 def pointwise_bce_loss(
     logits: torch.Tensor, labels: torch.Tensor, pos_weight: float | None = None
 ) -> torch.Tensor:
-    """Binary cross-entropy of relevance logits ``[N]`` against 0/1 labels ``[N]`` (monoBERT).
+    """Binary cross-entropy of relevance logits `[N]` against 0/1 labels `[N]` (monoBERT).
 
-    ``pos_weight`` rescales the positive term (e.g. the number of negatives per positive, to
+    `pos_weight` rescales the positive term (e.g. the number of negatives per positive, to
     balance a 1:n group). The scalar of [`PointwiseBCELoss`].
     """
     return PointwiseBCELoss(pos_weight)(logits, labels).loss
 
 
 def listwise_infonce_loss(scores: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
-    """InfoNCE over each group: ``-log softmax(scores / temperature)[:, 0]``, averaged over groups.
+    """InfoNCE over each group: `-log softmax(scores / temperature)[:, 0]`, averaged over groups.
 
     Used by the cross-encoder's listwise objective and, on the "yes" logits, by the LLM
     reranker's contrastive (CL) objective. The scalar of [`ListwiseInfoNCELoss`].
@@ -216,7 +216,7 @@ def listwise_infonce_loss(scores: torch.Tensor, temperature: float = 1.0) -> tor
 
 
 def yes_no_sft_loss(yes_no_logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Pointwise SFT loss of the LLM reranker: cross-entropy of ``softmax([no, yes])`` against the
-    label (1 = the answer is "yes"). ``yes_no_logits`` is ``[N, 2]`` in (no, yes) order. The scalar of
+    """Pointwise SFT loss of the LLM reranker: cross-entropy of `softmax([no, yes])` against the
+    label (1 = the answer is "yes"). `yes_no_logits` is `[N, 2]` in (no, yes) order. The scalar of
     [`YesNoSFTLoss`]."""
     return YesNoSFTLoss()(yes_no_logits, labels).loss

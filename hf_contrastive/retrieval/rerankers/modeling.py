@@ -1,9 +1,9 @@
 """Reranker heads: a cross-encoder and an LLM scoring the "yes" token.
 
 Both take tokenised (query, document) pairs and return one relevance logit per pair
-(``RerankerOutput.logits``, shape ``[num_pairs]``); both offer ``predict(pairs)`` and
-``rerank(query, documents)`` on raw text, and are `PreTrainedModel`s registered with the Auto
-classes, so ``save_pretrained`` / ``AutoModel.from_pretrained`` round-trip every setting.
+(`RerankerOutput.logits`, shape `[num_pairs]`); both offer `predict(pairs)` and
+`rerank(query, documents)` on raw text, and are `PreTrainedModel`s registered with the Auto
+classes, so `save_pretrained` / `AutoModel.from_pretrained` round-trip every setting.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ def _check_pairs(pairs: Any) -> list[tuple[str, str]]:
 
 
 class _RerankerMixin(HubMixin):
-    """``predict`` / ``rerank``, loading, and the model card shared by both heads (saving: HubMixin)."""
+    """`predict` / `rerank`, loading, and the model card shared by both heads (saving: [`HubMixin`])."""
 
     card_template = "reranker.md"
     card_pipeline_tag = "text-ranking"
@@ -77,9 +77,9 @@ class _RerankerMixin(HubMixin):
         activation: bool | None = None,
         show_progress_bar: bool = False,
     ) -> torch.Tensor:
-        """Relevance scores of ``(query, document)`` pairs, shape ``[len(pairs)]`` (float32, CPU).
+        """Relevance scores of `(query, document)` pairs, shape `[len(pairs)]` (float32, CPU).
 
-        Pairs are sorted by length so each batch pads little. ``activation`` applies the
+        Pairs are sorted by length so each batch pads little. `activation` applies the
         configured output activation (cross-encoder: sigmoid by default); the LLM reranker's
         scores are logits (log-odds of yes, or the yes logit).
         """
@@ -117,7 +117,7 @@ class _RerankerMixin(HubMixin):
     def rerank(
         self, query: str, documents: Sequence[str], top_k: int | None = None, batch_size: int = 32
     ) -> list[dict[str, Any]]:
-        """Documents sorted by relevance to ``query``: ``[{"corpus_id": index, "score": s, "text": doc}]``."""
+        """Documents sorted by relevance to `query`: `[{"corpus_id": index, "score": s, "text": doc}]`."""
         if not isinstance(query, str):
             raise TypeError(f"query must be a string, got {type(query).__name__}.")
         docs = list(documents)
@@ -127,7 +127,7 @@ class _RerankerMixin(HubMixin):
         return [{"corpus_id": i, "score": scores[i], "text": docs[i]} for i in ranked]
 
     def card_details(self) -> dict[str, Any]:
-        """Settings of the head for ``model_cards/reranker.md`` (each head adds its own rows)."""
+        """Settings of the head for `model_cards/reranker.md` (each head adds its own rows)."""
         config = self.config  # type: ignore[attr-defined]
         return {
             "backbone_type": getattr(config.backbone_config, "model_type", "unknown"),
@@ -163,7 +163,7 @@ class CrossEncoderHead(nn.Module):
 
 
 class CrossEncoderReranker(_RerankerMixin, PreTrainedModel):
-    r"""Cross-encoder reranker (monoBERT): ``[CLS] query [SEP] document [SEP]`` -> one logit.
+    r"""Cross-encoder reranker (monoBERT): `[CLS] query [SEP] document [SEP]` -> one logit.
 
     Train it pointwise (BCE on relevant / irrelevant pairs) or listwise (InfoNCE over one
     relevant and n irrelevant documents per query) with [`RerankerTrainer`].
@@ -240,7 +240,7 @@ class CrossEncoderReranker(_RerankerMixin, PreTrainedModel):
         return details
 
     def tokenize_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Pair encoding ``[CLS] q [SEP] d [SEP]``; the document is truncated first."""
+        """Pair encoding `[CLS] q [SEP] d [SEP]`; the document is truncated first."""
         return dict(
             self.tokenizer(
                 list(queries),
@@ -260,7 +260,7 @@ class CrossEncoderReranker(_RerankerMixin, PreTrainedModel):
         labels: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> RerankerOutput:
-        """Logits ``[B]`` for ``B`` tokenised pairs; with ``labels`` (0/1, ``[B]``) also the BCE loss."""
+        """Logits `[B]` for `B` tokenised pairs; with `labels` (0/1, `[B]`) also the BCE loss."""
         extra = {"token_type_ids": token_type_ids} if token_type_ids is not None else {}
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask, **extra, **kwargs)
         states = out.last_hidden_state
@@ -284,11 +284,11 @@ class CrossEncoderReranker(_RerankerMixin, PreTrainedModel):
 class LLMYesNoReranker(_RerankerMixin, PreTrainedModel):
     r"""A causal LM as a pointwise reranker: prompt(query, document) -> logit of the "yes" token.
 
-    The prompt (``config.prompt_template``) is tokenised as prefix + document + suffix with the
-    document cut to fit ``max_seq_length`` and padded on the left, so the last position of every
+    The prompt (`config.prompt_template`) is tokenised as prefix + document + suffix with the
+    document cut to fit `max_seq_length` and padded on the left, so the last position of every
     row is the one predicting the answer; only the "yes" and "no" rows of the LM head are
-    computed. LoRA: pass ``peft_config`` to [`RerankerTrainer`] (targets such as
-    ``q_proj``/``v_proj``).
+    computed. LoRA: pass `peft_config` to [`RerankerTrainer`] (targets such as
+    `q_proj`/`v_proj`).
     """
 
     config_class = LLMYesNoRerankerConfig
@@ -322,7 +322,7 @@ class LLMYesNoReranker(_RerankerMixin, PreTrainedModel):
         **config_kwargs: Any,
     ) -> LLMYesNoReranker:
         """A reranker on a pretrained causal LM (a folder, or an already loaded model with
-        ``tokenizer=``). The answer tokens are the first tokens of ``yes_token`` / ``no_token``."""
+        `tokenizer=`). The answer tokens are the first tokens of `yes_token` / `no_token`."""
         lm = (
             name_or_path
             if isinstance(name_or_path, PreTrainedModel)
@@ -380,7 +380,7 @@ class LLMYesNoReranker(_RerankerMixin, PreTrainedModel):
         return details
 
     def tokenize_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> dict[str, torch.Tensor]:
-        """Left-padded prompt ids: ``prefix(query) + document[:budget] + suffix``."""
+        """Left-padded prompt ids: `prefix(query) + document[:budget] + suffix`."""
         tok = self.tokenizer
         template = self.config.prompt_template
         head, rest = template.split("{document}")
@@ -415,9 +415,9 @@ class LLMYesNoReranker(_RerankerMixin, PreTrainedModel):
         labels: torch.Tensor | None = None,
         **kwargs: Any,
     ) -> RerankerOutput:
-        """Scores ``[B]`` of left-padded prompts; ``yes_no_logits`` ``[B, 2]`` = (no, yes).
+        """Scores `[B]` of left-padded prompts; `yes_no_logits` `[B, 2]` = (no, yes).
 
-        With ``labels`` (1 relevant / 0 not, ``[B]``) the SFT loss is returned: cross-entropy of
+        With `labels` (1 relevant / 0 not, `[B]`) the SFT loss is returned: cross-entropy of
         the softmax over (no, yes).
         """
         if attention_mask is None:

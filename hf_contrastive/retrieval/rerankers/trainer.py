@@ -1,22 +1,22 @@
 """`RerankerTrainer` + `RerankerConfig`: training rerankers through `transformers.Trainer`.
 
-Data: one row per training group, ``query`` (or ``anchor``) + ``positive`` + ``negative_1 ..
+Data: one row per training group, `query` (or `anchor`) + `positive` + ``negative_1 ..
 negative_n`` columns, exactly what `mine_hard_negatives(..., output_format="n-tuple")` writes;
-or, for the pointwise objective only, labelled pairs (``query``/``anchor``, ``positive``/
-``document``, ``label``) as its ``labeled-pair`` format writes. Each batch of ``B`` groups becomes
-``B x (1 + n)`` (query, document) pairs, tokenised by the model's ``tokenize_pairs``.
+or, for the pointwise objective only, labelled pairs (`query`/`anchor`, `positive`/
+`document`, `label`) as its `labeled-pair` format writes. Each batch of `B` groups becomes
+`B x (1 + n)` (query, document) pairs, tokenised by the model's `tokenize_pairs`.
 
-Objectives (``RerankerConfig.objective``):
+Objectives (`RerankerConfig.objective`):
 
 =============  ===========================================  =====================================
 objective      cross-encoder                                LLM yes/no reranker
 =============  ===========================================  =====================================
-``pointwise``  BCE on the logit, 1 relevant / 0 not         SFT: cross-entropy of softmax({no, yes})
-``listwise``   InfoNCE over the group's logits              CL: InfoNCE over the group's "yes" logits
+`pointwise`  BCE on the logit, 1 relevant / 0 not         SFT: cross-entropy of softmax({no, yes})
+`listwise`   InfoNCE over the group's logits              CL: InfoNCE over the group's "yes" logits
 =============  ===========================================  =====================================
 
 The LLM pair follows "SFT vs contrastive learning for LLM reranking" (2025); the aliases
-``sft`` / ``bce`` mean ``pointwise`` and ``cl`` / ``infonce`` mean ``listwise``.
+`sft` / `bce` mean `pointwise` and `cl` / `infonce` mean `listwise`.
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ def resolve_reranker_columns(columns: list[str], args: RerankerConfig) -> Rerank
 
 
 class RerankerCollator:
-    """Rows -> tokenised (query, document) pairs + ``labels`` + ``group_size``."""
+    """Rows -> tokenised (query, document) pairs + `labels` + `group_size`."""
 
     def __init__(self, model: Any, columns: RerankerColumns) -> None:
         self.model = model
@@ -173,7 +173,7 @@ class RerankerCollator:
 
 
 def build_reranker_loss(args: RerankerConfig, llm: bool) -> ContrastiveLoss:
-    """The loss of ``args.objective`` for a cross-encoder (``llm=False``) or an LLM yes/no reranker.
+    """The loss of `args.objective` for a cross-encoder (`llm=False`) or an LLM yes/no reranker.
 
     Args:
         args (`RerankerConfig`): the training arguments (`objective`, `temperature`).
@@ -215,7 +215,7 @@ class RerankerTrainer(Trainer):
         args: [`RerankerConfig`].
         train_dataset: groups (query, positive, negative_1..n) or labelled pairs (see the module doc).
         peft_config: a `peft` config (`LoraConfig`); the model is wrapped with `apply_peft` (target modules checked). For
-            the cross-encoder add ``modules_to_save=["head"]`` so the new head trains.
+            the cross-encoder add `modules_to_save=["head"]` so the new head trains.
 
     The objective is `self.loss_fn` (see [`build_reranker_loss`]), a loss module that returns a `LossOutput`.
     """

@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
-from core.losses import reference as ref
 
 import hf_contrastive
+from core.losses import reference as ref
 from hf_contrastive.core import distributed
 from hf_contrastive.core.losses import InfoNCELoss, LossOutput, MultiCSRLoss, MultipleNegativesRankingLoss
 

@@ -3,8 +3,8 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from core.losses import reference as ref
 
+from core.losses import reference as ref
 from hf_contrastive.core.losses import SupervisedSimCSELoss, UnsupervisedSimCSELoss, split_views
 
 
