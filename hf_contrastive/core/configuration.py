@@ -1,10 +1,12 @@
-"""Lookups on backbone configs shared by the heads' configurations."""
+"""What the heads' configurations share: the backbone width lookup and the Auto-class registration."""
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["HIDDEN_SIZE_ATTRIBUTES", "backbone_hidden_size"]
+from transformers import AutoConfig, AutoModel, AutoProcessor
+
+__all__ = ["HIDDEN_SIZE_ATTRIBUTES", "backbone_hidden_size", "register_auto_classes"]
 
 # Names transformers configs use for the width of the token states (BERT/Llama, T5/BART, GPT-2, DistilBERT).
 HIDDEN_SIZE_ATTRIBUTES = ("hidden_size", "d_model", "n_embd", "dim")
@@ -42,3 +44,24 @@ def backbone_hidden_size(backbone_config: Any, owner: str = "config") -> int:
         f"Cannot find the hidden size of backbone config {type(backbone_config).__name__} "
         f"(looked for {', '.join(HIDDEN_SIZE_ATTRIBUTES)})."
     )
+
+
+def register_auto_classes(config_class: type, model_class: type, processor_class: type | None = None) -> None:
+    """Register a head with `AutoConfig` / `AutoModel` (and `AutoProcessor`), so that
+    `AutoModel.from_pretrained(folder)` rebuilds it. Idempotent: a second import or a reload of the wing
+    does not raise "already registered".
+
+    Args:
+        config_class (`type`): the head's `PretrainedConfig` subclass (with a `model_type`).
+        model_class (`type`): the head's `PreTrainedModel` subclass.
+        processor_class (`type`, *optional*): its processor, registered with `AutoProcessor`.
+    """
+    for register in (
+        lambda: AutoConfig.register(config_class.model_type, config_class),
+        lambda: AutoModel.register(config_class, model_class),
+        *([lambda: AutoProcessor.register(config_class, processor_class)] if processor_class else []),
+    ):
+        try:
+            register()
+        except ValueError:  # already registered by an earlier import
+            pass

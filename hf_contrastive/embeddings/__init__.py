@@ -5,8 +5,7 @@ Importing this wing registers `SentenceEncoderConfig` / `SentenceEncoder` with `
 `AutoModel`.
 """
 
-from transformers import AutoConfig, AutoModel
-
+from hf_contrastive.core.configuration import register_auto_classes
 from hf_contrastive.embeddings.configuration import POOLING_MODES, SentenceEncoderConfig
 from hf_contrastive.embeddings.modeling import (
     ProjectionHead,
@@ -26,20 +25,7 @@ from hf_contrastive.embeddings.sts import (
 )
 from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
 
-
-def _register() -> None:
-    # Idempotent: a second import (or a reload) must not raise "already registered".
-    try:
-        AutoConfig.register(SentenceEncoderConfig.model_type, SentenceEncoderConfig)
-    except ValueError:
-        pass
-    try:
-        AutoModel.register(SentenceEncoderConfig, SentenceEncoder)
-    except ValueError:
-        pass
-
-
-_register()
+register_auto_classes(SentenceEncoderConfig, SentenceEncoder)
 
 __all__ = [
     "POOLING_MODES",

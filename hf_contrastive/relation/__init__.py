@@ -6,8 +6,7 @@ Importing this wing registers `RelationClassifierConfig` / `RelationClassifier` 
 the Auto classes.
 """
 
-from transformers import AutoConfig, AutoModel, AutoProcessor
-
+from hf_contrastive.core.configuration import register_auto_classes
 from hf_contrastive.relation.configuration import RelationClassifierConfig
 from hf_contrastive.relation.data import (
     SEMEVAL_LABELS,
@@ -38,23 +37,7 @@ from hf_contrastive.relation.scoring import (
 from hf_contrastive.relation.tkre import TKREConfig, TKREPretrainer
 from hf_contrastive.relation.trainer import RelationClassificationTrainer, RelationFinetuneConfig
 
-
-def _register() -> None:
-    try:
-        AutoConfig.register(RelationClassifierConfig.model_type, RelationClassifierConfig)
-    except ValueError:
-        pass
-    try:
-        AutoModel.register(RelationClassifierConfig, RelationClassifier)
-    except ValueError:
-        pass
-    try:
-        AutoProcessor.register(RelationClassifierConfig, RelationProcessor)
-    except ValueError:
-        pass
-
-
-_register()
+register_auto_classes(RelationClassifierConfig, RelationClassifier, RelationProcessor)
 
 __all__ = [
     "SEMEVAL_LABELS",

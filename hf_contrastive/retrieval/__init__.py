@@ -5,8 +5,7 @@ rerankers and BEIR-style evaluation. Momentum contrast and GradCache are core lo
 Importing this wing registers `BiEncoderConfig` / `BiEncoder` (and the rerankers) with the Auto classes.
 """
 
-from transformers import AutoConfig, AutoModel
-
+from hf_contrastive.core.configuration import register_auto_classes
 from hf_contrastive.retrieval.augment import (
     context_window_pairs,
     inverse_cloze_pairs,
@@ -32,19 +31,7 @@ from hf_contrastive.retrieval.rerankers import (
     evaluate_reranking,
 )
 
-
-def _register() -> None:
-    try:
-        AutoConfig.register(BiEncoderConfig.model_type, BiEncoderConfig)
-    except ValueError:
-        pass
-    try:
-        AutoModel.register(BiEncoderConfig, BiEncoder)
-    except ValueError:
-        pass
-
-
-_register()
+register_auto_classes(BiEncoderConfig, BiEncoder)
 
 __all__ = [
     "BiEncoder",

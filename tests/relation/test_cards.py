@@ -9,7 +9,6 @@ from card_checks import (
     check_card,
     check_failed_save_keeps_previous,
     check_push_uploads_model_files_only,
-    install_fake_hub,
     run_snippets,
 )
 from peft import LoraConfig
@@ -23,11 +22,6 @@ from hf_contrastive.relation.tkre import TKREConfig, TKREPretrainer
 from .helpers import LABELS, examples, tiny_classifier
 
 WEIGHT_WRITER = "transformers.modeling_utils.safe_save_file"
-
-
-@pytest.fixture
-def hub(monkeypatch):
-    return install_fake_hub(monkeypatch)
 
 
 @pytest.mark.parametrize("scheme", ["typed_entity_marker", "entity_marker", "typed_entity_marker_punct"])

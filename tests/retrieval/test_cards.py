@@ -9,7 +9,6 @@ from card_checks import (
     check_card,
     check_failed_save_keeps_previous,
     check_push_uploads_model_files_only,
-    install_fake_hub,
     run_snippets,
 )
 from tiny_models import WORDS, bert_config, bert_tokenizer
@@ -24,11 +23,6 @@ from hf_contrastive.retrieval.rerankers import (
 
 WEIGHT_WRITER = "transformers.modeling_utils.safe_save_file"
 TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json"}
-
-
-@pytest.fixture
-def hub(monkeypatch):
-    return install_fake_hub(monkeypatch)
 
 
 def bi_encoder(tmp_path, shared=False):

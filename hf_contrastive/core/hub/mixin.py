@@ -57,7 +57,26 @@ def _save_processors(processors: Sequence[Any], folder: Path) -> None:
         proc.save_pretrained(folder)
 
 
-class HubMixin:
+class _CardInfoHolder:
+    """The `card_info` attribute of heads and trainers: a [`ModelCardInfo`] created empty on first use."""
+
+    @property
+    def card_info(self) -> ModelCardInfo:
+        """Provenance, data, training and results for the card (created empty on first use)."""
+        info = self.__dict__.get("_card_info")
+        if info is None:
+            info = ModelCardInfo()
+            self.__dict__["_card_info"] = info
+        return info
+
+    @card_info.setter
+    def card_info(self, value: ModelCardInfo) -> None:
+        if not isinstance(value, ModelCardInfo):
+            raise TypeError(f"card_info must be a ModelCardInfo, got {type(value).__name__}.")
+        self.__dict__["_card_info"] = value
+
+
+class HubMixin(_CardInfoHolder):
     """Atomic `save_pretrained` with a model card, and a one-commit `push_to_hub`, for a head.
 
     Subclasses set:
@@ -78,20 +97,6 @@ class HubMixin:
     card_citations: ClassVar[tuple[str, ...]] = ()
 
     # -- hooks -----------------------------------------------------------------------------------
-    @property
-    def card_info(self) -> ModelCardInfo:
-        """Provenance, data, training and results for the card (created empty on first use)."""
-        info = self.__dict__.get("_card_info")
-        if info is None:
-            info = ModelCardInfo()
-            self.__dict__["_card_info"] = info
-        return info
-
-    @card_info.setter
-    def card_info(self, value: ModelCardInfo) -> None:
-        if not isinstance(value, ModelCardInfo):
-            raise TypeError(f"card_info must be a ModelCardInfo, got {type(value).__name__}.")
-        self.__dict__["_card_info"] = value
 
     def card_details(self) -> dict[str, Any]:
         """Template variables of this head; `title` and `description` are defaults for the card's."""
@@ -383,7 +388,7 @@ def push_with_card(
 # -- trainers ------------------------------------------------------------------------------------
 
 
-class CardTrainerMixin:
+class CardTrainerMixin(_CardInfoHolder):
     """`save_model` / `push_to_hub` of a `transformers.Trainer` (or TRL trainer) through [`save_with_card`].
 
     Put it before the Trainer class in the bases. The trainer sets `card_template` (and
@@ -400,20 +405,6 @@ class CardTrainerMixin:
     card_pipeline_tag: ClassVar[str | None] = "text-generation"
     card_tags: ClassVar[tuple[str, ...]] = ()
     card_citations: ClassVar[tuple[str, ...]] = ()
-
-    @property
-    def card_info(self) -> ModelCardInfo:
-        info = self.__dict__.get("_card_info")
-        if info is None:
-            info = ModelCardInfo()
-            self.__dict__["_card_info"] = info
-        return info
-
-    @card_info.setter
-    def card_info(self, value: ModelCardInfo) -> None:
-        if not isinstance(value, ModelCardInfo):
-            raise TypeError(f"card_info must be a ModelCardInfo, got {type(value).__name__}.")
-        self.__dict__["_card_info"] = value
 
     def card_training(self) -> dict[str, Any]:
         """The training section: objective (with its citation key) and hyper-parameters."""

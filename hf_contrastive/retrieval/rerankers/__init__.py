@@ -3,8 +3,7 @@
 Importing this package registers both heads with `AutoConfig` / `AutoModel`.
 """
 
-from transformers import AutoConfig, AutoModel
-
+from hf_contrastive.core.configuration import register_auto_classes
 from hf_contrastive.retrieval.rerankers.configuration import (
     DEFAULT_LLM_PROMPT,
     CrossEncoderRerankerConfig,
@@ -28,24 +27,8 @@ from hf_contrastive.retrieval.rerankers.trainer import (
     resolve_reranker_columns,
 )
 
-
-def _register() -> None:
-    # Idempotent: a second import (or a reload) must not raise "already registered".
-    for config_cls, model_cls in (
-        (CrossEncoderRerankerConfig, CrossEncoderReranker),
-        (LLMYesNoRerankerConfig, LLMYesNoReranker),
-    ):
-        try:
-            AutoConfig.register(config_cls.model_type, config_cls)
-        except ValueError:
-            pass
-        try:
-            AutoModel.register(config_cls, model_cls)
-        except ValueError:
-            pass
-
-
-_register()
+register_auto_classes(CrossEncoderRerankerConfig, CrossEncoderReranker)
+register_auto_classes(LLMYesNoRerankerConfig, LLMYesNoReranker)
 
 __all__ = [
     "DEFAULT_LLM_PROMPT",

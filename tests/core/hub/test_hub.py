@@ -10,57 +10,20 @@ import textwrap
 import pytest
 import torch
 import yaml
-from huggingface_hub import HfApi, ModelCard
-from tiny_models import TEXTS, bert_config, bert_tokenizer
+from huggingface_hub import ModelCard
+from tiny_models import TEXTS
 
-from hf_contrastive import EvalEntry, SentenceEncoder, SentenceEncoderConfig
+from hf_contrastive import EvalEntry, SentenceEncoder
 from hf_contrastive.core.utils import atomic_save
 
 
 @pytest.fixture
-def model(tmp_path):
-    torch.manual_seed(0)
-    tok = bert_tokenizer(tmp_path / "vocab")
-    m = SentenceEncoder(SentenceEncoderConfig(backbone_config=bert_config(len(tok)), normalize=True)).eval()
-    m.tokenizer = tok
-    return m
-
-
-class FakeHub:
-    """Records what a push would create and upload, reading each file at commit time."""
-
-    def __init__(self):
-        self.repos, self.commits = [], []
-
-    def create_repo(self, api, repo_id, **kwargs):
-        self.repos.append((repo_id, kwargs))
-
-        class Url:
-            pass
-
-        url = Url()
-        url.repo_id = repo_id
-        return url
-
-    def create_commit(self, api, repo_id, operations, **kwargs):
-        files = {}
-        for op in operations:
-            src = op.path_or_fileobj
-            with open(src, "rb") as f:
-                files[op.path_in_repo] = f.read()
-        self.commits.append({"repo_id": repo_id, "files": files, **kwargs})
-        return "https://huggingface.co/" + repo_id
+def model(tiny_encoder):
+    return tiny_encoder
 
 
 @pytest.fixture
-def fake_hub(monkeypatch):
-    hub = FakeHub()
-    monkeypatch.setattr(HfApi, "create_repo", lambda api, repo_id, **kw: hub.create_repo(api, repo_id, **kw))
-    monkeypatch.setattr(
-        HfApi,
-        "create_commit",
-        lambda api, repo_id, operations, **kw: hub.create_commit(api, repo_id, operations, **kw),
-    )
+def fake_hub(hub):
     return hub
 
 

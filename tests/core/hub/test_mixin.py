@@ -9,13 +9,11 @@ from card_checks import (
     check_card,
     check_failed_save_keeps_previous,
     check_push_uploads_model_files_only,
-    install_fake_hub,
     run_snippets,
 )
-from tiny_models import bert_config, bert_tokenizer
 from transformers import BertConfig, DistilBertConfig, GPT2Config, T5Config
 
-from hf_contrastive import SentenceEncoder, SentenceEncoderConfig
+from hf_contrastive import SentenceEncoderConfig
 from hf_contrastive.core.configuration import backbone_hidden_size
 from hf_contrastive.core.hub import HubMixin, push_folder_to_hub
 from hf_contrastive.core.hub.card import card_template_names
@@ -27,20 +25,9 @@ WEIGHT_WRITER = "transformers.modeling_utils.safe_save_file"
 
 
 @pytest.fixture
-def hub(monkeypatch):
-    return install_fake_hub(monkeypatch)
-
-
-@pytest.fixture
-def encoder(tmp_path):
-    torch.manual_seed(0)
-    tok = bert_tokenizer(tmp_path / "vocab")
-    model = SentenceEncoder(
-        SentenceEncoderConfig(backbone_config=bert_config(len(tok)), normalize=True)
-    ).eval()
-    model.tokenizer = tok
-    model.card_info.base_model = "org/tiny-bert"
-    return model
+def encoder(tiny_encoder):
+    tiny_encoder.card_info.base_model = "org/tiny-bert"
+    return tiny_encoder
 
 
 def _trainer_like_folder(root):
