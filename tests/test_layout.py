@@ -213,7 +213,8 @@ def test_the_recipe_registry_sits_above_the_wings(graph):
 
 
 def test_docstrings_use_one_dialect():
-    """The transformers Markdown style: `code`, [`Name`] links; no reST roles or ``double`` backticks."""
+    """The transformers Markdown style: `code`, [`Name`] links, ``name (`type`, *optional*, defaults to `x`):``
+    argument entries; no reST roles or ``double`` backticks."""
     import re
 
     role = re.compile(r":(?:class|func|meth|attr|obj|data|exc|mod):`")
@@ -224,6 +225,14 @@ def test_docstrings_use_one_dialect():
         for node in ast.walk(tree):
             if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
                 doc = ast.get_docstring(node, clean=False)
+                where = f"{path.relative_to(PACKAGE.parent)}:{getattr(node, 'name', '<module>')}"
                 if doc and (role.search(doc) or double.search(doc)):
-                    bad.append(f"{path.relative_to(PACKAGE.parent)}:{getattr(node, 'name', '<module>')}")
-    assert bad == [], f"docstrings in the reST dialect: {bad[:20]} ({len(bad)} in all)"
+                    bad.append(where)
+                cleaned = ast.get_docstring(node)
+                if cleaned and "\nArgs:\n" in "\n" + cleaned:
+                    section = cleaned.split("Args:\n", 1)[1].split("\n\n", 1)[0]
+                    for line in section.splitlines():
+                        entry = re.match(r"^    (\*{0,2}\w+)( \(`[^)]*\)| \(\*optional\*[^)]*\))?:", line)
+                        if entry and not entry.group(2):
+                            bad.append(f"{where} argument {entry.group(1)} has no (`type`)")
+    assert bad == [], f"docstrings outside the transformers Markdown style: {bad[:20]} ({len(bad)} in all)"

@@ -69,8 +69,8 @@ def all_gather_sizes(local_size: int | Sequence[int], device: torch.device | str
     """Gather a small vector of integers (sizes, shape fields) from every rank.
 
     Args:
-        local_size: one integer or a sequence of integers, the same length on every rank.
-        device: where the exchange tensor lives (`cuda` for NCCL, `cpu` for gloo).
+        local_size (`int | Sequence[int]`): one integer or a sequence of integers, the same length on every rank.
+        device (`torch.device | str`, *optional*, defaults to `"cpu"`): where the exchange tensor lives (`cuda` for NCCL, `cpu` for gloo).
 
     Returns:
         One list of integers per rank, in rank order. On one process: `[[local_size...]]`.
@@ -158,9 +158,9 @@ def gather_with_grad(t: torch.Tensor, sizes: Sequence[int] | None = None) -> tor
     docstring for what that means under DDP).
 
     Args:
-        t: `[B_r, ...]` tensor; trailing dimensions must match on every rank, the batch
+        t (`torch.Tensor`): `[B_r, ...]` tensor; trailing dimensions must match on every rank, the batch
             dimension `B_r` may differ (rows are padded for the exchange and stripped after).
-        sizes: the batch sizes of every rank, when already known (skips one small collective;
+        sizes (`Sequence[int] | None`, *optional*): the batch sizes of every rank, when already known (skips one small collective;
             see [`all_gather_sizes`]).
 
     Returns:

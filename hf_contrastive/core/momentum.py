@@ -20,9 +20,9 @@ class MomentumEncoder(nn.Module):
     """A frozen copy of `encoder` updated by exponential moving average.
 
     Args:
-        encoder: the query encoder (unwrapped from DDP; a PEFT model is fine: the copy has the same
+        encoder (`nn.Module`): the query encoder (unwrapped from DDP; a PEFT model is fine: the copy has the same
             parameter names, and frozen base weights stay equal).
-        momentum: `m` in `k <- m k + (1 - m) q` (0.9995, Contriever's); must be in `[0, 1)`.
+        momentum (`float`, *optional*, defaults to `0.9995`): `m` in `k <- m k + (1 - m) q` (0.9995, Contriever's); must be in `[0, 1)`.
     """
 
     def __init__(self, encoder: nn.Module, momentum: float = 0.9995) -> None:

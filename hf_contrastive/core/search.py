@@ -92,9 +92,9 @@ def exact_search(
     """Top `top_k` documents of each query by exact scoring in corpus chunks.
 
     Args:
-        query_embeddings: `[Q, D]`. doc_embeddings: `[N, D]` aligned with `doc_ids`.
-        score_function: `"cos_sim"` (embeddings L2-normalised) or `"dot"`.
-        chunk_size: documents scored at once (memory `Q x chunk_size`).
+        query_embeddings (`torch.Tensor`): `[Q, D]`. doc_embeddings: `[N, D]` aligned with `doc_ids`.
+        score_function (`str`, *optional*, defaults to `"cos_sim"`): `"cos_sim"` (embeddings L2-normalised) or `"dot"`.
+        chunk_size (`int`, *optional*, defaults to `50000`): documents scored at once (memory `Q x chunk_size`).
     Returns:
         For each query, `[(doc_id, score), ...]` sorted by score, ties by ascending id.
     """

@@ -274,16 +274,16 @@ class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
         Texts are sorted by length so each batch pads little, then returned in the input order.
 
         Args:
-            texts: one string (returns a 1-D vector) or a non-empty sequence of strings.
-            batch_size: texts per forward pass.
-            normalize: L2-normalise the output; defaults to `config.normalize`.
-            convert_to: `"torch"` (float32 tensor on the model's device), `"numpy"` or `"list"`.
-            show_progress_bar: defaults to on for 1024 texts or more.
-            max_length: truncation length; defaults to `config.max_seq_length`, then the tokenizer's
+            texts (`str | Sequence[str]`): one string (returns a 1-D vector) or a non-empty sequence of strings.
+            batch_size (`int`, *optional*, defaults to `32`): texts per forward pass.
+            normalize (`bool | None`, *optional*): L2-normalise the output; defaults to `config.normalize`.
+            convert_to (`str`, *optional*, defaults to `"torch"`): `"torch"` (float32 tensor on the model's device), `"numpy"` or `"list"`.
+            show_progress_bar (`bool | None`, *optional*): defaults to on for 1024 texts or more.
+            max_length (`int | None`, *optional*): truncation length; defaults to `config.max_seq_length`, then the tokenizer's
                 limit capped at 512.
             prompt / prompt_name: text prepended to every input, given directly or by name from
                 `config.prompts` (default: `config.default_prompt_name`).
-            tokenizer: overrides the tokenizer attached by `from_pretrained`.
+            tokenizer (`Any`, *optional*): overrides the tokenizer attached by `from_pretrained`.
         Returns:
             Embeddings of shape `[len(texts), embedding_dim]` (`[embedding_dim]` for one string).
         """

@@ -116,11 +116,11 @@ def evaluate_sts(
     """Correlation of embedding similarity with gold STS scores.
 
     Args:
-        model: anything with `encode(list[str], batch_size=...)` (a [`SentenceEncoder`], a
+        model (`Any`): anything with `encode(list[str], batch_size=...)` (a [`SentenceEncoder`], a
             sentence-transformers model) or a callable `texts -> [N, D]`.
-        data: `(s1, s2, score)` triples, `(s1, s2)` pairs with `scores=`, a list of
+        data (`Any`): `(s1, s2, score)` triples, `(s1, s2)` pairs with `scores=`, a list of
             `STSExample`, a mapping of columns, or a `datasets.Dataset`.
-        similarities: which of `cosine`, `dot`, `euclidean`, `manhattan` to report.
+        similarities (`Sequence[str]`, *optional*, defaults to `SIMILARITIES`): which of `cosine`, `dot`, `euclidean`, `manhattan` to report.
     Returns:
         `{"spearman_cosine": ..., "pearson_cosine": ..., ...}` (plus `predictions_<sim>` arrays
         and `gold` with `return_predictions=True`). Correlations are in [-1, 1].
@@ -148,7 +148,7 @@ def aggregate_senteval(
     """SentEval's aggregation of an STS task made of subsets (STS12-16).
 
     Args:
-        subsets: `{name: (predictions, gold)}` for each subset.
+        subsets (`Mapping[str, tuple[Sequence[float], Sequence[float]]]`): `{name: (predictions, gold)}` for each subset.
     Returns:
         `all` (Spearman and Pearson over the concatenation of every subset, SimCSE's reported
         setting), `mean` and `wmean` (per-subset Spearman averaged plainly and weighted by

@@ -222,19 +222,19 @@ class ContrastiveTrainer(Trainer):
     r"""`Trainer` for sentence embeddings with in-batch negatives (SimCSE and successors).
 
     Args:
-        model: a [`SentenceEncoder`] (or a path / Hub id to load one).
-        args: [`ContrastiveConfig`].
-        train_dataset: a `datasets.Dataset` whose columns are named by role (see
+        model (`Any`, *optional*): a [`SentenceEncoder`] (or a path / Hub id to load one).
+        args (`ContrastiveConfig | None`, *optional*): [`ContrastiveConfig`].
+        train_dataset (`Any`, *optional*): a `datasets.Dataset` whose columns are named by role (see
             `hf_contrastive.core.data.columns`).
-        eval_dataset: optional dataset of the same layout (reports `eval_loss`).
-        sts_evaluator: an [`STSEvaluator`] (or data it accepts) reported as `eval_sts_spearman`.
-        evaluators: more evaluators run by `evaluate()`: callables taking the encoder and returning a
+        eval_dataset (`Any`, *optional*): optional dataset of the same layout (reports `eval_loss`).
+        sts_evaluator (`STSEvaluator | Any`, *optional*): an [`STSEvaluator`] (or data it accepts) reported as `eval_sts_spearman`.
+        evaluators (`list | None`, *optional*): more evaluators run by `evaluate()`: callables taking the encoder and returning a
             dict of figures (for example a `RetrievalEvaluator`, giving `eval_<name>_ndcg@10`).
-        loss: a loss module to use instead of the one `args.loss` names.
-        reference_model: frozen encoder for false-negative masking (MultiCSR).
-        peft_config: a `peft` config (e.g. `LoraConfig`); the model is wrapped with
+        loss (`nn.Module | None`, *optional*): a loss module to use instead of the one `args.loss` names.
+        reference_model (`nn.Module | None`, *optional*): frozen encoder for false-negative masking (MultiCSR).
+        peft_config (`Any`, *optional*): a `peft` config (e.g. `LoraConfig`); the model is wrapped with
             `get_peft_model`, as TRL does.
-        processing_class: tokenizer; defaults to the one loaded with the model.
+        processing_class (`Any`, *optional*): tokenizer; defaults to the one loaded with the model.
     """
 
     def __init__(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers import Pipeline, PreTrainedModel
 
 from hf_contrastive.faithfulness.spans import SpanExample, normalize_spans
 
@@ -191,11 +192,11 @@ class PerturbationAnnotator(SpanAnnotator):
     """Make an unfaithful summary with a known span from a faithful one (FactCC-style perturbations).
 
     Args:
-        kinds: perturbations to try, in a random order per summary: `"entity"` (swap a named entity of the
+        kinds (`Sequence[str]`, *optional*, defaults to `PERTURBATION_KINDS`): perturbations to try, in a random order per summary: `"entity"` (swap a named entity of the
             summary for another one of the document), `"number"` (swap a number for another of the document, or
             change it), `"date"` (swap a month, weekday or year), `"negation"` (insert or remove `not`).
-        seed: seed of the random choices (the same seed and inputs give the same perturbations).
-        prefer_document: take replacements from the document when it has some (FactCC's choice: the wrong
+        seed (`int`, *optional*, defaults to `0`): seed of the random choices (the same seed and inputs give the same perturbations).
+        prefer_document (`bool`, *optional*, defaults to `True`): take replacements from the document when it has some (FactCC's choice: the wrong
             entity is plausible because the document mentions it), else make one up (numbers, dates).
 
     `annotate` returns the perturbed summary with one span covering exactly the inserted text, or None
@@ -396,13 +397,13 @@ class LLMJudgeAnnotator(SpanAnnotator):
     """Ask a text-generation model for the hallucinated spans of a summary (JSON) and map them to offsets.
 
     Args:
-        generator: a `str -> str` callable; or a `transformers` causal LM (then `tokenizer` is required;
+        generator (`Any`): a `str -> str` callable; or a `transformers` causal LM (then `tokenizer` is required;
             the prompt goes through the chat template when the tokenizer has one, decoding is greedy); or a
             `text-generation` pipeline.
-        tokenizer: the model's tokenizer (for a model).
-        prompt_template: a `str.format` template with `{document}` and `{summary}`.
-        max_new_tokens: generation budget for a model or pipeline (default 128).
-        skip_unplaced: skip the whole summary when some span the judge quoted is not in it (default False:
+        tokenizer (`Any`, *optional*): the model's tokenizer (for a model).
+        prompt_template (`str`, *optional*, defaults to `DEFAULT_JUDGE_PROMPT`): a `str.format` template with `{document}` and `{summary}`.
+        max_new_tokens (`int`, *optional*, defaults to `128`): generation budget for a model or pipeline (default 128).
+        skip_unplaced (`bool`, *optional*, defaults to `False`): skip the whole summary when some span the judge quoted is not in it (default False:
             drop those spans, with a logged note, and keep the rest).
 
     Summaries whose output cannot be parsed are skipped (`annotate` returns None; the reason is logged and,
@@ -426,10 +427,6 @@ class LLMJudgeAnnotator(SpanAnnotator):
         self._generate = self._make_generate(generator, tokenizer)
 
     def _make_generate(self, generator: Any, tokenizer: Any) -> Callable[[str], str]:
-        try:
-            from transformers import Pipeline, PreTrainedModel
-        except ImportError:  # pragma: no cover - transformers is a dependency
-            PreTrainedModel = Pipeline = ()  # type: ignore[assignment]
         if isinstance(generator, Pipeline):
             return lambda prompt: generator(
                 prompt, max_new_tokens=self.max_new_tokens, do_sample=False, return_full_text=False

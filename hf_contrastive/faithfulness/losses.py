@@ -177,14 +177,14 @@ def span_objective(
     """The span-level objective from per-label log-probabilities, as a dict (see [`SpanUnlikelihoodLoss`]).
 
     Args:
-        log_probs: `[B, T]` log-probability of each label (any value where `label_mask` is 0).
-        label_mask: `[B, T]` bool, True on labelled tokens.
-        unfaithful_mask: `[B, T]` 0/1, 1 on tokens inside an unfaithful span (ignored where not labelled).
-        objective: `"unlikelihood"`, `"gradient_ascent"` or `"nll"`.
-        eps: weight of the span term (>= 0).
-        num_items: the normaliser `N` (default: the number of labelled tokens, at least 1).
-        log_prob_floor: floor on `log p` in the gradient ascent term.
-        unlikelihood_clamp: lower bound on `1 - p` in the unlikelihood term.
+        log_probs (`torch.Tensor`): `[B, T]` log-probability of each label (any value where `label_mask` is 0).
+        label_mask (`torch.Tensor`): `[B, T]` bool, True on labelled tokens.
+        unfaithful_mask (`torch.Tensor`): `[B, T]` 0/1, 1 on tokens inside an unfaithful span (ignored where not labelled).
+        objective (`str`, *optional*, defaults to `"unlikelihood"`): `"unlikelihood"`, `"gradient_ascent"` or `"nll"`.
+        eps (`float`, *optional*, defaults to `1.0`): weight of the span term (>= 0).
+        num_items (`torch.Tensor | int | None`, *optional*): the normaliser `N` (default: the number of labelled tokens, at least 1).
+        log_prob_floor (`float`, *optional*, defaults to `math.log(1e-05)`): floor on `log p` in the gradient ascent term.
+        unlikelihood_clamp (`float`, *optional*, defaults to `1e-05`): lower bound on `1 - p` in the unlikelihood term.
 
     Returns:
         dict with `loss` (scalar), `faithful_nll` and `span_term` (the two sums divided by `N`, so

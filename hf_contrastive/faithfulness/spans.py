@@ -176,10 +176,10 @@ def token_span_mask(
     """1 for each token whose character range overlaps a span (a token partly inside counts as inside).
 
     Args:
-        offsets: `[(start, end), ...]` per token, as the fast tokenizer's `offset_mapping` gives them.
+        offsets (`Sequence[Sequence[int]]`): `[(start, end), ...]` per token, as the fast tokenizer's `offset_mapping` gives them.
             Zero-width tokens (special tokens, `start == end`) are never inside.
-        spans: character spans `[(start, end), ...]` in the same text, shifted by `shift`.
-        shift: added to every span offset (the position of the summary in the tokenised text).
+        spans (`Sequence[tuple[int, int]]`): character spans `[(start, end), ...]` in the same text, shifted by `shift`.
+        shift (`int`, *optional*, defaults to `0`): added to every span offset (the position of the summary in the tokenised text).
     """
     mask = []
     shifted = [(s + shift, e + shift) for s, e in spans]
@@ -202,12 +202,12 @@ class SpanFeatureBuilder:
     """Tokenise span-annotated summaries into `input_ids`, `labels` and `unfaithful_mask`.
 
     Args:
-        tokenizer: a fast tokenizer (offsets are required).
-        max_length: total length cap (prompt + summary + EOS). The document is cut first so the summary fits;
+        tokenizer (`Any`): a fast tokenizer (offsets are required).
+        max_length (`int | None`, *optional*, defaults to `512`): total length cap (prompt + summary + EOS). The document is cut first so the summary fits;
             if the summary alone is longer, the sequence is cut at the end and the mask is cut with it.
-        max_document_tokens: cut the document to this many tokens before building the prompt (None: no cut).
+        max_document_tokens (`int | None`, *optional*): cut the document to this many tokens before building the prompt (None: no cut).
         instruction, use_chat_template, system_prompt: see [`build_summary_prompt`].
-        add_eos: append the EOS token after the summary (labelled, never unfaithful).
+        add_eos (`bool`, *optional*, defaults to `True`): append the EOS token after the summary (labelled, never unfaithful).
 
     `__call__(row)` returns a dict of int lists of equal length; `labels` is -100 on prompt tokens.
     `map(dataset)` applies it to a `datasets.Dataset` (columns replaced) or a list of rows.

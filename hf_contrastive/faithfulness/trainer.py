@@ -64,14 +64,14 @@ class SpanUnlikelihoodConfig(SFTConfig):
     """Training arguments for [`SpanUnlikelihoodTrainer`] (all `trl.SFTConfig` fields also apply).
 
     Args:
-        objective: `"unlikelihood"` (default; the paper's best), `"gradient_ascent"` or `"nll"`.
-        eps: weight of the unfaithful-span term (default 1.0; must be >= 0).
-        log_prob_floor: floor on `log p` for gradient ascent (default `log(1e-5)`, matching the `1e-5`
+        objective (`str`, *optional*, defaults to `"unlikelihood"`): `"unlikelihood"` (default; the paper's best), `"gradient_ascent"` or `"nll"`.
+        eps (`float`, *optional*, defaults to `1.0`): weight of the unfaithful-span term (default 1.0; must be >= 0).
+        log_prob_floor (`float`, *optional*, defaults to `math.log(1e-05)`): floor on `log p` for gradient ascent (default `log(1e-5)`, matching the `1e-5`
             clamp of Welleck et al. 2019).
-        unlikelihood_clamp: lower bound on `1 - p` inside `log(1 - p)` (default 1e-5, Welleck et al. 2019).
-        max_document_tokens: cut each document to this many tokens when building features from raw span rows
+        unlikelihood_clamp (`float`, *optional*, defaults to `1e-05`): lower bound on `1 - p` inside `log(1 - p)` (default 1e-5, Welleck et al. 2019).
+        max_document_tokens (`int | None`, *optional*): cut each document to this many tokens when building features from raw span rows
             (default None: only `max_length` applies, and the document is cut before the summary).
-        instruction: the summarisation instruction of the prompt.
+        instruction (`str`, *optional*, defaults to `DEFAULT_INSTRUCTION`): the summarisation instruction of the prompt.
         packing / padding_free: must stay False (span masks are per row).
     """
 
@@ -108,13 +108,13 @@ class SpanUnlikelihoodTrainer(CardTrainerMixin, SFTTrainer):
     """`trl.SFTTrainer` with the span-level objectives of faithful summarisation.
 
     Args:
-        model: a causal LM (or its name); `peft_config=` wraps it with LoRA like `SFTTrainer` does.
-        args: a [`SpanUnlikelihoodConfig`].
+        model (`Any`, *optional*): a causal LM (or its name); `peft_config=` wraps it with LoRA like `SFTTrainer` does.
+        args (`SpanUnlikelihoodConfig | None`, *optional*): a [`SpanUnlikelihoodConfig`].
         train_dataset / eval_dataset: span rows (`document`, `summary`, `spans`, see
             `hf_contrastive.faithfulness.spans`), built into features here, or pre-built features with
             `input_ids`, `labels` and `unfaithful_mask` (truncated together to `max_length`).
-        data_collator: defaults to [`hf_contrastive.faithfulness.spans.SpanDataCollator`], which pads the mask.
-        **kwargs: everything else `SFTTrainer` takes.
+        data_collator (`Callable`, *optional*): defaults to [`hf_contrastive.faithfulness.spans.SpanDataCollator`], which pads the mask.
+        **kwargs (`Any`): everything else `SFTTrainer` takes.
 
     The objective is `self.loss_fn`, a [`hf_contrastive.faithfulness.losses.SpanUnlikelihoodLoss`] built
     from `args`. Logged (train and `eval_`): `loss_faithful_nll`, `loss_span` and `span_log_prob`.

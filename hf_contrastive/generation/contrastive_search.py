@@ -291,19 +291,19 @@ def contrastive_search(
     `hf_contrastive` does it), behind plain `model.generate(penalty_alpha=0.6, top_k=4)`.
 
     Args:
-        model: a causal LM or encoder-decoder model with a language-modelling head.
-        input_ids: [B, T] prompt (decoder-only, left-padded batches welcome) or decoder start ids (enc-dec).
-        logits_processor: applied to the next-token logits before the top-k (as in greedy search).
-        stopping_criteria: EOS, `max_new_tokens` / `max_length` and any user criteria.
-        generation_config: reads `penalty_alpha` (alpha in [0, 1]; 0 is greedy) and `top_k` (k >= 1), plus
+        model (`nn.Module`): a causal LM or encoder-decoder model with a language-modelling head.
+        input_ids (`torch.LongTensor`): [B, T] prompt (decoder-only, left-padded batches welcome) or decoder start ids (enc-dec).
+        logits_processor (`LogitsProcessorList`): applied to the next-token logits before the top-k (as in greedy search).
+        stopping_criteria (`StoppingCriteriaList`): EOS, `max_new_tokens` / `max_length` and any user criteria.
+        generation_config (`GenerationConfig`): reads `penalty_alpha` (alpha in [0, 1]; 0 is greedy) and `top_k` (k >= 1), plus
             `return_dict_in_generate`, `output_scores`, `output_logits`, `output_hidden_states`,
             `output_attentions`.
-        synced_gpus: keep stepping until every process has finished (FSDP / ZeRO-3).
-        streamer: receives each step's tokens (`put`) and `end()` at the end. transformers forwards it only
+        synced_gpus (`bool`, *optional*, defaults to `False`): keep stepping until every process has finished (FSDP / ZeRO-3).
+        streamer (`Any | None`, *optional*): receives each step's tokens (`put`) and `end()` at the end. transformers forwards it only
             on the plain `generate(penalty_alpha=...)` route, not to `custom_generate` callables.
-        contrastive_layout: `None` (automatic), `"shared"` or `"expand"` (see the module docstring);
+        contrastive_layout (`str | None`, *optional*): `None` (automatic), `"shared"` or `"expand"` (see the module docstring);
             both give the same tokens.
-        **model_kwargs: what `generate` prepared: `attention_mask`, `cache`, `encoder_outputs`, ...
+        **model_kwargs (`Any`): what `generate` prepared: `attention_mask`, `cache`, `encoder_outputs`, ...
 
     Returns:
         [B, T + new] token ids, or a `GenerateDecoderOnlyOutput` / `GenerateEncoderDecoderOutput` with

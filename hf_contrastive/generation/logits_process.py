@@ -35,10 +35,10 @@ class ContrastiveSearchLogitsProcessor(LogitsProcessor):
     (`do_sample=False`), so the scores it sees are the final processed ones.
 
     Args:
-        model: the decoder-only causal LM that `generate` runs (the same weights).
-        penalty_alpha: alpha in [0, 1] (default 0.6; 0 is greedy).
-        top_k: number of candidates k >= 1 (default 4).
-        attention_mask: [B, T0] mask of the prompt when it is padded (left padding); `None` means no padding.
+        model (`nn.Module`): the decoder-only causal LM that `generate` runs (the same weights).
+        penalty_alpha (`float`, *optional*, defaults to `0.6`): alpha in [0, 1] (default 0.6; 0 is greedy).
+        top_k (`int`, *optional*, defaults to `4`): number of candidates k >= 1 (default 4).
+        attention_mask (`torch.Tensor | None`, *optional*): [B, T0] mask of the prompt when it is padded (left padding); `None` means no padding.
 
     The processor is stateful for one `generate` call and resets itself when it sees a new prompt.
     """

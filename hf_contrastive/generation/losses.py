@@ -117,9 +117,9 @@ def simctg_contrastive_loss(
     """Token-level contrastive margin loss of SimCTG (the unweighted term of [`SimCTGLoss`]).
 
     Args:
-        hidden_states: [B, T, D] last-layer token states.
-        attention_mask: [B, T] with 1 for real tokens (pairs with a padding token are ignored); None = no padding.
-        margin: rho (default 0.5, the paper's value).
+        hidden_states (`torch.Tensor`): [B, T, D] last-layer token states.
+        attention_mask (`torch.Tensor | None`, *optional*): [B, T] with 1 for real tokens (pairs with a padding token are ignored); None = no padding.
+        margin (`float`, *optional*, defaults to `0.5`): rho (default 0.5, the paper's value).
 
     Returns:
         A scalar: the mean of `max(0, rho - s(h_i, h_i) + s(h_i, h_j))` over all valid pairs i != j of every

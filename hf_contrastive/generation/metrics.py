@@ -130,8 +130,8 @@ def isotropy(hidden_states: torch.Tensor, attention_mask: torch.Tensor | None = 
     """`1 - mean pairwise cosine` of token states, averaged over sequences.
 
     Args:
-        hidden_states: [T, D] or [B, T, D] token representations (any float dtype; computed in float32).
-        attention_mask: [B, T] (or [T]) with 1 for real tokens; padding is ignored. Pairs i != j only.
+        hidden_states (`torch.Tensor`): [T, D] or [B, T, D] token representations (any float dtype; computed in float32).
+        attention_mask (`torch.Tensor | None`, *optional*): [B, T] (or [T]) with 1 for real tokens; padding is ignored. Pairs i != j only.
     """
     h = hidden_states.float()
     if h.ndim == 2:

@@ -30,9 +30,9 @@ class SimCTGConfig(TrainingArguments):
     """Training arguments for [`SimCTGTrainer`].
 
     Args:
-        margin: rho of the contrastive margin loss (default 0.5, Su et al. 2022).
-        contrastive_weight: weight of the contrastive term added to the LM loss (default 1.0, as in the paper).
-        remove_unused_columns: kept False so `attention_mask` and `labels` reach `compute_loss`.
+        margin (`float`, *optional*, defaults to `0.5`): rho of the contrastive margin loss (default 0.5, Su et al. 2022).
+        contrastive_weight (`float`, *optional*, defaults to `1.0`): weight of the contrastive term added to the LM loss (default 1.0, as in the paper).
+        remove_unused_columns (`bool`, *optional*, defaults to `False`): kept False so `attention_mask` and `labels` reach `compute_loss`.
     """
 
     margin: float = field(default=0.5, metadata={"help": "rho of the SimCTG margin loss"})
@@ -72,10 +72,10 @@ class SimCTGTrainer(CardTrainerMixin, Trainer):
     """`transformers.Trainer` with the SimCTG objective: LM loss + weighted token-level contrastive loss.
 
     Args:
-        model: a causal LM (`AutoModelForCausalLM`).
-        args: a [`SimCTGConfig`] (`margin`, `contrastive_weight`).
-        peft_config: optional `peft` config (e.g. `LoraConfig`); the model is wrapped with `apply_peft`.
-        **kwargs: everything else `Trainer` takes (`train_dataset`, `data_collator`, `processing_class`...).
+        model (`Any`, *optional*): a causal LM (`AutoModelForCausalLM`).
+        args (`SimCTGConfig | None`, *optional*): a [`SimCTGConfig`] (`margin`, `contrastive_weight`).
+        peft_config (`Any`, *optional*): optional `peft` config (e.g. `LoraConfig`); the model is wrapped with `apply_peft`.
+        **kwargs (`Any`): everything else `Trainer` takes (`train_dataset`, `data_collator`, `processing_class`...).
 
     The objective is `self.loss_fn`, a [`hf_contrastive.generation.losses.SimCTGLoss`] built from `args`.
     Logged components: `loss_mle` and `loss_contrastive` (training and `eval_` metrics).

@@ -103,9 +103,9 @@ def load_semeval2010(
     blank line. `e1` becomes the subject, `e2` the object; labels keep their direction.
 
     Args:
-        split: `"train"` or `"test"`.
-        path: the file or the folder holding it; defaults to `<data>/relation/semeval2010`.
-        labels: the label schema; a label outside it raises `ValueError`.
+        split (`str`, *optional*, defaults to `"train"`): `"train"` or `"test"`.
+        path (`str | os.PathLike | None`, *optional*): the file or the folder holding it; defaults to `<data>/relation/semeval2010`.
+        labels (`Sequence[str]`, *optional*, defaults to `SEMEVAL_LABELS`): the label schema; a label outside it raises `ValueError`.
     """
     names = {"train": "TRAIN_FILE.TXT", "test": "TEST_FILE_FULL.TXT"}
     if split not in names:
@@ -153,9 +153,9 @@ def load_fewrel(
     becomes the subject and the tail `t` the object (first mention, its positions must be contiguous).
 
     Args:
-        name: file stem (`val_wiki`, `val_semeval`) or a path to a JSON file.
-        path: folder holding the file; defaults to `<data>/relation/fewrel`.
-        use_names: key the result by the relation names of `pid2name.json` instead of the ids.
+        name (`str`, *optional*, defaults to `"val_wiki"`): file stem (`val_wiki`, `val_semeval`) or a path to a JSON file.
+        path (`str | os.PathLike | None`, *optional*): folder holding the file; defaults to `<data>/relation/fewrel`.
+        use_names (`bool`, *optional*, defaults to `False`): key the result by the relation names of `pid2name.json` instead of the ids.
     """
     folder = Path(path) if path is not None else data_dir() / "relation" / "fewrel"
     file = Path(name) if str(name).endswith(".json") else folder / f"{name}.json"
@@ -304,15 +304,15 @@ class RelationDataCollator:
     An example's `explanation` is added as a second segment when `with_explanations` is on.
 
     Args:
-        tokenizer: a fast tokenizer that already knows the scheme's markers
+        tokenizer (`Any`, *optional*): a fast tokenizer that already knows the scheme's markers
             (see [`RelationProcessor.add_marker_tokens`]); may be left out when `processor` is given.
         marker_scheme / entity_types / default_entity_type: as in [`RelationClassifierConfig`]
             (defaults `"typed_entity_marker"`, `()`, `"ENTITY"`); with `processor`, they must
             agree with it.
-        label2id: label -> class index; labels outside it raise `ValueError`.
-        max_length: token budget per example (the processor's, 128 by default).
-        with_explanations: append `example.explanation` after a separator.
-        processor: a [`RelationProcessor`] to mark with.
+        label2id (`Mapping[str, int] | None`, *optional*): label -> class index; labels outside it raise `ValueError`.
+        max_length (`int | None`, *optional*): token budget per example (the processor's, 128 by default).
+        with_explanations (`bool`, *optional*, defaults to `False`): append `example.explanation` after a separator.
+        processor (`RelationProcessor | None`, *optional*): a [`RelationProcessor`] to mark with.
     """
 
     def __init__(

@@ -151,13 +151,13 @@ class KnowledgeGenerator:
     """Explanations and synthetic relation examples from a language model, validated and cached.
 
     Args:
-        model: a causal-LM path / Hub id, a loaded `PreTrainedModel` (pass `tokenizer`), or a
+        model (`str | os.PathLike | Callable[[str], str] | Any`): a causal-LM path / Hub id, a loaded `PreTrainedModel` (pass `tokenizer`), or a
             callable `fn(prompt) -> str`. A callable is a completion function: when an answer is
             started for it (see `synthesize(prefill=...)`) it receives the prompt, a newline and that
             start, and returns the continuation.
-        tokenizer: the model's tokenizer (loaded from `model` when it is a path).
-        cache_dir: folder of the on-disk cache; `None` disables caching.
-        model_name: name used in cache keys (defaults to the path or the callable's qualified name).
+        tokenizer (`Any`, *optional*): the model's tokenizer (loaded from `model` when it is a path).
+        cache_dir (`str | os.PathLike | None`, *optional*): folder of the on-disk cache; `None` disables caching.
+        model_name (`str | None`, *optional*): name used in cache keys (defaults to the path or the callable's qualified name).
         max_new_tokens (`int`, 64), temperature (`float`, 0.8), top_p (`float`, 0.95): generation
             settings (`temperature=0` is greedy); they are part of the cache key.
         seed (`int`, 0): sampling seed; each (prompt, sample index) gets its own derived seed.

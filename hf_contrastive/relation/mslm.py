@@ -55,15 +55,15 @@ class MaskedSpanLMCollator:
     `relation_labels`.
 
     Args:
-        tokenizer: fast tokenizer with the marker tokens and a mask token.
+        tokenizer (`Any`): fast tokenizer with the marker tokens and a mask token.
         p_between (`float`, 0.8): masking probability of tokens between the two entities.
         p_entity (`float`, 0.5): of the entity tokens.
         p_other (`float`, 0.2): of the remaining ordinary tokens (including an explanation segment).
         mask_replace_prob (`float`, 0.8) / random_replace_prob (`float`, 0.1): BERT's 80/10/10 policy.
-        protected_ids: extra token ids never masked (the marker ids are protected automatically).
-        seed: seeds the collator's own generator, so a run's masks are reproducible.
-        relation_collator: an existing [`RelationDataCollator`]; other keyword arguments build one.
-        processor: a [`RelationProcessor`] (over `tokenizer`) that the built collator marks with.
+        protected_ids (`Sequence[int]`, *optional*, defaults to `()`): extra token ids never masked (the marker ids are protected automatically).
+        seed (`int | None`, *optional*): seeds the collator's own generator, so a run's masks are reproducible.
+        relation_collator (`RelationDataCollator | None`, *optional*): an existing [`RelationDataCollator`]; other keyword arguments build one.
+        processor (`RelationProcessor | None`, *optional*): a [`RelationProcessor`] (over `tokenizer`) that the built collator marks with.
     """
 
     def __init__(

@@ -127,9 +127,9 @@ class TKREPretrainingModel(nn.Module):
     """Masked-LM encoder + relation anchors + span projection, for TKRE's two pretraining stages.
 
     Args:
-        mlm_model: an `AutoModelForMaskedLM` (BERT-family); its encoder is what fine-tuning gets.
-        num_relations: number of relation anchors (stage 2).
-        projection_dim: output size of the 2-layer span projection (hidden -> hidden -> projection_dim).
+        mlm_model (`nn.Module`): an `AutoModelForMaskedLM` (BERT-family); its encoder is what fine-tuning gets.
+        num_relations (`int`): number of relation anchors (stage 2).
+        projection_dim (`int`, *optional*, defaults to `128`): output size of the 2-layer span projection (hidden -> hidden -> projection_dim).
     """
 
     def __init__(self, mlm_model: nn.Module, num_relations: int, projection_dim: int = 128) -> None:
@@ -250,14 +250,14 @@ class TKREPretrainer(Trainer):
     r"""Runs TKRE's stage 1 (MSLM) then stage 2 (MSLM + span contrastive) and hands the encoder on.
 
     Args:
-        model: an encoder path / Hub id (loaded with `AutoModelForMaskedLM`; a sentence-transformers
+        model (`Any`, *optional*): an encoder path / Hub id (loaded with `AutoModelForMaskedLM`; a sentence-transformers
             folder works), a masked-LM model, or a [`TKREPretrainingModel`].
-        args: [`TKREConfig`].
-        stage1_dataset: examples for stage 1 (labels not needed): `RelationExample`s or dicts.
-        stage2_dataset: labelled examples for stage 2 (their labels pick the anchors).
-        relations: the relation schema (anchor order); defaults to the sorted labels of stage 2.
-        processing_class: tokenizer; loaded from `model` when it is a path. The markers are added.
-        peft_config: optional `peft.LoraConfig` for the encoder (merged when the encoder is exported).
+        args (`TKREConfig | None`, *optional*): [`TKREConfig`].
+        stage1_dataset (`Any`, *optional*): examples for stage 1 (labels not needed): `RelationExample`s or dicts.
+        stage2_dataset (`Any`, *optional*): labelled examples for stage 2 (their labels pick the anchors).
+        relations (`Sequence[str] | None`, *optional*): the relation schema (anchor order); defaults to the sorted labels of stage 2.
+        processing_class (`Any`, *optional*): tokenizer; loaded from `model` when it is a path. The markers are added.
+        peft_config (`Any`, *optional*): optional `peft.LoraConfig` for the encoder (merged when the encoder is exported).
 
     After `train()`, `export_encoder()` returns `(encoder, tokenizer)` for
     `RelationClassifier.from_backbone`, and `save_encoder(dir)` writes them as a plain folder.
@@ -437,7 +437,7 @@ class TKREPretrainer(Trainer):
         """Write the encoder and tokenizer as a plain transformers folder with a model card, atomically.
 
         Args:
-            output_dir: the target folder (written whole or not at all).
+            output_dir (`str | os.PathLike`): the target folder (written whole or not at all).
             card_info ([`ModelCardInfo`], *optional*): base model, datasets, license for the card; the
                 training section is filled from the run.
         """

@@ -70,9 +70,9 @@ class RelationClassificationTrainer(Trainer):
     SemEval-2010 label, `eval_official_macro_f1` (the official scorer's figure).
 
     Args:
-        model: a [`RelationClassifier`].
-        args: [`RelationFinetuneConfig`].
-        peft_config: optional `peft.LoraConfig`; the head is always trained in full and the marker
+        model (`Any`, *optional*): a [`RelationClassifier`].
+        args (`RelationFinetuneConfig | None`, *optional*): [`RelationFinetuneConfig`].
+        peft_config (`Any`, *optional*): optional `peft.LoraConfig`; the head is always trained in full and the marker
             embeddings through `trainable_token_indices`.
     """
 

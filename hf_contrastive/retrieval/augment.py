@@ -119,13 +119,13 @@ def random_crop_pairs(
     """Contriever's positive pairs: two independent random crops of each document.
 
     Args:
-        texts: the documents.
-        ratio_range: `(min, max)` fraction of the document each crop covers (0.1, 0.5 as the paper).
-        deletion_prob: word-deletion probability applied to each crop (0.1 as the paper; 0 disables).
-        pairs_per_text: pairs drawn per document (e.g. one per planned epoch).
-        max_words: cap on each crop's length in words (after the ratio is applied).
-        min_words: documents with fewer words are skipped (a crop of one word says little).
-        seed: the pairs of document `i` depend only on `(seed, i)`.
+        texts (`Sequence[str]`): the documents.
+        ratio_range (`Sequence[float]`, *optional*, defaults to `(0.1, 0.5)`): `(min, max)` fraction of the document each crop covers (0.1, 0.5 as the paper).
+        deletion_prob (`float`, *optional*, defaults to `0.1`): word-deletion probability applied to each crop (0.1 as the paper; 0 disables).
+        pairs_per_text (`int`, *optional*, defaults to `1`): pairs drawn per document (e.g. one per planned epoch).
+        max_words (`int | None`, *optional*): cap on each crop's length in words (after the ratio is applied).
+        min_words (`int`, *optional*, defaults to `2`): documents with fewer words are skipped (a crop of one word says little).
+        seed (`int`, *optional*, defaults to `0`): the pairs of document `i` depend only on `(seed, i)`.
 
     Returns:
         `datasets.Dataset` with columns `anchor`, `positive`, `doc_index`.
@@ -188,11 +188,11 @@ def inverse_cloze_pairs(
     """Inverse Cloze Task pairs (Lee et al. 2019): a random sentence and the passage around it.
 
     Args:
-        texts: documents, as strings (split by [`split_sentences`]) or lists of sentences.
-        remove_prob: probability that the query sentence is removed from its context (0.9, as the paper).
-        pairs_per_text: pairs drawn per document (different query sentences when possible).
-        context_sentences: keep at most this many sentences on each side of the query (`None`: all).
-        seed: the pairs of document `i` depend only on `(seed, i)`.
+        texts (`Sequence[str] | Sequence[Sequence[str]]`): documents, as strings (split by [`split_sentences`]) or lists of sentences.
+        remove_prob (`float`, *optional*, defaults to `0.9`): probability that the query sentence is removed from its context (0.9, as the paper).
+        pairs_per_text (`int`, *optional*, defaults to `1`): pairs drawn per document (different query sentences when possible).
+        context_sentences (`int | None`, *optional*): keep at most this many sentences on each side of the query (`None`: all).
+        seed (`int`, *optional*, defaults to `0`): the pairs of document `i` depend only on `(seed, i)`.
 
     Returns:
         `datasets.Dataset` with `anchor` (the sentence), `positive` (the context), `doc_index`.

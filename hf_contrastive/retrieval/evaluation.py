@@ -61,10 +61,10 @@ def retrieval_metrics(
     """Ranking metrics of ranked document ids against graded judgements.
 
     Args:
-        results: `{query_id: [doc_id, ...]}` ranked best first (at least `max(k_values)` long
+        results (`Mapping[str, Sequence[str]]`): `{query_id: [doc_id, ...]}` ranked best first (at least `max(k_values)` long
             where the corpus allows).
-        qrels: `{query_id: {doc_id: grade}}`; grades > 0 are relevant.
-        k_values: cut-offs.
+        qrels (`Mapping[str, Mapping[str, int]]`): `{query_id: {doc_id: grade}}`; grades > 0 are relevant.
+        k_values (`Sequence[int]`, *optional*, defaults to `DEFAULT_K_VALUES`): cut-offs.
     Returns:
         `{f"{metric}@{k}": mean over queries}` for metric in `ndcg`, `mrr`, `recall`,
         `precision`, `accuracy`, `map` (see the module docstring for the definitions).
@@ -155,20 +155,20 @@ def evaluate_retrieval(
     """Embed queries and corpus with `model` and score exact top-k retrieval against `qrels`.
 
     Args:
-        model: anything with `encode(texts, batch_size=..., ...)` returning `[N, D]` (a
+        model (`Any`): anything with `encode(texts, batch_size=..., ...)` returning `[N, D]` (a
             [`SentenceEncoder`], a sentence-transformers model); `encode_queries` /
             `encode_documents` are used when the model has them.
-        corpus: `{doc_id: {"title": ..., "text": ...}}` (or `{doc_id: text}`).
-        queries: `{query_id: text}`. Only queries with a relevant judgement are embedded.
-        qrels: `{query_id: {doc_id: grade}}`; grade > 0 is relevant (graded gains in nDCG).
-        batch_size: texts per forward pass. chunk_size: documents scored at once.
-        k_values: cut-offs; the search keeps `max(k_values)` documents per query.
-        score_function: `"cos_sim"` (default) or `"dot"`.
+        corpus (`Mapping[str, Any]`): `{doc_id: {"title": ..., "text": ...}}` (or `{doc_id: text}`).
+        queries (`Mapping[str, str]`): `{query_id: text}`. Only queries with a relevant judgement are embedded.
+        qrels (`Mapping[str, Mapping[str, int]]`): `{query_id: {doc_id: grade}}`; grade > 0 is relevant (graded gains in nDCG).
+        batch_size (`int`, *optional*, defaults to `32`): texts per forward pass. chunk_size: documents scored at once.
+        k_values (`Sequence[int]`, *optional*, defaults to `DEFAULT_K_VALUES`): cut-offs; the search keeps `max(k_values)` documents per query.
+        score_function (`str`, *optional*, defaults to `"cos_sim"`): `"cos_sim"` (default) or `"dot"`.
         query_prompt / document_prompt: text prepended to queries / documents (passed to the
             model as `prompt=` where it takes one).
-        corpus_embeddings: precomputed `[N, D]` document embeddings in `corpus` order (skips
+        corpus_embeddings (`torch.Tensor | None`, *optional*): precomputed `[N, D]` document embeddings in `corpus` order (skips
             embedding the corpus).
-        return_results: also return `results` `{query_id: [(doc_id, score), ...]}`.
+        return_results (`bool`, *optional*, defaults to `False`): also return `results` `{query_id: [(doc_id, score), ...]}`.
     Returns:
         `ndcg@k`, `mrr@k`, `recall@k`, `precision@k`, `accuracy@k`, `map@k` for every
         k, plus `num_queries`, `num_documents`, `unknown_qrels_queries` (qrels query ids not
@@ -244,7 +244,7 @@ class RetrievalEvaluator:
 
     Args:
         corpus / queries / qrels: a BEIR triple (see `load_beir`).
-        name: metric prefix. main_metric: the figure reported first and named by `primary_metric`
+        name (`str`, *optional*, defaults to `"retrieval"`): metric prefix. main_metric: the figure reported first and named by `primary_metric`
             (default `ndcg@10`, or nDCG at the largest cut-off when 10 is not among `k_values`).
         Other keyword arguments go to `evaluate_retrieval`.
     """

@@ -90,12 +90,12 @@ def mine_hard_negatives(
     """Add mined hard negatives to a dataset of (anchor, positive) rows.
 
     Args:
-        model: the retriever that ranks candidates: anything with `encode(texts)` (a
+        model (`Any`): the retriever that ranks candidates: anything with `encode(texts)` (a
             [`SentenceEncoder`]); `encode_queries` / `encode_documents` are used when present.
             Scores are cosine similarities.
-        dataset: a `datasets.Dataset` with `anchor_column` and `positive_column`. Rows that share
+        dataset (`Any`): a `datasets.Dataset` with `anchor_column` and `positive_column`. Rows that share
             an anchor are one query with several positives; none of them is mined as a negative.
-        corpus: extra candidate documents (a list of texts, or a BEIR dict `{id: {"title", "text"}}`
+        corpus (`Any`, *optional*): extra candidate documents (a list of texts, or a BEIR dict `{id: {"title", "text"}}`
             whose documents become `title + " " + text`). Candidates are the de-duplicated union
             of the corpus and the positives; `None` mines from the positives only.
         range_min / range_max: rank window, 0-based and counted after the positives and the score
@@ -103,31 +103,31 @@ def mine_hard_negatives(
             unlabelled positives) and never go past rank `range_max`. `range_max` defaults to
             `range_min + num_negatives + max positives per query`, or ``range_min + 10 *
             num_negatives + max positives`` when a score or margin filter is set.
-        margin: absolute margin: drop candidates with `score + margin > positive score`
+        margin (`float | None`, *optional*): absolute margin: drop candidates with `score + margin > positive score`
             (0 keeps only candidates scored below the positive). With several positives the
             lowest positive score is used.
-        relative_margin: drop candidates with `score > pos - |pos| * relative_margin` (0.05 is
+        relative_margin (`float | None`, *optional*): drop candidates with `score > pos - |pos| * relative_margin` (0.05 is
             NV-Retriever's TopK-PercPos 95%).
         max_score / min_score: drop candidates scored above / below these values.
-        num_negatives: negatives per query (>= 1).
-        sampling_strategy: `"top"` (the best surviving candidates in the window) or `"random"`
+        num_negatives (`int`, *optional*, defaults to `3`): negatives per query (>= 1).
+        sampling_strategy (`str`, *optional*, defaults to `"top"`): `"top"` (the best surviving candidates in the window) or `"random"`
             (a uniform sample of the surviving candidates in the window, seeded by `seed`, then
             sorted by score).
-        batch_size: texts per forward pass (and pairs per reranker call). chunk_size: documents
+        batch_size (`int`, *optional*, defaults to `32`): texts per forward pass (and pairs per reranker call). chunk_size: documents
             scored at once in the exact search.
-        reranker: optional model with `predict(pairs, batch_size=...) -> scores` (a
+        reranker (`Any`, *optional*): optional model with `predict(pairs, batch_size=...) -> scores` (a
             [`CrossEncoderReranker`]) that rescores the candidates and the positives before
             filtering; its scores then apply to `margin`/`max_score`/`min_score`.
-        output_format: `"triplet"` (one row per (anchor, positive, negative)), `"n-tuple"`
+        output_format (`str`, *optional*, defaults to `"triplet"`): `"triplet"` (one row per (anchor, positive, negative)), `"n-tuple"`
             (`negative_1 .. negative_n` columns; rows without `num_negatives` surviving
             candidates are dropped), or `"labeled-pair"` (`anchor`, `positive` column holding
             each document, `label` 1 for positives and 0 for negatives).
-        output_scores: add a `mining_scores` column (`[positive, negative(s)]` scores; for
+        output_scores (`bool`, *optional*, defaults to `False`): add a `mining_scores` column (`[positive, negative(s)]` scores; for
             `labeled-pair` the document's score).
         query_prompt / document_prompt: prompts for the anchors / candidates.
-        corpus_embeddings: precomputed embeddings of the candidate list (corpus + positives,
+        corpus_embeddings (`torch.Tensor | None`, *optional*): precomputed embeddings of the candidate list (corpus + positives,
             de-duplicated, in that order), to skip embedding them.
-        seed: seed of the `random` strategy.
+        seed (`int`, *optional*, defaults to `0`): seed of the `random` strategy.
     Returns:
         A `datasets.Dataset`, with `info.description` left as is; the mining statistics are
         logged (how many candidates each filter removed, queries short of negatives).

@@ -36,8 +36,8 @@ def load_sts_benchmark(split: str = "test", path: str | Path | None = None) -> l
     """Read STS Benchmark `sts-{split}.csv` (tab-separated; the first 7 fields are used).
 
     Args:
-        split: `train`, `dev` or `test`.
-        path: the `stsbenchmark` folder, or the benchmark data root; defaults to
+        split (`str`, *optional*, defaults to `"test"`): `train`, `dev` or `test`.
+        path (`str | Path | None`, *optional*): the `stsbenchmark` folder, or the benchmark data root; defaults to
             `data_dir()/sts/stsbenchmark`.
     """
     if split not in ("train", "dev", "test"):
@@ -65,12 +65,12 @@ def load_beir(
     """Read a retrieval benchmark as `(corpus, queries, qrels)`.
 
     Args:
-        folder_or_name: a BEIR folder (`corpus.jsonl` with `_id`/`title`/`text`,
+        folder_or_name (`str | os.PathLike`, *optional*, defaults to `"scifact"`): a BEIR folder (`corpus.jsonl` with `_id`/`title`/`text`,
             `queries.jsonl` with `_id`/`text`, `qrels/<split>.tsv` with a header and
             `query-id`, `corpus-id`, `score` columns), the SciFact CSV folder
             (`corpus_train.csv` + `claims_*.csv`), or a name under
             `data_dir()/retrieval` (`"scifact"`).
-        split: `"test"` or `"train"` (any `qrels/<split>.tsv` for BEIR folders; SciFact
+        split (`str`, *optional*, defaults to `"test"`): `"test"` or `"train"` (any `qrels/<split>.tsv` for BEIR folders; SciFact
             maps `test` to `claims_validation.csv` and `train` to `claims_train.csv`).
     Returns:
         `corpus` `{doc_id: {"title": ..., "text": ...}}`, `queries` `{query_id: text}`

@@ -18,10 +18,10 @@ class NoDuplicatesBatchSampler(torch.utils.data.Sampler[list[int]]):
     `seed` and the epoch (`set_epoch`), which makes resumed runs replay the same batches.
 
     Args:
-        row_texts: for each dataset row, the texts it contributes (all its text columns).
-        batch_size: rows per batch.
-        drop_last: drop the final batch when it is smaller than `batch_size`.
-        seed: base seed; epoch `e` shuffles with `seed + e`.
+        row_texts (`Sequence[Sequence[str]]`): for each dataset row, the texts it contributes (all its text columns).
+        batch_size (`int`): rows per batch.
+        drop_last (`bool`, *optional*, defaults to `False`): drop the final batch when it is smaller than `batch_size`.
+        seed (`int`, *optional*, defaults to `0`): base seed; epoch `e` shuffles with `seed + e`.
     """
 
     def __init__(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata as md
 import logging
 import os
 from collections.abc import Sequence
@@ -129,8 +130,6 @@ def _as_list(value: Any) -> list:
 
 
 def _versions() -> dict[str, str]:
-    import importlib.metadata as md
-
     out = {}
     for dist in ("hf-contrastive", "transformers", "torch", "peft", "huggingface_hub"):
         try:
@@ -224,9 +223,9 @@ def render_model_card(model: Any, repo_id: str | None = None, load_path: str | N
     """Render the card of a head that uses [`~hf_contrastive.core.hub.mixin.HubMixin`].
 
     Args:
-        model: the head; its `card_template`, `card_info` and `card_details()` feed the card.
-        repo_id: the Hub repository the card is for; used in the usage snippets.
-        load_path: what the snippets load when there is no `repo_id` (the local folder).
+        model (`Any`): the head; its `card_template`, `card_info` and `card_details()` feed the card.
+        repo_id (`str | None`, *optional*): the Hub repository the card is for; used in the usage snippets.
+        load_path (`str | None`, *optional*): what the snippets load when there is no `repo_id` (the local folder).
     """
 
     model_card = getattr(model, "model_card", None)

@@ -142,13 +142,13 @@ class HubMixin(_CardInfoHolder):
         save does not write (a Trainer's `checkpoint-*`) are kept.
 
         Args:
-            save_directory: the target folder.
+            save_directory (`str | os.PathLike`): the target folder.
             push_to_hub (`bool`): upload the folder afterwards (to `repo_id`, default: the folder name);
                 Hub arguments (`commit_message`, `private`, `token`, `revision`, `create_pr`,
                 `extra_files`) are taken from `kwargs`.
             write_card (`bool`): write `README.md`.
             repo_id (`str`, *optional*): the repository the card is for; its snippets load it.
-            kwargs: the rest goes to `PreTrainedModel.save_pretrained` (`max_shard_size`, `state_dict`...).
+            kwargs (`Any`): the rest goes to `PreTrainedModel.save_pretrained` (`max_shard_size`, `state_dict`...).
         """
 
         hub_kwargs = {k: kwargs.pop(k) for k in _push._HUB_KWARGS if k in kwargs}
@@ -287,20 +287,20 @@ def save_with_card(
     `template` are written to a temporary folder that replaces `save_directory` only once complete.
 
     Args:
-        model: a `PreTrainedModel` or a `peft.PeftModel`. A [`HubMixin`] head is saved by its own
+        model (`Any`): a `PreTrainedModel` or a `peft.PeftModel`. A [`HubMixin`] head is saved by its own
             `save_pretrained` (with `card_info` as its card info when given).
-        save_directory: the target folder.
+        save_directory (`str | os.PathLike`): the target folder.
         card_info ([`ModelCardInfo`], *optional*): what the card says about provenance, data, training and
             results. `base_model` defaults to the Hub id the base weights came from.
         template (`str`): file name of the template in `model_cards/`.
-        tokenizer: tokenizer or processor saved next to the weights.
+        tokenizer (`Any`, *optional*): tokenizer or processor saved next to the weights.
         details (`Mapping`, *optional*): the template's own variables (`objective`, `title`...), on top
             of [`adapter_details`].
         adapter_name (`str`, *optional*): the PEFT adapter to save (default: all of them); a named adapter
             is written at the top of the folder, as `PeftModel.from_pretrained(base, folder)` expects.
         pipeline_tag / tags / citations: Hub metadata and BibTeX of the method.
         repo_id (`str`, *optional*): the repository the card is for (its snippets load it).
-        save_kwargs: passed to the model's `save_pretrained` (`state_dict`, `max_shard_size`...).
+        save_kwargs (`Any`): passed to the model's `save_pretrained` (`state_dict`, `max_shard_size`...).
 
     Returns:
         `Path`: `save_directory`.

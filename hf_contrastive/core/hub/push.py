@@ -77,10 +77,10 @@ def folder_operations(
     """One add-operation per model file of `folder`.
 
     Args:
-        folder: the saved model folder.
-        allow_patterns: the patterns a file must match to be uploaded (`fnmatch`; a pattern without `/`
+        folder (`str | os.PathLike`): the saved model folder.
+        allow_patterns (`Sequence[str] | None`, *optional*): the patterns a file must match to be uploaded (`fnmatch`; a pattern without `/`
             matches top-level files only). Defaults to [`MODEL_FILE_PATTERNS`].
-        extra_files: further files to upload, as paths (or patterns) relative to `folder`, e.g.
+        extra_files (`Sequence[str] | None`, *optional*): further files to upload, as paths (or patterns) relative to `folder`, e.g.
             `["training_args.bin", "logs/*.json"]`. Each must match at least one file.
 
     Hidden files and `checkpoint-*` folders are never uploaded, whatever the patterns say.

@@ -48,8 +48,8 @@ class CoSENTLoss(ContrastiveLoss):
         ============  ==========  ===================================
 
     Args:
-        scale: :math:`\lambda` (default 20). `temperature` (`1 / scale`) may be given instead.
-        gather_across_devices: `None` (default): gather when distributed with >1 process.
+        scale (`float | None`, *optional*): :math:`\lambda` (default 20). `temperature` (`1 / scale`) may be given instead.
+        gather_across_devices (`bool | None`, *optional*): `None` (default): gather when distributed with >1 process.
 
     Returns:
         [`LossOutput`] with component `cosent`.

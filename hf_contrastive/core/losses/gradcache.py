@@ -149,10 +149,10 @@ class GradCache(ContrastiveLoss):
     in `.grad`, exactly as `loss.backward()` on the uncached loss would (same dropout masks).
 
     Args:
-        loss: any loss of `hf_contrastive.core.losses` (an `nn.Module` whose `forward` takes
+        loss (`nn.Module`): any loss of `hf_contrastive.core.losses` (an `nn.Module` whose `forward` takes
             embeddings and returns a [`LossOutput`]).
-        mini_batch_size: rows (texts) per forward pass. Give this or `token_budget`.
-        token_budget: padded tokens (rows x longest row) per forward pass; rows are grouped by
+        mini_batch_size (`int | None`, *optional*): rows (texts) per forward pass. Give this or `token_budget`.
+        token_budget (`int | None`, *optional*): padded tokens (rows x longest row) per forward pass; rows are grouped by
             length, so short texts travel in large groups.
 
     Example::
@@ -219,21 +219,21 @@ class GradCache(ContrastiveLoss):
         """Run the GradCache passes; gradients end up in the parameters' `.grad`.
 
         Args:
-            encode: features -> embeddings `[n, D]` (the model forward).
-            features: the padded token batch of all texts, `[N, L]` tensors.
-            loss_inputs: full embeddings `[N, D]` -> `(args, kwargs)` of the wrapped loss.
-            roles: instead of `loss_inputs`: the rows are `roles` equal blocks (anchors,
+            encode (`Callable[[Features], torch.Tensor]`): features -> embeddings `[n, D]` (the model forward).
+            features (`Features`): the padded token batch of all texts, `[N, L]` tensors.
+            loss_inputs (`Callable[[torch.Tensor], tuple[tuple, dict]] | None`, *optional*): full embeddings `[N, D]` -> `(args, kwargs)` of the wrapped loss.
+            roles (`int | None`, *optional*): instead of `loss_inputs`: the rows are `roles` equal blocks (anchors,
                 positives, then hard-negative columns), passed as `loss(anchor, positive, negatives)`
                 with `negatives` of shape `[B, roles - 2, D]`.
-            encode_no_grad: the forward of the first pass (default `encode`); under DDP pass the
+            encode_no_grad (`Callable[[Features], torch.Tensor] | None`, *optional*): the forward of the first pass (default `encode`); under DDP pass the
                 unwrapped module so the first pass does not touch DDP's bookkeeping.
-            loss_scale: factor on the loss before back-propagation (gradient accumulation,
+            loss_scale (`float`, *optional*, defaults to `1.0`): factor on the loss before back-propagation (gradient accumulation,
                 unequal batches across processes); the returned loss is not scaled.
-            backward: how to back-propagate the scaled loss (default `Tensor.backward`;
+            backward (`Callable[[torch.Tensor], Any] | None`, *optional*): how to back-propagate the scaled loss (default `Tensor.backward`;
                 a Trainer passes `accelerator.backward` for mixed-precision scaling).
-            no_sync: context-manager factory (`ddp_model.no_sync`) entered for every re-forward
+            no_sync (`Callable[[], contextlib.AbstractContextManager] | None`, *optional*): context-manager factory (`ddp_model.no_sync`) entered for every re-forward
                 but the last, so gradients are all-reduced once.
-            check_embeddings: called on the first-pass embeddings (e.g. a NaN check).
+            check_embeddings (`Callable[[torch.Tensor], None] | None`, *optional*): called on the first-pass embeddings (e.g. a NaN check).
         Returns:
             The wrapped loss's [`LossOutput`], detached.
         """

@@ -73,19 +73,19 @@ class InfoNCELoss(ContrastiveLoss):
     phi = 0.95).
 
     Args:
-        temperature: softmax temperature :math:`\tau` (default 0.05). Give this or `scale`.
-        scale: `1 / temperature` (20 when neither is given), the sentence-transformers spelling.
-        similarity: `"cosine"` (default; embeddings are L2-normalised) or `"dot"`.
-        learnable_scale: learn the scale (stored as its log, initialised from
+        temperature (`float | None`, *optional*): softmax temperature :math:`\tau` (default 0.05). Give this or `scale`.
+        scale (`float | None`, *optional*): `1 / temperature` (20 when neither is given), the sentence-transformers spelling.
+        similarity (`Similarity`, *optional*, defaults to `"cosine"`): `"cosine"` (default; embeddings are L2-normalised) or `"dot"`.
+        learnable_scale (`bool`, *optional*, defaults to `False`): learn the scale (stored as its log, initialised from
             `temperature`/`scale`), clamped to `[min_scale, max_scale]`. The parameter
             belongs to this module: add it to the optimiser (and to the DDP-wrapped module).
         min_scale, max_scale: clamp of a learnable scale (defaults 1 and 100, i.e. temperature in
             [0.01, 1], as CLIP).
-        hard_negative_weight: additive logit bonus on each anchor's own hard negatives (default 0).
-        symmetric: also add the positive->anchor term and average the two (default False).
-        gather_across_devices: `None` (default): gather when distributed with more than one
+        hard_negative_weight (`float`, *optional*, defaults to `0.0`): additive logit bonus on each anchor's own hard negatives (default 0).
+        symmetric (`bool`, *optional*, defaults to `False`): also add the positive->anchor term and average the two (default False).
+        gather_across_devices (`bool | None`, *optional*): `None` (default): gather when distributed with more than one
             process; `False`: never; `True`: whenever distributed.
-        false_negative_threshold: `phi` of MultiCSR; `None` (default) disables masking.
+        false_negative_threshold (`float | None`, *optional*): `phi` of MultiCSR; `None` (default) disables masking.
 
     Inputs:
 

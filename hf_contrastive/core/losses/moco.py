@@ -56,13 +56,13 @@ class MomentumContrastLoss(ContrastiveLoss):
     parameters belong to this module (the trainer adds them to the optimiser).
 
     Args:
-        dim: embedding size.
-        queue_size: keys per queue `K` (65536 by default, MoCo's; Contriever uses 131072).
-        temperature: :math:`\tau` (0.05, Contriever's). Give this or `scale`.
-        scale: `1 / temperature`.
-        num_queues: number of queues (one per language for CCP; 1 by default).
-        query_batch_norm: batch-norm the queries before normalisation (CCP; default False).
-        seed: seed of the random initial queue.
+        dim (`int`): embedding size.
+        queue_size (`int`, *optional*, defaults to `65536`): keys per queue `K` (65536 by default, MoCo's; Contriever uses 131072).
+        temperature (`float | None`, *optional*): :math:`\tau` (0.05, Contriever's). Give this or `scale`.
+        scale (`float | None`, *optional*): `1 / temperature`.
+        num_queues (`int`, *optional*, defaults to `1`): number of queues (one per language for CCP; 1 by default).
+        query_batch_norm (`bool`, *optional*, defaults to `False`): batch-norm the queries before normalisation (CCP; default False).
+        seed (`int`, *optional*, defaults to `0`): seed of the random initial queue.
 
     Inputs: `query` `[B, D]` (with gradient), `key` `[B, D]` (detached), `queue_ids`
     `[B]` (long, in `[0, num_queues)`; default all 0).

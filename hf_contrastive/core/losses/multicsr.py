@@ -38,8 +38,8 @@ class MultiCSRLoss(InfoNCELoss):
         ==========================  ================================  ===========================
 
     Args:
-        phi: cosine threshold above which a candidate counts as a false negative (0.95).
-        temperature: 0.05. Other arguments as [`InfoNCELoss`].
+        phi (`float`, *optional*, defaults to `0.95`): cosine threshold above which a candidate counts as a false negative (0.95).
+        temperature (`float`, *optional*, defaults to `0.05`): 0.05. Other arguments as [`InfoNCELoss`].
     """
 
     citation = _MULTICSR_CITATION

@@ -51,8 +51,8 @@ class EmbeddingRegressionLoss(ContrastiveLoss):
         ======================  =============================  ======================================
 
     Args:
-        objective: `"mse"` (default) or `"cosine"`, for embedding targets.
-        similarity: `"cosine"` (default) or `"dot"`, for score targets.
+        objective (`Literal['mse', 'cosine']`, *optional*, defaults to `"mse"`): `"mse"` (default) or `"cosine"`, for embedding targets.
+        similarity (`Literal['cosine', 'dot']`, *optional*, defaults to `"cosine"`): `"cosine"` (default) or `"dot"`, for score targets.
 
     Returns:
         [`LossOutput`] with component `mse` or `cosine_distance` (embedding mode) or

@@ -60,7 +60,7 @@ class UnsupervisedSimCSELoss(InfoNCELoss):
         ===========  ==========  ==========================================
 
     Args:
-        temperature: 0.05 (default). Other arguments as [`InfoNCELoss`] (cross-device
+        temperature (`float`, *optional*, defaults to `0.05`): 0.05 (default). Other arguments as [`InfoNCELoss`] (cross-device
             gathering on when distributed; `symmetric` off as in the paper).
 
     Example::
@@ -106,8 +106,8 @@ class SupervisedSimCSELoss(InfoNCELoss):
         ==============  ================================  =============================
 
     Args:
-        temperature: 0.05 (default).
-        hard_negative_weight: logit bonus on the own hard negative (default 0.0).
+        temperature (`float`, *optional*, defaults to `0.05`): 0.05 (default).
+        hard_negative_weight (`float`, *optional*, defaults to `0.0`): logit bonus on the own hard negative (default 0.0).
         Other arguments as [`InfoNCELoss`].
     """
 

@@ -80,11 +80,11 @@ def combine_adapters(
     """Add adapter `new_name` with `dW = sum_i weights[i] * dW_i` exactly (concatenated factors).
 
     Args:
-        model: a PEFT model holding the adapters.
-        weights: `{adapter name: weight}` (weights may be negative; 1 adapter with `-1` negates it).
-        new_name: name of the new adapter; must not exist yet.
-        activate: make it the active adapter.
-        verify: check, module by module, that the new delta equals the weighted sum (to `atol`, relative
+        model (`Any`): a PEFT model holding the adapters.
+        weights (`Mapping[str, float]`): `{adapter name: weight}` (weights may be negative; 1 adapter with `-1` negates it).
+        new_name (`str`): name of the new adapter; must not exist yet.
+        activate (`bool`, *optional*, defaults to `True`): make it the active adapter.
+        verify (`bool`, *optional*, defaults to `False`): check, module by module, that the new delta equals the weighted sum (to `atol`, relative
             to the largest entry) and raise `RuntimeError` otherwise.
 
     Returns `new_name`. The base weights are never changed.

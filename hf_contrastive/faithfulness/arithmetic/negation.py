@@ -83,13 +83,13 @@ def select_negation_scale(
     """Add `base - lam * halluc` for each `lam`, score it on `validation`, keep the best as `name`.
 
     Args:
-        model: a PEFT model holding `halluc_adapter` (and `base_adapter` when given).
-        halluc_adapter: the adapter fine-tuned on unfaithful summaries (`tau`).
-        builder: the [`hf_contrastive.faithfulness.spans.SpanFeatureBuilder`] of the prompts.
-        validation: span examples with faithful references.
-        base_adapter: the starting point (None: the base weights `theta_0`).
-        lambdas: candidates in `[0, 1]`.
-        max_perplexity_increase: allowed relative rise of reference perplexity over `lam = 0`.
+        model (`Any`): a PEFT model holding `halluc_adapter` (and `base_adapter` when given).
+        halluc_adapter (`str`): the adapter fine-tuned on unfaithful summaries (`tau`).
+        builder (`Any`): the [`hf_contrastive.faithfulness.spans.SpanFeatureBuilder`] of the prompts.
+        validation (`Sequence[Any]`): span examples with faithful references.
+        base_adapter (`str | None`, *optional*): the starting point (None: the base weights `theta_0`).
+        lambdas (`Sequence[float]`, *optional*, defaults to `DEFAULT_LAMBDAS`): candidates in `[0, 1]`.
+        max_perplexity_increase (`float`, *optional*, defaults to `0.05`): allowed relative rise of reference perplexity over `lam = 0`.
 
     Returns `{"lambda": best, "adapter": name, "scores": {lam: metrics}}`; `name` is active afterwards.
     """
@@ -146,13 +146,13 @@ def save_negated_adapter(
     """Save the negated adapter (`base - lam * halluc`) alone, as a loadable PEFT folder with a model card.
 
     Args:
-        model: the PEFT model holding `adapter` (as left by [`select_negation_scale`]).
-        adapter: the adapter to save (`select_negation_scale(...)["adapter"]`); it is written at the top of
+        model (`Any`): the PEFT model holding `adapter` (as left by [`select_negation_scale`]).
+        adapter (`str`): the adapter to save (`select_negation_scale(...)["adapter"]`); it is written at the top of
             `output_dir` so `PeftModel.from_pretrained(base, output_dir)` loads it.
-        output_dir: the target folder (written whole or not at all).
-        lam: the chosen scale, for the card.
+        output_dir (`str | os.PathLike`): the target folder (written whole or not at all).
+        lam (`float | None`, *optional*): the chosen scale, for the card.
         halluc_adapter / base_adapter: the names of `tau` and of the starting point, for the card.
-        tokenizer: saved next to the adapter.
+        tokenizer (`Any`, *optional*): saved next to the adapter.
         card_info ([`ModelCardInfo`], *optional*): base model Hub id, datasets, license, results.
         training (`Mapping`, *optional*): how `tau` was fine-tuned (learning rate, epochs...), for the card.
         example_prompt (`str`): the prompt of the card's usage snippet.

@@ -38,8 +38,8 @@ class TaskVector:
     """`tau = theta_ft - theta_0` over the floating-point entries of two state dicts.
 
     Args:
-        vector: `{name: tensor}` (use [`from_models`] to build it from two models).
-        architecture: an identifier of the architecture the vector belongs to (checked when combining/applying).
+        vector (`Mapping[str, torch.Tensor]`): `{name: tensor}` (use [`from_models`] to build it from two models).
+        architecture (`str | None`, *optional*): an identifier of the architecture the vector belongs to (checked when combining/applying).
 
     Operations: `tau1 + tau2`, `tau1 - tau2`, `-tau`, `lam * tau` (new vectors), `apply_to(model, lam)`
     (in place: `theta <- theta + lam * tau`), `state_dict_for(base, lam)`. Combining vectors with different

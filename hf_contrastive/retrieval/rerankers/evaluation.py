@@ -21,7 +21,7 @@ def rerank_results(
     """Rescore each query's first `top_k` retrieved documents with `reranker.predict`.
 
     Args:
-        results: `{query_id: [doc_id or (doc_id, score), ...]}` ranked by the retriever (the
+        results (`Mapping[str, Sequence[Any]]`): `{query_id: [doc_id or (doc_id, score), ...]}` ranked by the retriever (the
             `results` of `evaluate_retrieval(..., return_results=True)`).
         corpus / queries: the BEIR triple's documents (`title + " " + text`) and query texts.
     Returns:

@@ -35,7 +35,7 @@ class RerankerOutput(ModelOutput):
     """Output of a reranker forward.
 
     Args:
-        loss: the training loss when labels/groups were given (not used by the trainer, which
+        loss (`torch.Tensor | None`, *optional*): the training loss when labels/groups were given (not used by the trainer, which
             computes its own).
         logits (`[num_pairs]`): one relevance score per (query, document) pair.
         yes_no_logits (`[num_pairs, 2]`, LLM reranker only): the (no, yes) next-token logits.

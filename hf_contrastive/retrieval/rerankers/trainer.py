@@ -211,10 +211,10 @@ class RerankerTrainer(Trainer):
     r"""`Trainer` for [`CrossEncoderReranker`] and [`LLMYesNoReranker`].
 
     Args:
-        model: a reranker, or the path of a saved one.
-        args: [`RerankerConfig`].
-        train_dataset: groups (query, positive, negative_1..n) or labelled pairs (see the module doc).
-        peft_config: a `peft` config (`LoraConfig`); the model is wrapped with `apply_peft` (target modules checked). For
+        model (`Any`, *optional*): a reranker, or the path of a saved one.
+        args (`RerankerConfig | None`, *optional*): [`RerankerConfig`].
+        train_dataset (`Any`, *optional*): groups (query, positive, negative_1..n) or labelled pairs (see the module doc).
+        peft_config (`Any`, *optional*): a `peft` config (`LoraConfig`); the model is wrapped with `apply_peft` (target modules checked). For
             the cross-encoder add `modules_to_save=["head"]` so the new head trains.
 
     The objective is `self.loss_fn` (see [`build_reranker_loss`]), a loss module that returns a `LossOutput`.
