@@ -28,6 +28,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Contrastive learning for the Hugging Face stack: train, evaluate, decode, write model cards.",
     )
     parser.add_argument("--version", action="version", version=f"hf-contrastive {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="on an error, print the full traceback instead of one line"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _VERB_MODULES:
         try:
@@ -40,7 +43,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+USAGE_ERROR = 2
+"""Exit status of a command that cannot run as written (a wrong argument, recipe key or value)."""
+
+RUNTIME_ERROR = 1
+"""Exit status of a command that failed while running (a file that cannot be read, a failed training)."""
+
+
+def _is_usage_error(err: BaseException) -> bool:
+    # Recipe problems (unknown keys, wrong types, a missing recipe) are the user's to change. Matched by name:
+    # importing hf_contrastive.core.recipes here would slow `--help` down.
+    return any(cls.__name__ == "RecipeError" for cls in type(err).__mro__)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    if not text or not isinstance(err, (ValueError, TypeError, OSError, RuntimeError)):
+        text = f"{type(err).__name__}: {text}".rstrip(": ")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the command line; return the exit status.
+
+    An error is reported in one line (`hf-contrastive: error: ...`, what to change) with exit status 2 for a
+    command that cannot run as written (an unknown argument, recipe key or value) and 1 for a failure while
+    running; `--debug` prints the full traceback instead.
+
+    Args:
+        argv (`list[str]`, *optional*):
+            The arguments (default: `sys.argv[1:]`).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [a for a in argv if a != "--debug"]
     parser = build_parser()
     # Verbs that take free-form overrides (train) receive the unknown arguments.
     args, extra = parser.parse_known_args(argv)
@@ -50,7 +86,16 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
-    result = args.func(args)
+    try:
+        result = args.func(args)
+    except KeyboardInterrupt:
+        raise
+    except Exception as err:
+        if debug:
+            raise
+        status = USAGE_ERROR if _is_usage_error(err) else RUNTIME_ERROR
+        print(f"{parser.prog}: error: {_one_line(err)} (run with --debug for the traceback)", file=sys.stderr)
+        return status
     return int(result or 0)
 
 

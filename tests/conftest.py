@@ -110,3 +110,13 @@ def hub(monkeypatch):
     from card_checks import install_fake_hub
 
     return install_fake_hub(monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_once_only_warnings():
+    """The library warns once per process about a too-long `max_length`; each test starts with a clean slate,
+    so a test that expects the warning does not depend on which tests ran before it."""
+    from hf_contrastive.core import boundary
+
+    boundary._WARNED.clear()
+    yield

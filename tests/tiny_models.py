@@ -6,6 +6,7 @@ size) call the builders directly.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
@@ -135,3 +136,22 @@ def adam_weight_tolerance(grad_gap: float, lr: float, steps: int, adam_eps: floa
     by about 1 in size: each step moves a weight by at most ``lr * min(2, grad_gap / eps)`` more.
     """
     return steps * lr * min(2.0, grad_gap / adam_eps)
+
+
+def sentence_transformers_folder(folder: Path, bert_tok) -> Path:
+    """A sentence-transformers folder written by hand: BERT at the top, mean pooling in `1_Pooling`."""
+    torch.manual_seed(3)
+    BertModel(bert_config(len(bert_tok))).save_pretrained(folder)
+    bert_tok.save_pretrained(folder)
+    vocab = sorted(bert_tok.get_vocab().items(), key=lambda kv: kv[1])
+    (folder / "vocab.txt").write_text("\n".join(t for t, _ in vocab) + "\n", encoding="utf-8")
+    modules = [
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+    ]
+    (folder / "modules.json").write_text(json.dumps(modules), encoding="utf-8")
+    (folder / "1_Pooling").mkdir()
+    pooling = {"word_embedding_dimension": 32, "pooling_mode_mean_tokens": True}
+    (folder / "1_Pooling" / "config.json").write_text(json.dumps(pooling), encoding="utf-8")
+    (folder / "sentence_bert_config.json").write_text('{"max_seq_length": 64}', encoding="utf-8")
+    return folder

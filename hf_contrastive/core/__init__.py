@@ -9,5 +9,8 @@
 - `core.peft`: the one place that applies a `peft` config (target modules checked first).
 - `core.recipes`: recipe sections -> `TrainingArguments`, the `lora:` section reader.
 - `core.data`: role-named columns, collators, batch samplers, loaders for the benchmark formats.
+- `core.checkpoint`: atomic Trainer checkpoints (staged, then renamed whole) and a resume that checks them.
+- `core.saving`: replacing a model folder whole (staged sibling swapped in, leftovers of a killed save
+  cleaned), and the check that refuses to replace a folder holding another model.
 - `core.utils`, `core.smollm2`: data location, atomic folder writes, the packaged real models.
 """

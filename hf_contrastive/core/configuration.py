@@ -6,7 +6,12 @@ from typing import Any
 
 from transformers import AutoConfig, AutoModel, AutoProcessor
 
-__all__ = ["HIDDEN_SIZE_ATTRIBUTES", "backbone_hidden_size", "register_auto_classes"]
+__all__ = [
+    "HIDDEN_SIZE_ATTRIBUTES",
+    "backbone_hidden_size",
+    "register_auto_classes",
+    "registered_model_types",
+]
 
 # Names transformers configs use for the width of the token states (BERT/Llama, T5/BART, GPT-2, DistilBERT).
 HIDDEN_SIZE_ATTRIBUTES = ("hidden_size", "d_model", "n_embd", "dim")
@@ -46,6 +51,16 @@ def backbone_hidden_size(backbone_config: Any, owner: str = "config") -> int:
     )
 
 
+# The `model_type` of every head registered through `register_auto_classes`: a folder whose config names one
+# of them was written by hf-contrastive, and is never a backbone to load through `AutoModel`.
+_REGISTERED_MODEL_TYPES: set[str] = set()
+
+
+def registered_model_types() -> frozenset[str]:
+    """The `model_type` of every hf-contrastive head registered so far (those of the imported wings)."""
+    return frozenset(_REGISTERED_MODEL_TYPES)
+
+
 def register_auto_classes(config_class: type, model_class: type, processor_class: type | None = None) -> None:
     """Register a head with `AutoConfig` / `AutoModel` (and `AutoProcessor`), so that
     `AutoModel.from_pretrained(folder)` rebuilds it. Idempotent: a second import or a reload of the wing
@@ -56,6 +71,7 @@ def register_auto_classes(config_class: type, model_class: type, processor_class
         model_class (`type`): the head's `PreTrainedModel` subclass.
         processor_class (`type`, *optional*): its processor, registered with `AutoProcessor`.
     """
+    _REGISTERED_MODEL_TYPES.add(config_class.model_type)
     for register in (
         lambda: AutoConfig.register(config_class.model_type, config_class),
         lambda: AutoModel.register(config_class, model_class),

@@ -23,9 +23,14 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import difflib
+import enum
+import inspect
 import os
+import types
+import typing
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,17 +40,22 @@ from peft import LoraConfig
 from hf_contrastive.core.utils import data_dir, packaged_minilm_path, resource_dir
 
 __all__ = [
+    "BACKBONE_LOAD_OPTIONS",
     "LEGACY_SECTIONS",
     "SECTIONS",
+    "RecipeError",
     "RecipeTask",
     "apply_overrides",
     "build_args",
+    "check_section",
+    "coerce_value",
     "lora_config",
     "normalize_sections",
     "read_method",
     "read_recipe_file",
     "recipe_path",
     "resolve_placeholders",
+    "schema_of",
 ]
 
 SECTIONS = ("model", "data", "method", "args", "lora")
@@ -55,6 +65,269 @@ LEGACY_SECTIONS = ("reranker", "span", "negation", "tkre", "eval")
 """Section names of release 0.1, read with a `FutureWarning` until release 0.3 (see the module docstring)."""
 
 REMOVED_IN = "0.3"
+
+BACKBONE_LOAD_OPTIONS: dict[str, Any] = {
+    "dtype": str,
+    "attn_implementation": str,
+    "revision": str,
+    "cache_dir": str,
+    "local_files_only": bool,
+    "token": str | bool,
+    "device_map": str | dict,
+}
+"""`model` keys that go to a backbone's `from_pretrained` (and their types), accepted by the tasks that load one."""
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot run as written: an unknown section or key, a value of the wrong type, a missing file.
+
+    The command line reports it in one line with exit status 2.
+    """
+
+
+def _type_name(hint: Any) -> str:
+    """`hint` in words, for messages (`float` -> "a number", `list[str] | None` -> "a list of strings or null")."""
+    if hint is Any:
+        return "anything"
+    if hint is type(None) or hint is None:
+        return "null"
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        names = [_type_name(a) for a in typing.get_args(hint)]
+        return " or ".join(dict.fromkeys(names))
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
+    if origin in (list, tuple, set, frozenset, Sequence):
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        inner = _type_name(args[0]) if args else "anything"
+        return "a list" + ("" if inner == "anything" else f" of {_plural(inner)}")
+    if origin in (dict, Mapping) or hint in (dict, Mapping):
+        return "a mapping"
+    if hint is bool:
+        return "a boolean (true or false)"
+    if hint is int:
+        return "an integer"
+    if hint is float:
+        return "a number"
+    if hint is str:
+        return "a string"
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "one of " + ", ".join(repr(m.value) for m in hint)
+    if isinstance(hint, type) and issubclass(hint, os.PathLike):
+        return "a path"
+    return f"a {getattr(hint, '__name__', str(hint))}"
+
+
+def _plural(name: str) -> str:
+    for single, many in (("an integer", "integers"), ("a number", "numbers"), ("a string", "strings")):
+        name = name.replace(single, many)
+    return name.removeprefix("a ").removeprefix("an ")
+
+
+class _Mismatch(Exception):
+    pass
+
+
+def _coerce(value: Any, hint: Any) -> Any:
+    if hint is Any or isinstance(hint, typing.TypeVar):
+        return value
+    if hint is type(None) or hint is None:
+        if value is None:
+            return None
+        raise _Mismatch
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(hint)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise _Mismatch
+        # exact types first, so that "2" stays a string where a string is allowed
+        for arg in sorted(args, key=lambda a: 0 if isinstance(a, type) and type(value) is a else 1):
+            try:
+                return _coerce(value, arg)
+            except _Mismatch:
+                continue
+        raise _Mismatch
+    if origin is typing.Literal:
+        if value in typing.get_args(hint):
+            return value
+        raise _Mismatch
+    if origin is not None:
+        args = [a for a in typing.get_args(hint) if a is not Ellipsis]
+        if origin in (dict, Mapping) or (isinstance(origin, type) and issubclass(origin, Mapping)):
+            if isinstance(value, dict):
+                return value
+            raise _Mismatch
+        if isinstance(origin, type) and issubclass(origin, (list, tuple, set, frozenset, Sequence)):
+            if isinstance(value, (list, tuple)):
+                return [_coerce(v, args[0]) for v in value] if args else list(value)
+            raise _Mismatch
+        if callable(origin) and origin.__module__ == "collections.abc" and origin.__name__ == "Callable":
+            if callable(value):
+                return value
+            raise _Mismatch
+        return value
+    if hint is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false"):
+            return value.lower() == "true"
+        raise _Mismatch
+    if hint is int:
+        if isinstance(value, bool):
+            raise _Mismatch
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                try:
+                    number = float(value)
+                except ValueError:
+                    raise _Mismatch from None
+                if number.is_integer():
+                    return int(number)
+        raise _Mismatch
+    if hint is float:
+        if isinstance(value, bool):
+            raise _Mismatch
+        if isinstance(value, (int, float)):
+            return value
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise _Mismatch from None
+        raise _Mismatch
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        if isinstance(value, hint):
+            return value
+        if isinstance(value, str) and value in {m.value for m in hint}:
+            return value
+        raise _Mismatch
+    if isinstance(hint, type):
+        if isinstance(value, hint):
+            return value
+        raise _Mismatch
+    return value
+
+
+def coerce_value(value: Any, hint: Any, where: str) -> Any:
+    """`value` checked against the type `hint`, numeric strings (`"1e-4"`) parsed where a number is expected.
+
+    Args:
+        value (`Any`):
+            The recipe's value.
+        hint (`Any`):
+            The expected type (`float`, `int | None`, `list[str]`, an `Enum`, `Any`, ...).
+        where (`str`):
+            The value's dotted name (`method.temperature`), for the message.
+
+    Returns:
+        `Any`: the value, parsed where a string stood for a number or a boolean.
+
+    Raises:
+        `RecipeError`: `"method.temperature must be a number, got 'abc'."`.
+    """
+    try:
+        return _coerce(value, hint)
+    except _Mismatch:
+        raise RecipeError(f"{where} must be {_type_name(hint)}, got {value!r}.") from None
+
+
+def _field_hints(cls: type) -> dict[str, Any]:
+    """A dataclass's field types; a field whose annotation cannot be resolved accepts anything."""
+    try:
+        return typing.get_type_hints(cls)
+    except (NameError, TypeError):
+        pass
+    hints: dict[str, Any] = {}
+    for klass in reversed(cls.__mro__):
+        namespace = vars(inspect.getmodule(klass)) if inspect.getmodule(klass) else {}
+        for name, annotation in vars(klass).get("__annotations__", {}).items():
+            if isinstance(annotation, str):
+                try:
+                    annotation = eval(annotation, dict(namespace))  # noqa: S307 - a class's own annotation
+                except Exception:  # noqa: BLE001 - unresolvable: accept anything
+                    annotation = Any
+            hints[name] = annotation
+    return hints
+
+
+def schema_of(obj: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Setting name -> type: the `init` fields of a dataclass, or the keyword parameters of a callable.
+
+    Args:
+        obj (`type` or `Callable`):
+            A dataclass (its field annotations), or a function or class (its signature's annotations;
+            unannotated parameters accept anything).
+        skip (`tuple[str, ...]`, *optional*, defaults to `()`):
+            Names left out.
+    """
+    if dataclasses.is_dataclass(obj) and isinstance(obj, type):
+        hints = _field_hints(obj)
+        return {
+            f.name: hints.get(f.name, Any) for f in dataclasses.fields(obj) if f.init and f.name not in skip
+        }
+    fn = obj.__init__ if isinstance(obj, type) else obj
+    try:
+        hints = typing.get_type_hints(fn)
+    except (NameError, TypeError):
+        hints = {}
+    schema = {}
+    for name, param in inspect.signature(fn).parameters.items():
+        if name in ("self", "cls", *skip) or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        schema[name] = hints.get(name, Any)
+    return schema
+
+
+def check_section(
+    section: Mapping[str, Any] | None,
+    schema: Mapping[str, Any],
+    name: str,
+    task: str | None = None,
+    what: str = "key(s)",
+) -> dict[str, Any]:
+    """A recipe section checked against its schema: unknown keys and values of the wrong type are refused.
+
+    Args:
+        section (`Mapping`, *optional*):
+            The section (`None` is an empty one).
+        schema (`Mapping[str, Any]`):
+            Accepted key -> its type ([`schema_of`] builds one from a dataclass or a signature).
+        name (`str`):
+            The section's name (`model`, `data`, `method`, `args`, `lora`), for messages.
+        task (`str`, *optional*):
+            The recipe task, for messages.
+        what (`str`, *optional*, defaults to `"key(s)"`):
+            What the keys are, for the message about unknown ones (`"training argument(s)"`).
+
+    Returns:
+        `dict`: the section, with numeric strings parsed where the schema expects numbers.
+    """
+    if section is None:
+        return {}
+    if not isinstance(section, Mapping):
+        raise RecipeError(f"The recipe's {name} section must be a mapping of settings, got {section!r}.")
+    unknown = sorted(set(section) - set(schema))
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(str(key), list(schema), n=1)
+            if close:
+                hints.append(f"{name}.{key} -> {name}.{close[0]}?")
+        where = f" of task {task!r}" if task else ""
+        raise RecipeError(
+            f"Unknown {what} {unknown} in the {name} section{where}"
+            + (f" (did you mean {', '.join(hints)})" if hints else "")
+            + f"; accepted keys: {sorted(schema)}."
+        )
+    return {key: coerce_value(value, schema[key], f"{name}.{key}") for key, value in section.items()}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -73,6 +346,13 @@ class RecipeTask:
             Section names of release 0.1 this task still reads (a subset of `LEGACY_SECTIONS`).
         description (`str`, *optional*, defaults to `""`):
             One line for listings.
+        model_schema (`Mapping[str, Any]`, *optional*):
+            The keys the `model` section accepts and their types; `None` leaves the section unchecked.
+        data_schema (`Mapping[str, Any]`, *optional*):
+            The keys the `data` section accepts and their types; `None` leaves the section unchecked.
+        args_classes (`tuple[type, ...]`, *optional*, defaults to `()`):
+            The `TrainingArguments` classes the runner builds from `args` (a key is accepted when one of them
+            has the field); `()` leaves the section to the runner's [`build_args`].
     """
 
     name: str
@@ -80,6 +360,9 @@ class RecipeTask:
     method: type | None = None
     legacy_sections: tuple[str, ...] = ()
     description: str = ""
+    model_schema: Mapping[str, Any] | None = None
+    data_schema: Mapping[str, Any] | None = None
+    args_classes: tuple[type, ...] = ()
 
     def __post_init__(self) -> None:
         if self.method is not None and not dataclasses.is_dataclass(self.method):
@@ -103,11 +386,40 @@ class RecipeTask:
         section = recipe.get("method") or {}
         if self.method is None:
             if section:
-                raise ValueError(
+                raise RecipeError(
                     f"Recipe task {self.name!r} takes no method settings, got {sorted(section)}."
                 )
             return None
         return read_method(self.method, section, task=self.name)
+
+    def check(self, recipe: dict[str, Any]) -> dict[str, Any]:
+        """The recipe's sections checked against the task's schemas (copied): unknown keys and values of the
+        wrong type are refused ([`RecipeError`]), numeric strings parsed where numbers are expected.
+
+        Args:
+            recipe (`dict`):
+                The recipe's sections, after [`normalize_sections`].
+        """
+        recipe = dict(recipe)
+        if self.model_schema is not None and "model" in recipe:
+            recipe["model"] = check_section(recipe["model"], self.model_schema, "model", self.name)
+        if self.data_schema is not None and "data" in recipe:
+            recipe["data"] = check_section(recipe["data"], self.data_schema, "data", self.name)
+        if self.method is not None and recipe.get("method"):
+            self.read_method(recipe)  # unknown settings, with the task's message
+            recipe["method"] = check_section(recipe["method"], schema_of(self.method), "method", self.name)
+        if self.args_classes and "args" in recipe:
+            schema: dict[str, Any] = {}
+            for cls in reversed(self.args_classes):
+                schema.update(schema_of(cls))
+            recipe["args"] = check_section(
+                recipe["args"], schema, "args", self.name, what="training argument(s)"
+            )
+        if recipe.get("lora"):
+            recipe["lora"] = check_section(
+                recipe["lora"], schema_of(LoraConfig), "lora", self.name, what="LoRA setting(s)"
+            )
+        return recipe
 
 
 def recipe_path(name_or_path: str | os.PathLike) -> Path:
@@ -124,14 +436,14 @@ def recipe_path(name_or_path: str | os.PathLike) -> Path:
     if packaged.is_file():
         return packaged
     available = sorted(p.stem for p in resource_dir("recipes").glob("*.yaml"))
-    raise ValueError(f"Recipe {str(name_or_path)!r} not found; packaged recipes: {available}.")
+    raise RecipeError(f"Recipe {str(name_or_path)!r} not found; packaged recipes: {available}.")
 
 
 def read_recipe_file(path: str | os.PathLike) -> dict[str, Any]:
     """The mapping of a recipe YAML file (an empty file is an empty recipe)."""
     recipe = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     if not isinstance(recipe, dict):
-        raise ValueError(f"{path}: a recipe is a mapping with sections {SECTIONS}.")
+        raise RecipeError(f"{path}: a recipe is a mapping with sections {SECTIONS}.")
     return recipe
 
 
@@ -182,14 +494,14 @@ def apply_overrides(
     while i < len(overrides):
         token = overrides[i]
         if not token.startswith("--"):
-            raise ValueError(f"Expected an override like --args.learning_rate 1e-4, got {token!r}.")
+            raise RecipeError(f"Expected an override like --args.learning_rate 1e-4, got {token!r}.")
         key = token[2:]
         if "=" in key:
             key, raw = key.split("=", 1)
             i += 1
         else:
             if i + 1 >= len(overrides):
-                raise ValueError(f"Override {token} has no value.")
+                raise RecipeError(f"Override {token} has no value.")
             raw = overrides[i + 1]
             i += 2
         parts = key.replace("-", "_").split(".")
@@ -209,7 +521,7 @@ def apply_overrides(
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise ValueError(f"Cannot override {key}: {part} is not a section.")
+                raise RecipeError(f"Cannot override {key}: {part} is not a section.")
         node[parts[-1]] = _parse_value(raw)
     return recipe
 
@@ -217,10 +529,10 @@ def apply_overrides(
 def _merge_into(recipe: dict[str, Any], section: str, values: dict[str, Any], origin: str) -> None:
     target = recipe.setdefault(section, {})
     if not isinstance(target, dict):
-        raise ValueError(f"The recipe's {section} section must be a mapping, got {target!r}.")
+        raise RecipeError(f"The recipe's {section} section must be a mapping, got {target!r}.")
     clash = sorted(set(target) & set(values))
     if clash:
-        raise ValueError(f"{clash} given both in {origin} and in {section}: keep one.")
+        raise RecipeError(f"{clash} given both in {origin} and in {section}: keep one.")
     target.update(values)
 
 
@@ -245,7 +557,7 @@ def normalize_sections(
     recipe = copy.deepcopy(recipe)
     unknown = sorted(set(recipe) - {"task", *task.sections})
     if unknown:
-        raise ValueError(
+        raise RecipeError(
             f"{source}: unknown section(s) {unknown}; expected {list(SECTIONS)} for task {task.name!r}."
         )
     for name in task.legacy_sections:
@@ -253,7 +565,7 @@ def normalize_sections(
             continue
         values = recipe.pop(name) or {}
         if not isinstance(values, dict):
-            raise ValueError(f"{source}: the {name} section must be a mapping, got {values!r}.")
+            raise RecipeError(f"{source}: the {name} section must be a mapping, got {values!r}.")
         if name == "eval":
             _legacy_warning(f"{source}: the 'eval' section", "eval_* keys of the 'data' section")
             _merge_into(recipe, "data", {f"eval_{k}": v for k, v in values.items()}, "eval")
@@ -315,10 +627,11 @@ def read_method(method_cls: type, section: dict[str, Any] | None, task: str | No
     bad = sorted(set(section) - set(known))
     if bad:
         where = f" of task {task!r}" if task else ""
-        raise ValueError(
+        raise RecipeError(
             f"Unknown method setting(s) {bad}{where} ({method_cls.__name__}); known settings: {sorted(known)}."
         )
-    return method_cls(**section)
+    schema = schema_of(method_cls)
+    return method_cls(**{k: coerce_value(v, schema.get(k, Any), f"method.{k}") for k, v in section.items()})
 
 
 def build_args(
@@ -343,9 +656,11 @@ def build_args(
     fields = set(config_cls.__dataclass_fields__)
     bad = sorted(set(cfg) - fields)
     if bad:
-        raise ValueError(
+        raise RecipeError(
             f"Unknown training argument(s) {bad} ({config_cls.__name__} / TrainingArguments fields)."
         )
+    schema = schema_of(config_cls)
+    cfg.update({k: coerce_value(v, schema.get(k, Any), f"args.{k}") for k, v in dict(section or {}).items()})
     if method is not None:
         settings = {f.name: getattr(method, f.name) for f in dataclasses.fields(method)}
         cfg.update({k: v for k, v in settings.items() if k in fields})
@@ -367,7 +682,9 @@ def lora_config(section: dict[str, Any] | None, task_type: str | None = None) ->
     known = {f.name for f in dataclasses.fields(LoraConfig) if f.init}
     bad = sorted(set(section) - known)
     if bad:
-        raise ValueError(f"Unknown LoRA setting(s) {bad} in the lora section (peft.LoraConfig fields).")
+        raise RecipeError(f"Unknown LoRA setting(s) {bad} in the lora section (peft.LoraConfig fields).")
+    schema = schema_of(LoraConfig)
+    section = {k: coerce_value(v, schema.get(k, Any), f"lora.{k}") for k, v in section.items()}
     if task_type is not None:
         section.setdefault("task_type", task_type)
     return LoraConfig(**section)

@@ -73,6 +73,54 @@ def encode_texts(
     return emb
 
 
+def _name_rows(rows: list[int], ids: Sequence[Any] | None, limit: int = 10) -> str:
+    shown = [f"row {r}" + (f" (id {ids[r]!r})" if ids is not None else "") for r in rows[:limit]]
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+    return ", ".join(shown) + more
+
+
+def check_embeddings(
+    embeddings: torch.Tensor,
+    ids: Sequence[Any] | None = None,
+    *,
+    what: str = "texts",
+    refuse_zero: bool = True,
+) -> None:
+    """Refuse embeddings that would make scores meaningless instead of letting them rank silently.
+
+    A NaN row scores NaN against everything and an all-zero row has no direction (its cosine is taken
+    as 0); either way every score ties and the ranking is the id tie-break, which can look perfect.
+
+    Args:
+        embeddings (`torch.Tensor`): `[N, D]` embeddings.
+        ids (`Sequence[Any] | None`, *optional*): the `N` ids of the rows, named in the error.
+        what (`str`, *optional*, defaults to `"texts"`): what the rows are (`"queries"`, `"documents"`).
+        refuse_zero (`bool`, *optional*, defaults to `True`): also refuse all-zero rows (set it when scoring by
+            cosine: a zero vector has no direction; a dot product with it is a defined score).
+
+    Raises:
+        `ValueError`: naming the rows (and ids) with NaN or infinite values, or all zeros with `refuse_zero`.
+    """
+    emb = torch.as_tensor(embeddings)
+    if emb.ndim != 2:
+        raise ValueError(f"Expected [N, D] embeddings of the {what}, got shape {tuple(emb.shape)}.")
+    bad = torch.nonzero(~torch.isfinite(emb).all(dim=1)).flatten().tolist()
+    if bad:
+        raise ValueError(
+            f"The model returned NaN or infinite embeddings for {len(bad)} of {emb.shape[0]} {what}: "
+            f"{_name_rows(bad, ids)}. Every score involving them is undefined (a ranking would only reflect the "
+            "id tie-break); check the model's weights and dtype (fp16 overflow) and those inputs."
+        )
+    if refuse_zero:
+        zero = torch.nonzero((emb == 0).all(dim=1)).flatten().tolist()
+        if zero:
+            raise ValueError(
+                f"The model returned all-zero embeddings for {len(zero)} of {emb.shape[0]} {what}: "
+                f"{_name_rows(zero, ids)}. Their cosine similarity is undefined (scored 0 for every pair), "
+                "so the ranking would only reflect the id tie-break; check the model and its pooling."
+            )
+
+
 def _accepts(fn: Callable[..., Any], name: str) -> bool:
     try:
         return name in inspect.signature(fn).parameters
@@ -153,4 +201,11 @@ def topk_chunked(
     return best_s, best_i
 
 
-__all__ = ["SCORE_FUNCTIONS", "document_text", "encode_texts", "exact_search", "topk_chunked"]
+__all__ = [
+    "SCORE_FUNCTIONS",
+    "check_embeddings",
+    "document_text",
+    "encode_texts",
+    "exact_search",
+    "topk_chunked",
+]

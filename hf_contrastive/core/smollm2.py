@@ -6,8 +6,6 @@ Loading the GGUF file dequantises it (about 15 s); the plain safetensors folder 
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -15,7 +13,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-from hf_contrastive.core.utils import packaged_smollm2_gguf
+from hf_contrastive.core.utils import atomic_save, packaged_smollm2_gguf
 
 __all__: list[str] = []
 
@@ -48,17 +46,11 @@ def smollm2_folder(target: str | os.PathLike | None = None) -> Path | None:
     if hasattr(config, "quantization_config"):
         del config.quantization_config
     model = rebuild_from_state_dict(config, gguf_model.state_dict())
-    # Write to a temporary sibling, then rename: an interrupted build never leaves a half-written folder.
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    try:
+    # Written to a staging sibling that replaces the folder whole: an interrupted build never leaves a
+    # half-written or mixed folder (a partial earlier build is replaced without asking: it is a cache).
+    with atomic_save(target) as tmp:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
 
 

@@ -6,9 +6,17 @@ import contextlib
 import importlib.util
 import os
 import shutil
-import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+
+from hf_contrastive.core.saving import (
+    KEPT_ENTRIES,
+    apply_default_permissions,
+    carry_entries,
+    new_staging_folder,
+    recover_folder,
+    swap_in,
+)
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[1]
 REPO_ROOT = PACKAGE_ROOT.parent
@@ -62,39 +70,75 @@ def _safe_find(name: str) -> bool:
 
 
 @contextlib.contextmanager
-def atomic_save(target: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary folder next to `target`; on success move its content into `target`.
+def atomic_save(
+    target: str | os.PathLike,
+    *,
+    check: Callable[[Path, Path], None] | None = None,
+    keep: Iterable[str] = KEPT_ENTRIES,
+    merge: bool = False,
+) -> Iterator[Path]:
+    """Yield an empty staging folder next to `target`; once the block completes, it replaces `target` whole.
 
-    A failure inside the block removes the temporary folder and leaves `target` as it was, so
-    a checkpoint is never half-written. When `target` does not exist the whole folder is
-    renamed into place in one step; when it exists (for example a Trainer output folder holding
-    `checkpoint-*` subfolders) each new file replaces its old version with an atomic rename and
-    unrelated files are kept.
+    A model folder is replaced, never merged: files of the old model that the new save does not write are
+    gone, and a reader or a kill at any moment finds exactly the old folder or exactly the new one (see
+    [`~hf_contrastive.core.saving.swap_in`]). A failure inside the block leaves `target` as it was. Leftovers
+    of an earlier killed save are cleaned first. The new folder gets the permissions the umask gives
+    (`0o755` / `0o644` under umask `022`) and keeps the mode of the folder it replaces.
+
+    Args:
+        target (`str | os.PathLike`): the folder to write.
+        check (`Callable[[Path, Path], None]`, *optional*): called with the existing `target` and the complete
+            staged folder before anything is replaced; it raises to refuse (for example
+            [`~hf_contrastive.core.saving.check_replaceable`]). Not called when `target` does not exist.
+        keep (`Iterable[str]`, *optional*, defaults to `KEPT_ENTRIES`): glob patterns of top-level entries of
+            `target` that are not part of the model (`checkpoint-*`, `runs`, `.git`...) and are carried into
+            the new folder.
+        merge (`bool`, *optional*, defaults to `False`): the earlier behaviour, for a folder whose other content
+            must stay in place (a Trainer output folder): each new file replaces its old version with an
+            atomic rename, stale weight files are removed, and every other entry is kept. The folder as a
+            whole is then not replaced atomically.
     """
     target = Path(target)
     if target.exists() and not target.is_dir():
         raise ValueError(f"Expected a folder to save into, got an existing file: {target}")
+    if target.is_symlink():
+        # Replace the folder the link points to, and keep the link.
+        target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    recover_folder(target)
+    tmp = new_staging_folder(target)
     try:
         yield tmp
+        apply_default_permissions(tmp)
         if not target.exists():
-            os.replace(tmp, target)
+            os.rename(tmp, target)
             return
-        new_names = {p.name for p in tmp.iterdir()}
-        for src in sorted(tmp.rglob("*")):
-            dst = target / src.relative_to(tmp)
-            if src.is_dir():
-                dst.mkdir(parents=True, exist_ok=True)
-            else:
-                os.replace(src, dst)
-        # Weight files of an earlier save that the new one does not have (a sharded save replaced
-        # by a single file, say) would be picked up by loaders: remove them.
-        for old in target.iterdir():
-            if old.is_file() and old.name not in new_names and _is_weight_file(old.name):
-                old.unlink()
+        if check is not None:
+            check(target, tmp)
+        if merge:
+            _merge_into(tmp, target)
+            return
+        os.chmod(tmp, target.stat().st_mode & 0o7777)
+        carry_entries(target, tmp, keep)
+        swap_in(tmp, target)
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if os.path.lexists(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _merge_into(tmp: Path, target: Path) -> None:
+    new_names = {p.name for p in tmp.iterdir()}
+    for src in sorted(tmp.rglob("*")):
+        dst = target / src.relative_to(tmp)
+        if src.is_dir():
+            dst.mkdir(parents=True, exist_ok=True)
+        else:
+            os.replace(src, dst)
+    # Weight files of an earlier save that the new one does not have (a sharded save replaced by a single
+    # file, say) would be picked up by loaders: remove them.
+    for old in target.iterdir():
+        if old.is_file() and old.name not in new_names and _is_weight_file(old.name):
+            old.unlink()
 
 
 def _is_weight_file(name: str) -> bool:

@@ -65,6 +65,11 @@ def _register_card(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--license", default=None)
     p.add_argument("--push", metavar="REPO_ID", default=None, help="upload the folder to this Hub repository")
     p.add_argument("--private", action="store_true")
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="rewrite a folder in another format (e.g. a sentence-transformers folder) as an hf-contrastive one",
+    )
     p.set_defaults(func=_run_card)
 
 
@@ -81,6 +86,6 @@ def _run_card(args: argparse.Namespace) -> int:
         model.push_to_hub(args.push, private=args.private or None)
         print(f"Pushed {args.folder} to https://huggingface.co/{args.push}")
     else:
-        model.save_pretrained(args.folder)
+        model.save_pretrained(args.folder, overwrite=args.overwrite)
         print(f"Wrote {args.folder}/README.md")
     return 0

@@ -17,19 +17,24 @@ Hub ids are resolved with `huggingface_hub.snapshot_download` (which honours
 
 from __future__ import annotations
 
+import functools
 import inspect
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from huggingface_hub import snapshot_download
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 from transformers import AutoConfig, AutoModel, AutoTokenizer, T5EncoderModel
 
+from hf_contrastive.core.boundary import corrupt_file_errors
+from hf_contrastive.core.configuration import registered_model_types
 from hf_contrastive.core.hub.card import ModelCardInfo
+from hf_contrastive.core.saving import describe_folder
 from hf_contrastive.core.utils import packaged_minilm_path
 from hf_contrastive.embeddings.configuration import SentenceEncoderConfig
 
@@ -77,9 +82,13 @@ def _register_known_sources() -> None:
 
 
 def resolve_folder(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> Path:
-    """A local folder for `name_or_path`: the path itself, or a Hub snapshot (offline-aware)."""
+    """A local folder for `name_or_path`: the path itself, or a Hub snapshot (offline-aware).
+
+    Raises `ValueError` when the folder claims two formats (see [`check_single_format`]).
+    """
     path = Path(name_or_path).expanduser()
     if path.is_dir():
+        check_single_format(path)
         return path
     text = str(name_or_path)
     # A Hub id is "name" or "org/name"; anything else names a local folder.
@@ -94,11 +103,41 @@ def resolve_folder(name_or_path: str | os.PathLike, **hub_kwargs: Any) -> Path:
         )
 
     try:
-        return Path(snapshot_download(text, **hub_kwargs))
+        folder = Path(snapshot_download(text, **hub_kwargs))
     except Exception as err:  # offline, missing repo, auth: say what was tried
         raise ValueError(
             f"Could not find {text!r} as a local folder, and fetching it from the Hub failed: {err}"
         ) from err
+    check_single_format(folder)
+    return folder
+
+
+def check_single_format(folder: str | os.PathLike) -> None:
+    """Raise when `folder` is both a sentence-transformers folder and a saved hf-contrastive head.
+
+    Such a folder (a `modules.json` next to the `config.json` of one of our heads) is what an older,
+    merging save left when a head was saved over a sentence-transformers folder. Read as
+    sentence-transformers, its `Transformer` module is the head itself, whose loader reads the folder as
+    sentence-transformers again: it is refused instead of loaded.
+
+    Args:
+        folder (`str | os.PathLike`): a model folder.
+
+    Raises:
+        `ValueError`: naming both formats and how to keep one.
+    """
+    folder = Path(folder)
+    if not (folder / "modules.json").is_file() or not (folder / "config.json").is_file():
+        return
+    content = describe_folder(folder)
+    if content.model_type in registered_model_types():
+        raise ValueError(
+            f"{folder} claims two formats: a sentence-transformers model (modules.json) and a saved "
+            f"hf-contrastive head (config.json with model_type {content.model_type!r}). It is most likely a "
+            "head saved over a sentence-transformers folder whose old files stayed. Keep one: delete "
+            "modules.json, config_sentence_transformers.json and the numbered module folders (1_Pooling, "
+            "...) to load the head, or restore the sentence-transformers files from their source."
+        )
 
 
 def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -109,6 +148,27 @@ def _split_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any
     return head, hub, kwargs
 
 
+def _naming_corrupt_files(load: Callable[..., Any]) -> Callable[..., Any]:
+    """Make `load` re-raise unreadable JSON / safetensors files as a `CorruptFileError` naming the file."""
+
+    @functools.wraps(load)
+    def wrapper(cls, name_or_path: str | os.PathLike, *model_args: Any, **kwargs: Any):
+        try:
+            return load(cls, name_or_path, *model_args, **kwargs)
+        except (json.JSONDecodeError, SafetensorError):
+            folder = Path(name_or_path).expanduser()
+            if not folder.exists():
+                try:  # a Hub id: the snapshot already downloaded holds the file
+                    folder = Path(snapshot_download(str(name_or_path), local_files_only=True))
+                except Exception:  # noqa: BLE001 - only used to name the file
+                    pass
+            with corrupt_file_errors(folder):
+                raise
+
+    return wrapper
+
+
+@_naming_corrupt_files
 def load_sentence_encoder(cls, name_or_path: str | os.PathLike, *model_args: Any, **kwargs: Any):
     """Implementation of [`SentenceEncoder.from_pretrained`]; see the module docstring."""
     head, hub, backbone_kwargs = _split_kwargs(dict(kwargs))
@@ -180,6 +240,12 @@ def load_tokenizer(folder: Path):
 
 def _load_backbone(folder: Path, backbone_kwargs: dict[str, Any]):
     config = AutoConfig.from_pretrained(folder, trust_remote_code=False)
+    if config.model_type in registered_model_types():
+        # AutoModel would build the head itself, whose loader may come back here: never a backbone.
+        raise ValueError(
+            f"{folder} holds a saved hf-contrastive head (model_type {config.model_type!r}), not a backbone "
+            "model: load it with its own class's from_pretrained."
+        )
     if getattr(config, "is_encoder_decoder", False):
         if config.model_type in ("t5", "mt5", "umt5"):
             return T5EncoderModel.from_pretrained(folder, **backbone_kwargs)
@@ -343,4 +409,10 @@ def _load_simcse(cls, folder: Path, head: dict[str, Any], backbone_kwargs: dict[
     return model
 
 
-__all__ = ["load_sentence_encoder", "load_tokenizer", "resolve_folder", "KNOWN_SOURCES"]
+__all__ = [
+    "check_single_format",
+    "load_sentence_encoder",
+    "load_tokenizer",
+    "resolve_folder",
+    "KNOWN_SOURCES",
+]

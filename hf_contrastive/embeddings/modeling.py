@@ -15,6 +15,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput, logging
 
+from hf_contrastive.core.boundary import cap_max_length, position_limit
 from hf_contrastive.core.hub.card import ModelCardInfo
 from hf_contrastive.core.hub.mixin import HubMixin
 from hf_contrastive.embeddings.configuration import SentenceEncoderConfig
@@ -62,6 +63,14 @@ class ProjectionHead(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.activation(self.dense(x))
+
+
+def _describe(value: Any) -> str:
+    """`None`, or a value's type and a short repr, for error messages."""
+    if value is None:
+        return "None"
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 40 else text[:37] + '...'}"
 
 
 class SentenceEncoderPreTrainedModel(PreTrainedModel):
@@ -280,25 +289,43 @@ class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
             convert_to (`str`, *optional*, defaults to `"torch"`): `"torch"` (float32 tensor on the model's device), `"numpy"` or `"list"`.
             show_progress_bar (`bool | None`, *optional*): defaults to on for 1024 texts or more.
             max_length (`int | None`, *optional*): truncation length; defaults to `config.max_seq_length`, then the tokenizer's
-                limit capped at 512.
+                limit capped at 512. Never more than the backbone's positions (`max_position_embeddings`, less
+                RoBERTa's offset): a larger value is cut to it, with a warning once.
             prompt / prompt_name: text prepended to every input, given directly or by name from
                 `config.prompts` (default: `config.default_prompt_name`).
             tokenizer (`Any`, *optional*): overrides the tokenizer attached by `from_pretrained`.
         Returns:
             Embeddings of shape `[len(texts), embedding_dim]` (`[embedding_dim]` for one string).
         """
+        # Input types: say what is expected and what was given.
+        if not isinstance(texts, (str, Sequence)) or isinstance(texts, (bytes, bytearray)):
+            raise TypeError(
+                "encode() expects strings: texts must be a string or a sequence of strings (a list or tuple), "
+                f"got {_describe(texts)}."
+            )
+        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)] if not isinstance(texts, str) else []
+        if bad:
+            raise TypeError(
+                "encode() expects strings: texts must be a string or a sequence of strings; "
+                f"item {bad[0]} is {_describe(texts[bad[0]])}."
+            )
+
         single = isinstance(texts, str)
         if single:
             texts = [texts]
-        if not isinstance(texts, Sequence) or len(texts) == 0:
+        if len(texts) == 0:
             raise ValueError("encode() expects a string or a non-empty list of strings; got an empty input.")
-        bad = [i for i, t in enumerate(texts) if not isinstance(t, str)]
-        if bad:
-            raise TypeError(f"encode() expects strings; item {bad[0]} is {type(texts[bad[0]]).__name__}.")
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
         if convert_to not in ("torch", "numpy", "list"):
             raise ValueError(f"convert_to must be 'torch', 'numpy' or 'list', got {convert_to!r}.")
+        # max_length < 1: the tokenizer ignored it and truncated to its own default, silently.
+        if max_length is not None and (
+            isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1
+        ):
+            raise ValueError(
+                f"max_length must be an int >= 1 (or None for the model's default), got {max_length!r}."
+            )
         tokenizer = tokenizer if tokenizer is not None else self.tokenizer
         if tokenizer is None:
             raise ValueError(
@@ -310,11 +337,13 @@ class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
             texts = [prefix + t for t in texts]
         if self.config.do_lower_case:
             texts = [t.lower() for t in texts]
+        requested = max_length is not None or self.config.max_seq_length is not None
         if max_length is None:
             max_length = self.config.max_seq_length
         if max_length is None:
             tok_max = getattr(tokenizer, "model_max_length", None)
             max_length = min(int(tok_max), 512) if tok_max and tok_max < 1e6 else 512
+        max_length = cap_max_length(max_length, position_limit(self.config), "max_length", warn=requested)
         normalize = self.config.normalize if normalize is None else normalize
 
         order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))

@@ -19,12 +19,36 @@ from pathlib import Path
 from typing import Any
 
 from hf_contrastive.core.data.loaders import load_source
-from hf_contrastive.core.recipes import RecipeTask, build_args, lora_config, read_method
+from hf_contrastive.core.recipes import (
+    BACKBONE_LOAD_OPTIONS,
+    RecipeTask,
+    build_args,
+    lora_config,
+    read_method,
+    schema_of,
+)
+from hf_contrastive.embeddings.configuration import SentenceEncoderConfig
 from hf_contrastive.embeddings.modeling import SentenceEncoder
 from hf_contrastive.embeddings.sts import STSEvaluator
 from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
 
-__all__ = ["ContrastiveMethod", "RECIPE_TASK", "run_contrastive_recipe"]
+__all__ = ["DATA_SCHEMA", "MODEL_SCHEMA", "ContrastiveMethod", "RECIPE_TASK", "run_contrastive_recipe"]
+
+MODEL_SCHEMA: dict[str, Any] = {
+    "name_or_path": str,
+    **schema_of(SentenceEncoderConfig.__init__, skip=("backbone_config",)),
+    **BACKBONE_LOAD_OPTIONS,
+}
+"""The `model` keys of `contrastive` recipes: the folder or Hub id, [`SentenceEncoderConfig`] head settings and
+the backbone's loading options."""
+
+DATA_SCHEMA: dict[str, Any] = {
+    "train": dict[str, Any],
+    "eval_sts": str,
+    "dataset_name": str,
+}
+"""The `data` keys of `contrastive` recipes: the training source (read by `load_source`), the STS-B split
+scored before and after training, and the data set's Hub name for the model card."""
 
 
 @dataclass
@@ -122,4 +146,7 @@ RECIPE_TASK = RecipeTask(
     runner=run_contrastive_recipe,
     method=ContrastiveMethod,
     description="sentence encoder with a contrastive loss, STS before/after",
+    model_schema=MODEL_SCHEMA,
+    data_schema=DATA_SCHEMA,
+    args_classes=(ContrastiveConfig,),
 )

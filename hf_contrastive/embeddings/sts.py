@@ -9,6 +9,7 @@ are concatenated and one correlation is taken over the whole (`aggregate_senteva
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -18,6 +19,9 @@ import torch.nn.functional as F
 from scipy.stats import pearsonr, spearmanr
 
 from hf_contrastive.core.data.benchmarks import STSExample, load_sts_benchmark
+from hf_contrastive.core.search import check_embeddings
+
+logger = logging.getLogger(__name__)
 
 SIMILARITIES = ("cosine", "dot", "euclidean", "manhattan")
 
@@ -84,8 +88,28 @@ def pair_similarities(e1: torch.Tensor, e2: torch.Tensor, similarity: str) -> np
     return s.cpu().numpy()
 
 
-def _correlations(pred: np.ndarray, gold: np.ndarray) -> tuple[float, float]:
-    if np.std(pred) == 0 or np.std(gold) == 0:
+def _correlations(
+    pred: np.ndarray, gold: np.ndarray, where: str = "", warn_gold: bool = True
+) -> tuple[float, float]:
+    """Spearman and Pearson of `pred` with `gold`; NaN, with a warning saying why, when undefined.
+
+    `warn_gold=False` leaves the constant-gold warning to a caller that already gave it once.
+    """
+    reasons = []
+    if not np.isfinite(pred).all():
+        reasons.append(f"{int((~np.isfinite(pred)).sum())} predictions are NaN or infinite")
+    elif np.std(pred) == 0:
+        reasons.append(f"the predictions are constant ({pred[0]:.6g} for all {pred.shape[0]} pairs)")
+    if np.std(gold) == 0:
+        if not warn_gold and not reasons:
+            return float("nan"), float("nan")
+        reasons.append(f"the gold scores are constant ({gold[0]:.6g} for all {gold.shape[0]} pairs)")
+    if reasons:
+        logger.warning(
+            "STS correlation%s is undefined and reported as NaN: %s.",
+            f" ({where})" if where else "",
+            "; ".join(reasons),
+        )
         return float("nan"), float("nan")
     return float(spearmanr(pred, gold)[0]), float(pearsonr(pred, gold)[0])
 
@@ -123,7 +147,10 @@ def evaluate_sts(
         similarities (`Sequence[str]`, *optional*, defaults to `SIMILARITIES`): which of `cosine`, `dot`, `euclidean`, `manhattan` to report.
     Returns:
         `{"spearman_cosine": ..., "pearson_cosine": ..., ...}` (plus `predictions_<sim>` arrays
-        and `gold` with `return_predictions=True`). Correlations are in [-1, 1].
+        and `gold` with `return_predictions=True`). Correlations are in [-1, 1]; a correlation that is
+        undefined (constant gold scores or constant predictions) is NaN and logged as a warning.
+    Raises:
+        `ValueError`: when the model returns NaN or infinite embeddings (the message names the pairs).
     """
     s1, s2, gold = _pairs_from(data, scores, (sentence1_column, sentence2_column, score_column))
     unknown = [s for s in similarities if s not in SIMILARITIES]
@@ -131,10 +158,23 @@ def evaluate_sts(
         raise ValueError(f"Unknown similarity {unknown}; expected a subset of {SIMILARITIES}.")
     encode = _encoder_fn(model, batch_size, **encode_kwargs)
     e1, e2 = encode(s1), encode(s2)
+    # A NaN embedding makes its pair's similarity NaN and every correlation NaN: refuse it, naming the pairs.
+    check_embeddings(e1, what="first sentences (rows are pair indices)", refuse_zero=False)
+    check_embeddings(e2, what="second sentences (rows are pair indices)", refuse_zero=False)
+    constant_gold = bool(np.std(gold) == 0)
+    if constant_gold:
+        logger.warning(
+            "The %d gold scores are all %.6g: every STS correlation is undefined and reported as NaN. "
+            "Evaluate on pairs with varied scores.",
+            gold.shape[0],
+            gold[0],
+        )
     out: dict[str, Any] = {}
     for sim in similarities:
         pred = pair_similarities(e1, e2, sim)
-        out[f"spearman_{sim}"], out[f"pearson_{sim}"] = _correlations(pred, gold)
+        out[f"spearman_{sim}"], out[f"pearson_{sim}"] = _correlations(
+            pred, gold, sim, warn_gold=not constant_gold
+        )
         if return_predictions:
             out[f"predictions_{sim}"] = pred
     if return_predictions:
@@ -162,11 +202,11 @@ def aggregate_senteval(
         pred, gold = np.asarray(pred, dtype=np.float64), np.asarray(gold, dtype=np.float64)
         if pred.shape != gold.shape:
             raise ValueError(f"Subset {name!r}: {pred.shape[0]} predictions for {gold.shape[0]} gold scores.")
-        sp, pe = _correlations(pred, gold)
+        sp, pe = _correlations(pred, gold, f"subset {name!r}")
         per[name] = {"spearman": sp, "pearson": pe, "n": int(pred.shape[0])}
         preds.append(pred)
         golds.append(gold)
-    sp_all, pe_all = _correlations(np.concatenate(preds), np.concatenate(golds))
+    sp_all, pe_all = _correlations(np.concatenate(preds), np.concatenate(golds), "all subsets")
     n = np.array([v["n"] for v in per.values()], dtype=np.float64)
     sps = np.array([v["spearman"] for v in per.values()])
     pes = np.array([v["pearson"] for v in per.values()])

@@ -17,12 +17,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import Trainer, TrainerCallback, TrainingArguments
 from transformers.trainer_utils import get_last_checkpoint
 
 from hf_contrastive.core import distributed
+from hf_contrastive.core.boundary import position_limit
+from hf_contrastive.core.checkpoint import AtomicCheckpointMixin
+from hf_contrastive.core.data.checks import require_rows
 from hf_contrastive.core.data.collator import (
     ContrastiveDataCollator,
     LanguageIdCollator,
@@ -72,7 +74,9 @@ class ContrastiveConfig(TrainingArguments):
         no_duplicates (`bool`, defaults to `True`): batches never repeat a text (no false negatives).
         length_bucketed_forward (`bool`, defaults to `True`): embed batches of 64 rows or more in groups
             of similar length, each trimmed to its longest text (same embeddings, fewer padded tokens).
-        anchor_column / positive_column / negative_columns / score_column: explicit column roles.
+        anchor_column / positive_column / negative_columns / score_column: explicit column roles. A detected
+            score column (`label`, `score`, ...) holding integers or class labels is refused (NLI class ids are
+            not similarities); name it with `score_column` when the integers are similarity scores.
         dataset_name (`str`, *optional*): Hub id of the training data, for the model card.
         gradcache_mini_batch_size (`int`, *optional*): GradCache (Gao et al. 2021): embed the batch in
             mini-batches of this many texts, first without graph, then again with graph to back-propagate
@@ -218,7 +222,7 @@ def build_loss(config: ContrastiveConfig, roles: ColumnRoles, model: Any = None)
     return loss_registry.build_loss(name, config, roles, model)
 
 
-class ContrastiveTrainer(Trainer):
+class ContrastiveTrainer(AtomicCheckpointMixin, Trainer):
     r"""`Trainer` for sentence embeddings with in-batch negatives (SimCSE and successors).
 
     Args:
@@ -274,8 +278,15 @@ class ContrastiveTrainer(Trainer):
         columns = getattr(train_dataset, "column_names", None)
         if columns is None:
             raise TypeError(f"train_dataset must be a datasets.Dataset, got {type(train_dataset).__name__}.")
+        require_rows(train_dataset, name="train_dataset", owner=type(self).__name__)
+        require_rows(eval_dataset, name="eval_dataset", owner=type(self).__name__)
         self.roles = resolve_column_roles(
-            columns, args.anchor_column, args.positive_column, args.negative_columns, args.score_column
+            columns,
+            args.anchor_column,
+            args.positive_column,
+            args.negative_columns,
+            args.score_column,
+            features=getattr(train_dataset, "features", None),
         )
         self.loss_fn = loss if loss is not None else build_loss(args, self.roles, model)
         if args.gradcache and not isinstance(self.loss_fn, GradCache):
@@ -293,6 +304,14 @@ class ContrastiveTrainer(Trainer):
             raise ValueError(
                 "Batch size 1 with in-batch negatives and no hard-negative column leaves no negatives: raise "
                 "per_device_train_batch_size (SimCSE uses 64) or add negative columns."
+            )
+        # In-batch negatives without hard negatives need two rows per batch: a 1-row tail batch is merged
+        # into the batch before it or dropped (see get_train_dataloader), never trained on.
+        self._min_batch_rows = 2 if in_batch and not self.roles.negatives else 1
+        if len(train_dataset) < self._min_batch_rows:
+            raise ValueError(
+                f"train_dataset has {len(train_dataset)} row: in-batch negatives without a hard-negative column "
+                "need at least 2 rows per batch. Add rows or negative columns."
             )
         if isinstance(_inner_loss(self.loss_fn), MultiCSRLoss) and reference_model is None:
             raise ValueError(
@@ -314,7 +333,7 @@ class ContrastiveTrainer(Trainer):
         self._two_towers = getattr(getattr(base, "config", None), "shared_towers", True) is False
         max_length = args.max_seq_length or getattr(getattr(base, "config", None), "max_seq_length", None)
         collator = kwargs.pop("data_collator", None) or ContrastiveDataCollator(
-            tokenizer, self.roles, max_length=max_length
+            tokenizer, self.roles, max_length=max_length, position_limit=position_limit(base)
         )
         if args.language_column is not None:
             collator = LanguageIdCollator(collator, args.language_column, list(args.languages or []))
@@ -359,18 +378,17 @@ class ContrastiveTrainer(Trainer):
 
     # -- data -----------------------------------------------------------------------------------
     def get_train_dataloader(self) -> torch.utils.data.DataLoader:
-        if not self.args.no_duplicates:
-            return super().get_train_dataloader()
         ds = self.train_dataset
         cols = [c for c in self.roles.text_columns if c in ds.column_names]
-        if not cols:  # pre-tokenised only: duplicates cannot be read off the text
-            return super().get_train_dataloader()
+        if not self.args.no_duplicates or not cols:  # (pre-tokenised only: duplicates cannot be read off)
+            return self._plain_train_dataloader()
         row_texts = list(zip(*(ds[c] for c in cols)))
         sampler = NoDuplicatesBatchSampler(
             row_texts,
             batch_size=self._train_batch_size,
             drop_last=self.args.dataloader_drop_last,
             seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+            min_batch_size=min(self._min_batch_rows, self._train_batch_size),
         )
         loader = torch.utils.data.DataLoader(
             ds,
@@ -380,6 +398,30 @@ class ContrastiveTrainer(Trainer):
             pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available(),
         )
         return self.accelerator.prepare(loader)
+
+    def _plain_train_dataloader(self) -> torch.utils.data.DataLoader:
+        """`Trainer`'s own loader; a tail batch too small for in-batch negatives is dropped (and logged)."""
+        n, size = len(self.train_dataset), self._train_batch_size
+        tail = n % size
+        if (
+            not (0 < tail < self._min_batch_rows)
+            or self.args.dataloader_drop_last
+            or self.args.world_size > 1
+        ):
+            return super().get_train_dataloader()
+        logger.warning(
+            "%d rows at batch size %d leave a last batch of %d row(s), which has no in-batch negatives: it is "
+            "dropped each epoch (a different random row each time). Set dataloader_drop_last=True to silence "
+            "this, or add rows or hard-negative columns.",
+            n,
+            size,
+            tail,
+        )
+        self.args.dataloader_drop_last = True
+        try:
+            return super().get_train_dataloader()
+        finally:
+            self.args.dataloader_drop_last = False
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
@@ -413,11 +455,10 @@ class ContrastiveTrainer(Trainer):
         return out, q
 
     # -- checkpoint state (queue, key encoder, loss parameters) ----------------------------------
-    def _save_checkpoint(self, model, trial) -> None:
-        super()._save_checkpoint(model, trial)
-        if not self.args.should_save:
-            return
+    # Saved inside each checkpoint, in the same atomic step as the rest (`AtomicCheckpointMixin`).
+    library_state_name = CHECKPOINT_STATE_NAME
 
+    def _library_state(self) -> dict[str, torch.Tensor]:
         tensors = {
             f"loss.{k}": v.detach().cpu().contiguous().clone() for k, v in self.loss_fn.state_dict().items()
         }
@@ -428,30 +469,19 @@ class ContrastiveTrainer(Trainer):
                     for k, v in self.key_encoder.state_dict().items()
                 }
             )
-        if not tensors:
-            return
-        folder = os.path.join(self._get_output_dir(trial=trial), f"checkpoint-{self.state.global_step}")
-        tmp = os.path.join(folder, f".{CHECKPOINT_STATE_NAME}.tmp")
-        save_file(tensors, tmp)
-        os.replace(tmp, os.path.join(folder, CHECKPOINT_STATE_NAME))
+        return tensors
 
-    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        path = os.path.join(resume_from_checkpoint, CHECKPOINT_STATE_NAME)
-        if not os.path.isfile(path):
-            if self.key_encoder is not None:
-                raise ValueError(
-                    f"{resume_from_checkpoint} has no {CHECKPOINT_STATE_NAME}: the queue and key encoder of "
-                    "loss='moco' cannot be restored from it."
-                )
-            return
+    def _library_state_required(self) -> bool:
+        # A learnable temperature or a MoCo queue / key encoder reset to its initial value would make the
+        # resumed run silently differ from the uninterrupted one.
+        return self.key_encoder is not None or any(p.requires_grad for p in self.loss_fn.parameters())
 
-        state = load_file(path)
-        loss_state = {k[len("loss.") :]: v for k, v in state.items() if k.startswith("loss.")}
+    def _load_library_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        loss_state = {k[len("loss.") :]: v for k, v in tensors.items() if k.startswith("loss.")}
         self.loss_fn.load_state_dict(loss_state, strict=True)
         if self.key_encoder is not None:
             key_state = {
-                k[len("key_encoder.") :]: v for k, v in state.items() if k.startswith("key_encoder.")
+                k[len("key_encoder.") :]: v for k, v in tensors.items() if k.startswith("key_encoder.")
             }
             self.key_encoder.load_state_dict(key_state, strict=True)
 

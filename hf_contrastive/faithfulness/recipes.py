@@ -113,6 +113,21 @@ class TaskNegationMethod:
     instruction: str = DEFAULT_INSTRUCTION
 
 
+MODEL_SCHEMA: dict[str, Any] = {"name_or_path": str}
+"""The `model` keys of the faithfulness recipes: the causal LM (`smollm2`: the packaged SmolLM2-135M-Instruct)."""
+
+DATA_SCHEMA: dict[str, Any] = {
+    "path": str,
+    "n_train": int,
+    "n_validation": int,
+    "n_test": int,
+    "seed": int,
+    "perturbations": list[str],
+    "eval_batch_size": int,
+}
+"""The `data` keys of the faithfulness recipes (see the module docstring)."""
+
+
 def _setup(recipe: dict[str, Any], method: Any, output_dir: str, n_validation: int, **forced: Any):
     """What both tasks share: the checked training arguments, the causal LM and its tokenizer, the
     perturbed train/validation/test splits, the feature builder and the evaluation batch size."""
@@ -245,6 +260,9 @@ UNLIKELIHOOD_TASK = RecipeTask(
     method=SpanUnlikelihoodMethod,
     legacy_sections=("span", "eval"),
     description="span-level unlikelihood on perturbed summaries, faithfulness figures before/after",
+    model_schema=MODEL_SCHEMA,
+    data_schema=DATA_SCHEMA,
+    args_classes=(SpanUnlikelihoodConfig,),
 )
 
 NEGATION_TASK = RecipeTask(
@@ -253,4 +271,7 @@ NEGATION_TASK = RecipeTask(
     method=TaskNegationMethod,
     legacy_sections=("span", "negation", "eval"),
     description="LoRA task-vector negation against unfaithful summaries, lambda chosen on validation",
+    model_schema=MODEL_SCHEMA,
+    data_schema=DATA_SCHEMA,
+    args_classes=(SpanUnlikelihoodConfig,),
 )

@@ -211,6 +211,10 @@ class SpanFeatureBuilder:
 
     `__call__(row)` returns a dict of int lists of equal length; `labels` is -100 on prompt tokens.
     `map(dataset)` applies it to a `datasets.Dataset` (columns replaced) or a list of rows.
+
+    A summary cut by `max_length` can lose every unfaithful token of its spans; the row would then train
+    as a faithful summary. Each such row is logged at WARNING (once per `map` call, with the count) and
+    counted in `spans_cut_off`, the number of rows built so far whose spans were all cut away.
     """
 
     tokenizer: Any
@@ -220,6 +224,8 @@ class SpanFeatureBuilder:
     use_chat_template: bool | None = None
     system_prompt: str | None = None
     add_eos: bool = True
+    spans_cut_off: int = field(default=0, init=False, compare=False)
+    _quiet: bool = field(default=False, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         _require_fast(self.tokenizer)
@@ -282,8 +288,19 @@ class SpanFeatureBuilder:
                 prompt_ids = self._shorter_prompt(example.document, room)
             if len(prompt_ids) + len(summary_ids) > self.max_length:
                 keep = max(self.max_length - len(prompt_ids), 1)
+                had_spans = any(mask)
                 summary_ids, mask = summary_ids[:keep], mask[:keep]
                 prompt_ids = prompt_ids[: self.max_length - len(summary_ids)]
+                if had_spans and not any(mask):
+                    # Every unfaithful token fell after the cut: the row now looks faithful.
+                    self.spans_cut_off += 1
+                    if not self._quiet:
+                        logger.warning(
+                            "max_length=%d cuts the summary %r before its unfaithful span(s): the row trains as a "
+                            "faithful summary. Raise max_length or max_document_tokens, or drop the row.",
+                            self.max_length,
+                            example.summary[:60],
+                        )
         input_ids = prompt_ids + summary_ids
         labels = [-100] * len(prompt_ids) + summary_ids
         return {
@@ -321,7 +338,14 @@ class SpanFeatureBuilder:
     def map(self, dataset: Any, keep_columns: Sequence[str] = ()) -> Any:
         """Apply the builder to a `datasets.Dataset` (other columns dropped unless kept) or a list of rows."""
         if isinstance(dataset, list):
-            return [{**{k: r[k] for k in keep_columns if k in r}, **self(r)} for r in dataset]
+            before = self.spans_cut_off
+            self._quiet = True
+            try:
+                rows = [{**{k: r[k] for k in keep_columns if k in r}, **self(r)} for r in dataset]
+            finally:
+                self._quiet = False
+            self._warn_cut_off(self.spans_cut_off - before, len(dataset))
+            return rows
         missing = {"document", "summary"} - set(dataset.column_names)
         if missing:
             raise ValueError(
@@ -329,7 +353,25 @@ class SpanFeatureBuilder:
                 f"(optional reference); got {dataset.column_names}."
             )
         drop = [c for c in dataset.column_names if c not in keep_columns]
-        return dataset.map(self, remove_columns=drop, desc="Building span masks")
+        before = self.spans_cut_off
+        self._quiet = True
+        try:
+            out = dataset.map(self, remove_columns=drop, desc="Building span masks")
+        finally:
+            self._quiet = False
+        self._warn_cut_off(self.spans_cut_off - before, len(dataset))
+        return out
+
+    def _warn_cut_off(self, n: int, total: int) -> None:
+        if n:
+            logger.warning(
+                "max_length=%d cut every unfaithful span of %d of %d summaries: those rows train as faithful "
+                "summaries (counted in SpanFeatureBuilder.spans_cut_off). Raise max_length or "
+                "max_document_tokens, or drop those rows.",
+                self.max_length,
+                n,
+                total,
+            )
 
 
 @dataclass

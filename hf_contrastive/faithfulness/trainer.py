@@ -33,6 +33,8 @@ from datasets import Dataset
 from torch import nn
 from trl import SFTConfig, SFTTrainer
 
+from hf_contrastive.core.checkpoint import AtomicCheckpointMixin
+from hf_contrastive.core.data.checks import require_rows
 from hf_contrastive.core.hub.mixin import CardTrainerMixin
 from hf_contrastive.faithfulness.losses import (
     OBJECTIVES,
@@ -104,7 +106,7 @@ class SpanUnlikelihoodConfig(SFTConfig):
         super().__post_init__()
 
 
-class SpanUnlikelihoodTrainer(CardTrainerMixin, SFTTrainer):
+class SpanUnlikelihoodTrainer(AtomicCheckpointMixin, CardTrainerMixin, SFTTrainer):
     """`trl.SFTTrainer` with the span-level objectives of faithful summarisation.
 
     Args:
@@ -140,6 +142,8 @@ class SpanUnlikelihoodTrainer(CardTrainerMixin, SFTTrainer):
             raise TypeError(f"`args` must be a SpanUnlikelihoodConfig, got {type(args).__name__}.")
         if model is None:
             raise ValueError("SpanUnlikelihoodTrainer needs a causal language model.")
+        require_rows(kwargs.get("train_dataset"), name="train_dataset", owner=type(self).__name__)
+        require_rows(kwargs.get("eval_dataset"), name="eval_dataset", owner=type(self).__name__)
         user_collator = kwargs.get("data_collator")
         self.loss_fn = SpanUnlikelihoodLoss(
             objective=args.objective,

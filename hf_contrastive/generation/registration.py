@@ -3,7 +3,7 @@
 transformers v5 maps `GenerationMode.CONTRASTIVE_SEARCH` to the Hub repository
 `transformers-community/contrastive-search` (remote code: it needs `trust_remote_code=True` and the network,
 and without them `generate(penalty_alpha=...)` raises). Importing `hf_contrastive` calls [`enable`],
-which changes exactly four objects of transformers, in memory only (no file of transformers is modified):
+which changes exactly five objects of transformers, in memory only (no file of transformers is modified):
 
 1. `transformers.generation.utils.GENERATION_MODES_MAPPING[GenerationMode.CONTRASTIVE_SEARCH]`: the Hub
    repository id is replaced by `"_contrastive_search"`, so `generate` dispatches that mode to a method.
@@ -16,6 +16,11 @@ which changes exactly four objects of transformers, in memory only (no file of t
    sampling in transformers v5; a call that sets `penalty_alpha > 0` and leaves `do_sample` unset gets
    `do_sample=False` and none of the pipeline's default sampling settings (as in transformers <= 4.55).
    Every other call is left as the original method returns it.
+5. `transformers.GenerationMixin._validate_generation_mode`: wrapped. transformers picks contrastive search only
+   for `penalty_alpha > 0` and `top_k > 1` and silently decodes greedily otherwise; the wrapper first refuses
+   values that cannot mean anything (`penalty_alpha` negative, above 1, NaN or not a number; with greedy
+   decoding, `top_k` < 1), as [`hf_contrastive.contrastive_search`] does. `penalty_alpha=None` or `0` still
+   means "not contrastive search", as transformers defines it, and is never checked.
 
 The first [`enable`] of a process logs this list once at INFO (logger
 `hf_contrastive.generation.registration`). To undo it, call [`disable`] (also exported as
@@ -35,9 +40,9 @@ from transformers.generation import utils as _gen_utils
 from transformers.generation.configuration_utils import GenerationMode
 from transformers.generation.utils import GenerationMixin
 
-from hf_contrastive.generation.contrastive_search import contrastive_search
+from hf_contrastive.generation.contrastive_search import contrastive_search, validate_contrastive_arguments
 
-__all__ = ["enable", "disable", "is_enabled", "HUB_REPO_ID"]
+__all__ = ["enable", "disable", "is_enabled", "check_contrastive_request", "HUB_REPO_ID"]
 
 HUB_REPO_ID = "transformers-community/contrastive-search"
 _METHOD_NAME = "_contrastive_search"
@@ -56,7 +61,34 @@ PATCHED = (
     f"transformers.GenerationMixin.load_custom_generate (wrapped: {HUB_REPO_ID!r} resolves to local code)",
     "transformers.pipelines.base.Pipeline._prepare_generate_kwargs (wrapped: penalty_alpha without do_sample "
     "turns off the pipeline's sampling defaults)",
+    "transformers.GenerationMixin._validate_generation_mode (wrapped: invalid penalty_alpha / top_k are refused "
+    "instead of silently decoding greedily)",
 )
+
+
+def check_contrastive_request(generation_config: Any) -> None:
+    """Refuse `penalty_alpha` / `top_k` values that transformers would silently turn into another decoding mode.
+
+    transformers runs contrastive search only for `penalty_alpha > 0` and `top_k > 1`; anything else decodes
+    greedily without a word, so `penalty_alpha=-0.1`, `penalty_alpha=float("nan")` or `top_k=0` looked like
+    contrastive search and was not. `penalty_alpha=None` or `0` means "not contrastive search" and passes.
+
+    Args:
+        generation_config (`GenerationConfig`): the resolved configuration of one `generate` call.
+
+    Raises:
+        `ValueError` / `TypeError`: as [`validate_contrastive_arguments`], naming the value given.
+    """
+    alpha = getattr(generation_config, "penalty_alpha", None)
+    if alpha is None or (isinstance(alpha, (int, float)) and alpha == 0):
+        return
+    sampling = getattr(generation_config, "do_sample", None) is True
+    beams = (getattr(generation_config, "num_beams", None) or 1) > 1
+    if sampling or beams:
+        # Sampling and beam search ignore penalty_alpha, but an impossible value is still a mistake.
+        validate_contrastive_arguments(alpha, 1)
+        return
+    validate_contrastive_arguments(alpha, getattr(generation_config, "top_k", None))
 
 
 def _contrastive_search_method(
@@ -140,6 +172,18 @@ def _make_pipeline_kwargs(original: Callable[..., Any]) -> Callable[..., Any]:
     return _prepare_generate_kwargs
 
 
+def _make_mode_check(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def _validate_generation_mode(
+        self: Any, generation_mode: Any, generation_config: Any, *args: Any, **kwargs: Any
+    ) -> Any:
+        check_contrastive_request(generation_config)
+        return original(self, generation_mode, generation_config, *args, **kwargs)
+
+    _validate_generation_mode.__hf_contrastive__ = True  # type: ignore[attr-defined]
+    return _validate_generation_mode
+
+
 def _pipeline_class() -> Any:
     try:
         from transformers.pipelines.base import Pipeline
@@ -161,6 +205,7 @@ def enable() -> None:
         "had_method": _METHOD_NAME in GenerationMixin.__dict__,
         "method": GenerationMixin.__dict__.get(_METHOD_NAME),
         "loader": GenerationMixin.__dict__.get("load_custom_generate"),
+        "mode_check": GenerationMixin.__dict__.get("_validate_generation_mode"),
         "pipeline": None,
     }
     pipeline_cls = _pipeline_class()
@@ -171,6 +216,8 @@ def enable() -> None:
     _gen_utils.GENERATION_MODES_MAPPING[_MODE] = _METHOD_NAME
     if _saved["loader"] is not None:
         GenerationMixin.load_custom_generate = _make_loader(_saved["loader"])
+    if _saved["mode_check"] is not None:
+        GenerationMixin._validate_generation_mode = _make_mode_check(_saved["mode_check"])
     if not _announced:
         _announced = True
         logger.info(
@@ -195,6 +242,8 @@ def disable() -> None:
         delattr(GenerationMixin, _METHOD_NAME)
     if _saved["loader"] is not None:
         GenerationMixin.load_custom_generate = _saved["loader"]
+    if _saved["mode_check"] is not None:
+        GenerationMixin._validate_generation_mode = _saved["mode_check"]
     if _saved["pipeline"] is not None:
         _pipeline_class()._prepare_generate_kwargs = _saved["pipeline"]
     _saved = None

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 from transformers import Trainer, TrainingArguments
 
+from hf_contrastive.core.checkpoint import AtomicCheckpointMixin
 from hf_contrastive.core.hub.mixin import CardTrainerMixin
 from hf_contrastive.core.peft import apply_peft
 from hf_contrastive.generation.losses import SimCTGLoss, simctg_contrastive_loss
@@ -68,7 +69,7 @@ class SimCTGCollator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-class SimCTGTrainer(CardTrainerMixin, Trainer):
+class SimCTGTrainer(AtomicCheckpointMixin, CardTrainerMixin, Trainer):
     """`transformers.Trainer` with the SimCTG objective: LM loss + weighted token-level contrastive loss.
 
     Args:

@@ -22,6 +22,7 @@ import os
 from typing import Any
 
 from hf_contrastive.core.recipes import (
+    RecipeError,
     RecipeTask,
     apply_overrides,
     build_args,
@@ -42,6 +43,7 @@ from hf_contrastive.retrieval.recipes import RETRIEVAL_TASK as _RETRIEVAL
 __all__ = [
     "DEFAULT_TASK",
     "RECIPE_TASKS",
+    "RecipeError",
     "RecipeTask",
     "apply_overrides",
     "build_args",
@@ -89,16 +91,17 @@ for _task in (_CONTRASTIVE, _RETRIEVAL, _RERANKER, _UNLIKELIHOOD, _NEGATION, _RE
 def get_recipe_task(name: str) -> RecipeTask:
     """The registered [`RecipeTask`] called `name`; unknown names are refused with the known ones."""
     if name not in RECIPE_TASKS:
-        raise ValueError(f"Unknown recipe task {name!r}; known tasks: {sorted(RECIPE_TASKS)}.")
+        raise RecipeError(f"Unknown recipe task {name!r}; known tasks: {sorted(RECIPE_TASKS)}.")
     return RECIPE_TASKS[name]
 
 
 def load_recipe(name_or_path: str | os.PathLike, overrides: list[str] | None = None) -> dict[str, Any]:
     """Read, override, check and resolve a recipe (what `hf-contrastive train NAME --print-recipe` prints).
 
-    Unknown sections, and unknown keys in `method` and `lora`, are refused here; unknown `args` keys when
-    the runner builds its `TrainingArguments`. Sections of release 0.1 are moved to their new homes with a
-    `FutureWarning`.
+    Unknown sections, unknown keys in every section (`model`, `data`, `method`, `args`, `lora`, against the
+    task's schemas) and values of the wrong type are refused here ([`RecipeError`]); strings that stand
+    for numbers (`"1e-4"`) are parsed where a number is expected. Sections of release 0.1 are moved to
+    their new homes with a `FutureWarning`.
 
     Args:
         name_or_path (`str` or `os.PathLike`):
@@ -117,6 +120,7 @@ def load_recipe(name_or_path: str | os.PathLike, overrides: list[str] | None = N
         recipe, overrides or [], sections=task.sections, method_fields=task.method_fields
     )
     recipe = normalize_sections(recipe, task, source=path)
+    recipe = task.check(recipe)
     task.read_method(recipe)
     lora_config(recipe.get("lora"))
     recipe["task"] = task.name
@@ -133,6 +137,6 @@ def run_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     """
     recipe = dict(recipe)
     task = get_recipe_task(str(recipe.pop("task", DEFAULT_TASK)))
-    recipe = normalize_sections(recipe, task)
+    recipe = task.check(normalize_sections(recipe, task))
     task.read_method(recipe)
     return task.runner(recipe)

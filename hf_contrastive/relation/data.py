@@ -297,7 +297,9 @@ class RelationDataCollator:
     the marker settings). Output keys: `input_ids`, `attention_mask` (and `token_type_ids` when the
     tokenizer makes them), `entity_positions` `[B, 4]` (token positions of subject start, subject end,
     object start and object end markers; for multi-token punctuation markers the first token of each),
-    `labels` `[B]` when `label2id` is given and examples carry labels.
+    `labels` `[B]` when `label2id` is given and the examples carry labels. A batch that mixes labelled
+    and unlabelled examples raises `ValueError` (leaving `labels` out would drop every row's label), unless
+    `allow_partial_labels` says the labels are optional (such a batch then has no `labels`).
 
     Sentences longer than `max_length` are cut to a window that keeps both entities (and as much
     context around them as fits); a pair of entities that alone does not fit raises `ValueError`.
@@ -313,6 +315,8 @@ class RelationDataCollator:
         max_length (`int | None`, *optional*): token budget per example (the processor's, 128 by default).
         with_explanations (`bool`, *optional*, defaults to `False`): append `example.explanation` after a separator.
         processor (`RelationProcessor | None`, *optional*): a [`RelationProcessor`] to mark with.
+        allow_partial_labels (`bool`, *optional*, defaults to `False`): let a batch mix labelled and unlabelled
+            examples (it then carries no `labels`); for objectives that do not read them (TKRE stage 1).
     """
 
     def __init__(
@@ -325,7 +329,9 @@ class RelationDataCollator:
         max_length: int | None = None,
         with_explanations: bool = False,
         processor: RelationProcessor | None = None,
+        allow_partial_labels: bool = False,
     ) -> None:
+        self.allow_partial_labels = bool(allow_partial_labels)
         if processor is None:
             if tokenizer is None:
                 raise TypeError("RelationDataCollator needs a tokenizer or a processor.")
@@ -405,7 +411,16 @@ class RelationDataCollator:
         }
         if "token_type_ids" in enc:
             batch["token_type_ids"] = enc["token_type_ids"]
-        if self.label2id is not None and all(r.label is not None for r in rows):
+        unlabelled = [i for i, r in enumerate(rows) if r.label is None]
+        if self.label2id is not None and 0 < len(unlabelled) < len(rows) and not self.allow_partial_labels:
+            # Leaving `labels` out would silently drop the labels of the other rows too.
+            names = [rows[i].id if rows[i].id is not None else f"#{i}" for i in unlabelled[:5]]
+            raise ValueError(
+                f"The batch mixes labelled and unlabelled relation examples ({len(unlabelled)} of {len(rows)} "
+                f"have no label, e.g. {names}); a batch carries labels for all of its rows or for none. Give "
+                "every training example a label, or keep unlabelled examples in a separate dataset."
+            )
+        if self.label2id is not None and not unlabelled:
             unknown = sorted({r.label for r in rows if r.label not in self.label2id})
             if unknown:
                 raise ValueError(f"Relation label(s) {unknown} are not in the schema {list(self.label2id)}.")

@@ -15,6 +15,7 @@ from torch import nn
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedModel
 from transformers.utils import PROCESSOR_NAME, ModelOutput, cached_file, logging
 
+from hf_contrastive.core.boundary import corrupt_file_errors
 from hf_contrastive.core.hub.card import ModelCardInfo, render_model_card
 from hf_contrastive.core.hub.mixin import HubMixin
 from hf_contrastive.relation.configuration import RelationClassifierConfig
@@ -396,7 +397,8 @@ class RelationClassifier(HubMixin, RelationClassifierPreTrainedModel):
         config_file = Path(path) / "config.json"
         model_type = None
         if config_file.is_file():
-            model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
+            with corrupt_file_errors(config_file):
+                model_type = json.loads(config_file.read_text(encoding="utf-8")).get("model_type")
         else:
             try:
                 model_type = AutoConfig.from_pretrained(path).model_type
@@ -415,7 +417,8 @@ class RelationClassifier(HubMixin, RelationClassifierPreTrainedModel):
             return cls.from_backbone(path, labels, tokenizer=kwargs.pop("tokenizer", None), **kwargs)
         tokenizer = kwargs.pop("tokenizer", None)
         processor = kwargs.pop("processor", None)
-        model = super().from_pretrained(path, *model_args, **kwargs)
+        with corrupt_file_errors(path):
+            model = super().from_pretrained(path, *model_args, **kwargs)
         if processor is None:
             # A folder holding a processor (processor_config.json) restores it, with ``tokenizer`` when given.
             hub = {

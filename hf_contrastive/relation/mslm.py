@@ -100,6 +100,8 @@ class MaskedSpanLMCollator:
             raise ValueError(
                 "Pass relation_collator or the settings to build one (processor, ...), not both."
             )
+        # Masked span LM reads no relation labels: a batch of labelled and unlabelled text is fine here.
+        collator_kwargs.setdefault("allow_partial_labels", True)
         self.relation_collator = relation_collator or RelationDataCollator(
             tokenizer, processor=processor, **collator_kwargs
         )

@@ -24,6 +24,7 @@ from typing import Any
 
 from transformers import BatchEncoding, ProcessorMixin
 
+from hf_contrastive.core.boundary import cap_max_length, position_limit
 from hf_contrastive.relation.example import RelationExample, validate_spans
 
 MARKER_SCHEMES = ("entity_marker", "typed_entity_marker", "typed_entity_marker_punct")
@@ -238,6 +239,9 @@ class RelationProcessor(ProcessorMixin):
             "max_length": config.max_seq_length,
         }
         settings.update(overrides)
+        settings["max_length"] = cap_max_length(
+            settings["max_length"], position_limit(config), "max_seq_length"
+        )
         return cls(tokenizer, **settings)
 
     @classmethod

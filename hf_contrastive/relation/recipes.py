@@ -24,7 +24,15 @@ from typing import Any
 import torch
 
 from hf_contrastive.core.hub.card import EvalEntry
-from hf_contrastive.core.recipes import RecipeTask, build_args, lora_config, read_method
+from hf_contrastive.core.recipes import (
+    RecipeError,
+    RecipeTask,
+    build_args,
+    lora_config,
+    read_method,
+    schema_of,
+)
+from hf_contrastive.relation.configuration import RelationClassifierConfig
 from hf_contrastive.relation.data import (
     SEMEVAL_LABELS,
     RelationExample,
@@ -123,6 +131,25 @@ class RelationMethod:
 FINETUNING_SETTINGS = ("label_smoothing",)
 """The `RelationMethod` settings of fine-tuning; all others are TKRE pretraining's."""
 
+MODEL_SCHEMA: dict[str, Any] = {
+    "name_or_path": str,
+    "labels": list[str],
+    **schema_of(RelationClassifierConfig.__init__, skip=("backbone_config", "marker_token_ids")),
+}
+"""The `model` keys of `relation` recipes: the encoder, the labels and [`RelationClassifierConfig`] settings
+(fine-tuning; TKRE pretraining reads `name_or_path` only)."""
+
+DATA_SCHEMA: dict[str, Any] = {
+    "stage1": dict[str, Any],
+    "stage2": dict[str, Any],
+    "relations": list[str],
+    "train": dict[str, Any],
+    "eval": dict[str, Any],
+    "dataset_name": str,
+}
+"""The `data` keys of `relation` recipes: `stage1` / `stage2` / `relations` (pretraining) or `train` / `eval` /
+`dataset_name` (fine-tuning); each source is read by [`load_relation_source`]."""
+
 
 def load_relation_source(spec: dict[str, Any]) -> list:
     """Examples named by a recipe's data entry.
@@ -201,6 +228,12 @@ def run_tkre_pretrain_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     if "stage1" not in data_cfg and "stage2" not in data_cfg:
         raise ValueError("The recipe's data section needs stage1 and/or stage2 sources.")
     _refuse_settings(recipe, set(FINETUNING_SETTINGS), "TKRE pretraining (data.stage1 / data.stage2)")
+    extra = sorted(set(model_cfg) - {"name_or_path"})
+    if extra:
+        raise RecipeError(
+            f"model setting(s) {extra} do not apply to TKRE pretraining (data.stage1 / data.stage2): it reads "
+            "model.name_or_path only; marker settings are method settings."
+        )
     method = read_method(RelationMethod, recipe.get("method"), task="relation")
     args = build_args(
         TKREConfig, recipe.get("args"), method=method, defaults={"output_dir": "hf-contrastive-output"}
@@ -305,4 +338,7 @@ RECIPE_TASK = RecipeTask(
     method=RelationMethod,
     legacy_sections=("tkre",),
     description="TKRE two-stage pretraining (data.stage1/stage2) or relation-classifier fine-tuning (data.train)",
+    model_schema=MODEL_SCHEMA,
+    data_schema=DATA_SCHEMA,
+    args_classes=(TKREConfig, RelationFinetuneConfig),
 )

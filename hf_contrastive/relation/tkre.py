@@ -35,6 +35,8 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoModelForMaskedLM, AutoTokenizer, Trainer, TrainingArguments
 
+from hf_contrastive.core.checkpoint import AtomicCheckpointMixin
+from hf_contrastive.core.data.checks import require_rows
 from hf_contrastive.core.hub.card import ModelCardInfo
 from hf_contrastive.core.hub.mixin import save_with_card
 from hf_contrastive.core.peft import apply_peft
@@ -246,7 +248,7 @@ class TKREConfig(TrainingArguments):
         super().__post_init__()
 
 
-class TKREPretrainer(Trainer):
+class TKREPretrainer(AtomicCheckpointMixin, Trainer):
     r"""Runs TKRE's stage 1 (MSLM) then stage 2 (MSLM + span contrastive) and hands the encoder on.
 
     Args:
@@ -279,6 +281,8 @@ class TKREPretrainer(Trainer):
         stage2 = as_relation_dataset(stage2_dataset)
         if stage1 is None and stage2 is None:
             raise ValueError("TKREPretrainer needs stage1_dataset and/or stage2_dataset.")
+        require_rows(stage1, name="stage1_dataset", owner=type(self).__name__)
+        require_rows(stage2, name="stage2_dataset", owner=type(self).__name__)
         if stage2 is not None:
             missing = [e.id for e in stage2.examples if e.label is None][:3]
             if missing:

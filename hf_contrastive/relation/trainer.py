@@ -15,6 +15,8 @@ from typing import Any
 import torch.nn.functional as F
 from transformers import Trainer, TrainingArguments
 
+from hf_contrastive.core.checkpoint import AtomicCheckpointMixin
+from hf_contrastive.core.data.checks import require_rows
 from hf_contrastive.core.peft import apply_peft
 from hf_contrastive.relation.data import RelationDataset
 from hf_contrastive.relation.modeling import RelationClassifier
@@ -62,7 +64,7 @@ class RelationFinetuneConfig(TrainingArguments):
     save_strategy: Any = field(default="no", metadata={"help": "Checkpoints."})
 
 
-class RelationClassificationTrainer(Trainer):
+class RelationClassificationTrainer(AtomicCheckpointMixin, Trainer):
     r"""Fine-tunes a [`RelationClassifier`] with cross-entropy over its labels.
 
     Datasets are lists of `RelationExample`s (or dicts); the collator comes from the model. Evaluation
@@ -92,6 +94,9 @@ class RelationClassificationTrainer(Trainer):
                 f"RelationClassificationTrainer needs a RelationClassifier, got {type(model).__name__}."
             )
         args = args or RelationFinetuneConfig(output_dir="re-finetune-output")
+        train_dataset, eval_dataset = as_relation_dataset(train_dataset), as_relation_dataset(eval_dataset)
+        require_rows(train_dataset, name="train_dataset", owner=type(self).__name__)
+        require_rows(eval_dataset, name="eval_dataset", owner=type(self).__name__)
         tokenizer = processing_class or model.tokenizer
         collator = kwargs.pop("data_collator", None) or model.collator(tokenizer)
         self.no_relation_label = args.no_relation_label or model.config.no_relation_label

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
+from hf_contrastive.core.boundary import corrupt_file_errors
 from hf_contrastive.core.hub.card import ModelCardInfo
 from hf_contrastive.core.hub.mixin import HubMixin
 from hf_contrastive.embeddings.configuration import SentenceEncoderConfig
@@ -361,15 +362,18 @@ class BiEncoder(HubMixin, PreTrainedModel):
         }
         folder = resolve_folder(pretrained_model_name_or_path)
         config_file = folder / "config.json"
-        if config_file.is_file() and json.loads(config_file.read_text(encoding="utf-8")).get(
-            "model_type"
-        ) == (BiEncoderConfig.model_type):
+        with corrupt_file_errors(folder):
+            own = config_file.is_file() and json.loads(config_file.read_text(encoding="utf-8")).get(
+                "model_type"
+            ) == (BiEncoderConfig.model_type)
+        if own:
             config = kwargs.pop("config", None) or BiEncoderConfig.from_pretrained(folder)
             for key, value in settings.items():
                 if key == "shared_towers" and bool(value) != config.shared_towers:
                     raise ValueError("shared_towers of a saved bi-encoder cannot be changed at load time.")
                 setattr(config, key, value)
-            model = super().from_pretrained(folder, *model_args, config=config, **kwargs)
+            with corrupt_file_errors(folder):
+                model = super().from_pretrained(folder, *model_args, config=config, **kwargs)
             model.tokenizer = load_tokenizer(folder)
 
             model.card_info = ModelCardInfo.from_folder(folder)

@@ -38,7 +38,13 @@ import torch
 from transformers import TrainerCallback
 
 from hf_contrastive.core.data.benchmarks import Corpus, Qrels, Queries, load_beir
-from hf_contrastive.core.search import SCORE_FUNCTIONS, document_text, encode_texts, exact_search
+from hf_contrastive.core.search import (
+    SCORE_FUNCTIONS,
+    check_embeddings,
+    document_text,
+    encode_texts,
+    exact_search,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -174,6 +180,9 @@ def evaluate_retrieval(
         k, plus `num_queries`, `num_documents`, `unknown_qrels_queries` (qrels query ids not
         in `queries`: skipped) and `unknown_qrels_documents` (judgements of documents not in
         the corpus: kept as relevant but unretrievable, as trec_eval does).
+    Raises:
+        `ValueError`: when the query or document embeddings hold NaN / infinite values, or all-zero rows
+            with `score_function="cos_sim"` (every score would tie; the error names the rows and ids).
     """
     corpus, queries, qrels, counts = _validate_triple(corpus, queries, qrels)
     ks = _check_k_values(k_values)
@@ -201,6 +210,10 @@ def evaluate_retrieval(
         d_emb = torch.as_tensor(corpus_embeddings).float()
         if d_emb.shape[0] != len(doc_ids):
             raise ValueError(f"corpus_embeddings has {d_emb.shape[0]} rows for {len(doc_ids)} documents.")
+    # NaN or all-zero rows tie every score; the id tie-break would then fake a ranking (even nDCG = 1).
+    cosine = score_function == "cos_sim"
+    check_embeddings(q_emb, qids, what="queries", refuse_zero=cosine)
+    check_embeddings(d_emb, doc_ids, what="documents", refuse_zero=cosine)
     hits = exact_search(q_emb, d_emb, doc_ids, max(ks), score_function=score_function, chunk_size=chunk_size)
     results = dict(zip(qids, hits))
     metrics: dict[str, Any] = retrieval_metrics(

@@ -57,15 +57,20 @@ from typing import Any
 
 from datasets import Dataset
 
-from hf_contrastive.core.recipes import RecipeTask, build_args, lora_config, read_method
+from hf_contrastive.core.recipes import RecipeTask, build_args, lora_config, read_method, schema_of
 from hf_contrastive.core.smollm2 import smollm2_folder
 from hf_contrastive.embeddings.modeling import SentenceEncoder
+from hf_contrastive.embeddings.recipes import MODEL_SCHEMA as ENCODER_MODEL_SCHEMA
 from hf_contrastive.embeddings.recipes import ContrastiveMethod
 from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
 from hf_contrastive.retrieval import augment
 from hf_contrastive.retrieval.bi_encoder import BiEncoder
 from hf_contrastive.retrieval.evaluation import document_text, evaluate_retrieval, load_beir
 from hf_contrastive.retrieval.mining import mine_hard_negatives
+from hf_contrastive.retrieval.rerankers.configuration import (
+    CrossEncoderRerankerConfig,
+    LLMYesNoRerankerConfig,
+)
 from hf_contrastive.retrieval.rerankers.evaluation import evaluate_reranking
 from hf_contrastive.retrieval.rerankers.modeling import CrossEncoderReranker, LLMYesNoReranker
 from hf_contrastive.retrieval.rerankers.trainer import RerankerConfig, RerankerTrainer
@@ -79,6 +84,49 @@ __all__ = [
 ]
 
 BUILDERS = ("random_crop", "inverse_cloze", "context_window")
+
+RETRIEVAL_MODEL_SCHEMA: dict[str, Any] = {
+    **ENCODER_MODEL_SCHEMA,
+    "query_prompt": str,
+    "document_prompt": str,
+    "query_max_length": int | None,
+    "document_max_length": int | None,
+    "shared_towers": bool,
+}
+"""The `model` keys of `retrieval` recipes: [`BiEncoder.from_pretrained`] arguments."""
+
+RETRIEVAL_DATA_SCHEMA: dict[str, Any] = {
+    "corpus": dict[str, Any],
+    "pairs": dict[str, Any],
+    "train": dict[str, Any],
+    "hard_negatives": dict[str, Any],
+    "eval": dict[str, Any],
+}
+"""The `data` keys of `retrieval` recipes (see the module docstring)."""
+
+RERANKER_MODEL_SCHEMA: dict[str, Any] = {
+    "type": str,
+    "name_or_path": str,
+    "yes_token": str,
+    "no_token": str,
+    **schema_of(CrossEncoderRerankerConfig.__init__, skip=("backbone_config",)),
+    **schema_of(LLMYesNoRerankerConfig.__init__, skip=("backbone_config", "yes_token_id", "no_token_id")),
+}
+"""The `model` keys of `reranker` recipes: the kind, the backbone, and the reranker config's settings."""
+
+RERANKER_DATA_SCHEMA: dict[str, Any] = {
+    "retrieval": str,
+    "split": str,
+    "retriever": str,
+    "num_negatives": int,
+    "range_min": int,
+    "relative_margin": float | None,
+    "batch_size": int,
+    "eval_split": str | None,
+    "eval_top_k": int,
+    "eval_queries": int | None,
+}
+"""The `data` keys of `reranker` recipes (see the module docstring)."""
 
 
 def _load(spec: dict[str, Any], default_split: str):
@@ -326,6 +374,9 @@ RETRIEVAL_TASK = RecipeTask(
     runner=run_retrieval_recipe,
     method=ContrastiveMethod,
     description="bi-encoder pre-training (crop pairs) or fine-tuning (mined hard negatives), BEIR before/after",
+    model_schema=RETRIEVAL_MODEL_SCHEMA,
+    data_schema=RETRIEVAL_DATA_SCHEMA,
+    args_classes=(ContrastiveConfig,),
 )
 
 RERANKER_TASK = RecipeTask(
@@ -334,4 +385,7 @@ RERANKER_TASK = RecipeTask(
     method=RerankerMethod,
     legacy_sections=("reranker",),
     description="cross-encoder or LLM reranker on mined hard negatives, reranked BEIR before/after",
+    model_schema=RERANKER_MODEL_SCHEMA,
+    data_schema=RERANKER_DATA_SCHEMA,
+    args_classes=(RerankerConfig,),
 )

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from tiny_models import bert_config, bert_tokenizer
+from tiny_models import bert_config, bert_tokenizer, sentence_transformers_folder
 
 from hf_contrastive import SentenceEncoder, SentenceEncoderConfig
 from hf_contrastive.cli import main
@@ -47,3 +47,16 @@ def test_card_verb_rewrites_card(tmp_path):
 def test_unknown_verb_fails():
     with pytest.raises(SystemExit):
         main(["frobnicate"])
+
+
+def test_card_verb_on_a_sentence_transformers_folder_needs_overwrite(tmp_path, capsys):
+    # A folder in another format is not rewritten as ours unless asked: one-line error, then --overwrite.
+    tok = bert_tokenizer(tmp_path / "v")
+    st = sentence_transformers_folder(tmp_path / "st", tok)
+    before = sorted(p.name for p in st.iterdir())
+    assert main(["card", str(st), "--license", "mit"]) != 0
+    err = capsys.readouterr().err
+    assert "overwrite" in err and "Traceback" not in err
+    assert sorted(p.name for p in st.iterdir()) == before  # untouched
+    assert main(["card", str(st), "--license", "mit", "--overwrite"]) == 0
+    assert not (st / "modules.json").exists() and "license: mit" in (st / "README.md").read_text()

@@ -55,6 +55,9 @@ def test_generate_verb_json_and_metrics(tiny_folder, tmp_path, capsys):
 
 
 def test_generate_verb_rejects_bad_arguments(tiny_folder, capsys):
-    with pytest.raises(ValueError, match="top_k"):
-        main(["generate", str(tiny_folder), "--prompt", "w5 w6", "--top-k", "0"])
+    assert main(["generate", str(tiny_folder), "--prompt", "w5 w6", "--top-k", "0"]) != 0
+    err = capsys.readouterr().err
+    assert "top_k" in err and "Traceback" not in err  # one line saying what to change
+    with pytest.raises(ValueError, match="top_k"):  # --debug: the exception itself
+        main(["generate", str(tiny_folder), "--prompt", "w5 w6", "--top-k", "0", "--debug"])
     assert main(["generate", str(tiny_folder)]) == 2

@@ -12,6 +12,7 @@ from tiny_models import bert_tokenizer
 from transformers import AutoProcessor
 
 from hf_contrastive import RelationProcessor as FaceRelationProcessor
+from hf_contrastive.core.boundary import position_limit
 from hf_contrastive.relation import RelationProcessor
 from hf_contrastive.relation.data import RelationDataCollator, RelationExample
 from hf_contrastive.relation.modeling import RelationClassifier
@@ -219,10 +220,9 @@ def test_model_exposes_and_restores_its_processor(tmp_path):
     model = tiny_classifier(tmp_path).eval()
     processor = model.processor
     assert isinstance(processor, RelationProcessor) and processor.tokenizer is model.tokenizer
-    assert (processor.marker_scheme, processor.max_length) == (
-        "typed_entity_marker",
-        model.config.max_seq_length,
-    )
+    # The budget is the config's, cut to the backbone's positions (the tiny backbone has 64).
+    budget = min(model.config.max_seq_length, position_limit(model.config))
+    assert (processor.marker_scheme, processor.max_length) == ("typed_entity_marker", budget)
     assert model.processor is processor  # built once
     rows = examples()
     collated = model.collator()(rows)
@@ -245,7 +245,7 @@ def test_model_exposes_and_restores_its_processor(tmp_path):
     # Without processor_config.json the processor comes from the config and the tokenizer.
     (tmp_path / "saved" / "processor_config.json").unlink()
     plain = RelationClassifier.from_pretrained(tmp_path / "saved")
-    assert plain.processor.max_length == model.config.max_seq_length
+    assert plain.processor.max_length == budget
     _assert_same(plain.processor(rows), processor(rows))
     # A processor that marks differently from the config is refused.
     with pytest.raises(ValueError, match="differ from the model config"):

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from hf_contrastive.core.boundary import cap_max_length
 from hf_contrastive.core.data.columns import ColumnRoles
 
 
@@ -21,12 +22,30 @@ class ContrastiveDataCollator:
 
     Returns `input_ids`/`attention_mask` (and `token_type_ids` when the tokenizer makes them)
     of shape `[R * B, L]` and, for scored pairs, `scores` of shape `[B]`.
+
+    Args:
+        tokenizer (`PreTrainedTokenizerBase`):
+            The tokenizer of the model.
+        roles (`ColumnRoles`):
+            Which columns hold anchors, positives, negatives and scores.
+        max_length (`int`, *optional*):
+            Truncation length (none when neither it nor `position_limit` is set).
+        pad_to_multiple_of (`int`, *optional*):
+            Pad each batch to a multiple of this length.
+        position_limit (`int`, *optional*):
+            The backbone's token limit ([`hf_contrastive.core.boundary.position_limit`]): `max_length` is cut
+            to it (with a warning when it was larger), and texts are truncated to it when no `max_length` is
+            given.
     """
 
     tokenizer: Any
     roles: ColumnRoles
     max_length: int | None = None
     pad_to_multiple_of: int | None = None
+    position_limit: int | None = None
+
+    def __post_init__(self) -> None:
+        self.max_length = cap_max_length(self.max_length, self.position_limit, "max_seq_length")
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         if not rows:

@@ -13,13 +13,18 @@ scored pairs                sentence1 + sentence2 + score              CoSENT / 
 
 Recognised names (case-insensitive) are listed in `ANCHOR_NAMES` etc.; a column whose name
 starts with a negative prefix (`negative_1`, `hard_negative`, `neg2`...) is a negative.
-Explicit names always win over detection.
+Explicit names always win over detection. A detected score column (`label`, `score`, ...) that holds
+integers or class labels is refused: those are class ids (NLI's entailment / neutral / contradiction),
+not similarities; name it with `score_column` when the integers really are similarity scores.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+from datasets import ClassLabel, Value
 
 ANCHOR_NAMES = (
     "anchor",
@@ -105,14 +110,32 @@ def _strip_tokenised(columns: Sequence[str]) -> list[str]:
     return out
 
 
+def _is_integer_feature(feature: Any) -> bool:
+    if isinstance(feature, ClassLabel):
+        return True
+    return isinstance(feature, Value) and str(feature.dtype).startswith(("int", "uint", "bool"))
+
+
 def resolve_column_roles(
     columns: Sequence[str],
     anchor: str | None = None,
     positive: str | None = None,
     negatives: Sequence[str] | None = None,
     score: str | None = None,
+    features: Mapping[str, Any] | None = None,
 ) -> ColumnRoles:
-    """Detect (or check the explicit) role of each column; raise a clear error when impossible."""
+    """Detect (or check the explicit) role of each column; raise a clear error when impossible.
+
+    Args:
+        columns (`Sequence[str]`): the dataset's column names.
+        anchor (`str | None`, *optional*): explicit anchor column.
+        positive (`str | None`, *optional*): explicit positive column.
+        negatives (`Sequence[str] | None`, *optional*): explicit negative columns.
+        score (`str | None`, *optional*): explicit score column; an integer column is taken as scores only
+            when named here.
+        features (`Mapping[str, Any] | None`, *optional*): the dataset's `features` (column types); with them a
+            detected score column of integers or class labels raises instead of training on class ids.
+    """
     available = _strip_tokenised(columns)
     explicit = {"anchor": anchor, "positive": positive, "score": score}
     for role, name in explicit.items():
@@ -124,7 +147,23 @@ def resolve_column_roles(
                 f"negative column {name!r} is not a column of the dataset; found {list(columns)}."
             )
 
-    score = score or _find(available, SCORE_NAMES)
+    detected_score = None if score else _find(available, SCORE_NAMES)
+    if (
+        detected_score is not None
+        and features is not None
+        and _is_integer_feature(features.get(detected_score))
+    ):
+        kind = "class labels" if isinstance(features[detected_score], ClassLabel) else "integers"
+        raise ValueError(
+            f"Column {detected_score!r} holds {kind} ({features[detected_score]}), which look like class ids "
+            "(e.g. NLI entailment / neutral / contradiction), not similarity scores; an integer column is never "
+            "taken as a score by detection. If they really are similarity scores, pass "
+            f"score_column={detected_score!r} (or cast the column to float). For NLI data, train on pairs "
+            "(keep the entailment rows and drop the label column) or on triplets "
+            "(anchor, positive=entailment, negative=contradiction). Columns: "
+            f"{list(columns)}."
+        )
+    score = score or detected_score
     anchor = anchor or _find(available, ANCHOR_NAMES)
     positive = positive or _find([c for c in available if c != anchor], POSITIVE_NAMES)
     if negatives is None:

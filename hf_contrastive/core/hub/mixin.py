@@ -27,6 +27,7 @@ from transformers.trainer import TRAINING_ARGS_NAME
 
 from hf_contrastive.core.hub import push as _push
 from hf_contrastive.core.hub.card import ModelCardInfo, render_card
+from hf_contrastive.core.saving import check_replaceable, process_umask
 from hf_contrastive.core.utils import atomic_save
 
 __all__ = [
@@ -133,13 +134,17 @@ class HubMixin(_CardInfoHolder):
         push_to_hub: bool = False,
         write_card: bool = True,
         repo_id: str | None = None,
+        overwrite: bool = False,
         **kwargs: Any,
     ) -> None:
         """Save weights (safetensors), config, tokenizer / processor and the model card `README.md`.
 
-        Everything is written to a temporary folder next to `save_directory` and moved into place only
-        once complete: a failure leaves the folder as it was (or absent). Files of the folder that this
-        save does not write (a Trainer's `checkpoint-*`) are kept.
+        Everything is written to a temporary folder next to `save_directory`, which then replaces the folder
+        whole in one step: a failure or a kill leaves exactly the old folder or exactly the new one, and no
+        file of an earlier save survives. Saving again over this head's own earlier save is allowed; a folder
+        holding anything else (another model, a sentence-transformers or plain transformers folder, files
+        that are not part of a saved model) is refused unless `overwrite=True`. Entries that belong to the
+        folder rather than the model (a Trainer's `checkpoint-*` and `runs/`, `.git`) are kept.
 
         Args:
             save_directory (`str | os.PathLike`): the target folder.
@@ -148,7 +153,12 @@ class HubMixin(_CardInfoHolder):
                 `extra_files`) are taken from `kwargs`.
             write_card (`bool`): write `README.md`.
             repo_id (`str`, *optional*): the repository the card is for; its snippets load it.
+            overwrite (`bool`, *optional*, defaults to `False`): replace a folder that holds something other than
+                an earlier save of this kind of head.
             kwargs (`Any`): the rest goes to `PreTrainedModel.save_pretrained` (`max_shard_size`, `state_dict`...).
+
+        Raises:
+            `ValueError`: when `save_directory` is a file, or holds something else and `overwrite` is `False`.
         """
 
         hub_kwargs = {k: kwargs.pop(k) for k in _push._HUB_KWARGS if k in kwargs}
@@ -158,7 +168,7 @@ class HubMixin(_CardInfoHolder):
             super().save_pretrained(save_directory, *args, **kwargs)  # type: ignore[misc]
             return
         _check_folder(save_directory)
-        with atomic_save(save_directory) as tmp:
+        with atomic_save(save_directory, check=None if overwrite else check_replaceable) as tmp:
             super().save_pretrained(tmp, *args, **kwargs)  # type: ignore[misc]
             _save_processors(self.card_processors(), tmp)
             if write_card:
@@ -279,12 +289,16 @@ def save_with_card(
     tags: Sequence[str] = (),
     citations: Sequence[str] = (),
     repo_id: str | None = None,
+    overwrite: bool = False,
     **save_kwargs: Any,
 ) -> Path:
     """Save a model that is not a [`HubMixin`] head (a PEFT adapter, a causal LM, a plain encoder) with a card.
 
     Weights (adapter files for a PEFT model), config, generation config, `tokenizer` and the rendered
-    `template` are written to a temporary folder that replaces `save_directory` only once complete.
+    `template` are written to a temporary folder that then replaces `save_directory` whole, in one step (see
+    [`HubMixin.save_pretrained`]): no file of the folder's earlier content survives, and a folder holding
+    anything other than an earlier hf-contrastive save of the same kind of model is refused unless
+    `overwrite=True`.
 
     Args:
         model (`Any`): a `PreTrainedModel` or a `peft.PeftModel`. A [`HubMixin`] head is saved by its own
@@ -300,6 +314,8 @@ def save_with_card(
             is written at the top of the folder, as `PeftModel.from_pretrained(base, folder)` expects.
         pipeline_tag / tags / citations: Hub metadata and BibTeX of the method.
         repo_id (`str`, *optional*): the repository the card is for (its snippets load it).
+        overwrite (`bool`, *optional*, defaults to `False`): replace a folder that holds something else (another
+            model, a plain transformers or sentence-transformers folder, files that are not model files).
         save_kwargs (`Any`): passed to the model's `save_pretrained` (`state_dict`, `max_shard_size`...).
 
     Returns:
@@ -309,7 +325,7 @@ def save_with_card(
     if isinstance(model, HubMixin):
         if card_info is not None:
             model.card_info = card_info
-        model.save_pretrained(save_directory, repo_id=repo_id, **save_kwargs)
+        model.save_pretrained(save_directory, repo_id=repo_id, overwrite=overwrite, **save_kwargs)
         return Path(save_directory)
     if not callable(getattr(model, "save_pretrained", None)):
         raise TypeError(f"save_with_card needs a model with save_pretrained, got {type(model).__name__}.")
@@ -321,7 +337,7 @@ def save_with_card(
         info.base_model = source
     if context["is_adapter"]:
         info.tags = list(dict.fromkeys([*info.tags, "peft", "lora"]))
-    with atomic_save(save_directory) as tmp:
+    with atomic_save(save_directory, check=None if overwrite else check_replaceable) as tmp:
         if context["is_adapter"] and adapter_name is not None:
             model.save_pretrained(tmp, selected_adapters=[adapter_name], **save_kwargs)
             if adapter_name != "default":
@@ -497,6 +513,7 @@ class CardTrainerMixin(_CardInfoHolder):
         os.close(fd)
         try:
             card.save(tmp)
+            os.chmod(tmp, 0o666 & ~process_umask())  # mkstemp's 0o600 would make the card private
             os.replace(tmp, output_dir / "README.md")
         finally:
             if os.path.exists(tmp):

@@ -344,7 +344,9 @@ class InfoNCELoss(ContrastiveLoss):
             raise ValueError(
                 f"{type(self).__name__}: no negatives: the batch has a single anchor"
                 f"{' across all processes' if total != batch else ''} and no hard negatives, so the "
-                "softmax has only the positive. Use a batch size > 1 or give hard negatives."
+                "softmax has only the positive. Use a batch size > 1 or give hard negatives. A duplicate-free "
+                "batch sampler (no_duplicates) moves rows that repeat a text to later batches, which can leave "
+                "a 1-row batch at the end of an epoch: remove duplicate rows, or give it min_batch_size=2."
             )
 
         scale = self.current_scale().to(dtype)

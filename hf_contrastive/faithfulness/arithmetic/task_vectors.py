@@ -8,6 +8,8 @@ for example producing unfaithful summaries.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +24,18 @@ def _state_dict(model_or_state: Any) -> dict[str, torch.Tensor]:
     if isinstance(model_or_state, torch.nn.Module):
         return model_or_state.state_dict()
     raise TypeError(f"Expected a torch.nn.Module or a state dict, got {type(model_or_state).__name__}.")
+
+
+def _check_scale(scale: Any) -> float:
+    """`scale` as a float; refuse what is not a finite number (NaN or inf would poison every weight)."""
+    if isinstance(scale, bool) or not isinstance(scale, numbers.Real):
+        raise TypeError(f"A task vector scales by a number, got {type(scale).__name__}.")
+    if not math.isfinite(scale):
+        raise ValueError(
+            f"A task vector scales by a finite number, got {scale!r}: every weight it touches would become "
+            "NaN or infinite."
+        )
+    return float(scale)
 
 
 def _architecture(model_or_state: Any) -> str | None:
@@ -96,9 +110,8 @@ class TaskVector:
         return TaskVector({k: -v for k, v in self.vector.items()}, self.architecture)
 
     def __mul__(self, scale: float) -> TaskVector:
-        if isinstance(scale, bool) or not isinstance(scale, (int, float)):
-            raise TypeError(f"A task vector scales by a number, got {type(scale).__name__}.")
-        return TaskVector({k: v * float(scale) for k, v in self.vector.items()}, self.architecture)
+        scale = _check_scale(scale)
+        return TaskVector({k: v * scale for k, v in self.vector.items()}, self.architecture)
 
     __rmul__ = __mul__
 
@@ -108,6 +121,7 @@ class TaskVector:
     # -- application ----------------------------------------------------------------------------------------
     def state_dict_for(self, base: Any, scale: float = 1.0) -> dict[str, torch.Tensor]:
         """`theta_0 + scale * tau` as a new state dict (non-float entries copied from `base`)."""
+        scale = _check_scale(scale)
         self._check_target(base)
         sd = _state_dict(base)
         return {
@@ -120,6 +134,7 @@ class TaskVector:
     @torch.no_grad()
     def apply_to(self, model: torch.nn.Module, scale: float = 1.0) -> torch.nn.Module:
         """In place: every entry `theta <- theta + scale * tau`; returns `model`."""
+        scale = _check_scale(scale)
         self._check_target(model)
         sd = model.state_dict()
         for k, v in self.vector.items():

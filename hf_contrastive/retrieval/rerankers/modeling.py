@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from hf_contrastive.core.boundary import cap_max_length, corrupt_file_errors, position_limit
 from hf_contrastive.core.hub.card import ModelCardInfo
 from hf_contrastive.core.hub.mixin import HubMixin
 from hf_contrastive.retrieval.rerankers.configuration import (
@@ -68,6 +69,12 @@ class _RerankerMixin(HubMixin):
 
     def tokenize_pairs(self, queries: Sequence[str], documents: Sequence[str]) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+    @property
+    def truncation_length(self) -> int:
+        """`config.max_seq_length`, cut to the backbone's token limit (with a warning once when larger)."""
+        config = self.config  # type: ignore[attr-defined]
+        return cap_max_length(config.max_seq_length, position_limit(config), "max_seq_length")
 
     @torch.inference_mode()
     def predict(
@@ -117,9 +124,19 @@ class _RerankerMixin(HubMixin):
     def rerank(
         self, query: str, documents: Sequence[str], top_k: int | None = None, batch_size: int = 32
     ) -> list[dict[str, Any]]:
-        """Documents sorted by relevance to `query`: `[{"corpus_id": index, "score": s, "text": doc}]`."""
+        """Documents sorted by relevance to `query`: `[{"corpus_id": index, "score": s, "text": doc}]`.
+
+        Args:
+            query (`str`): the query.
+            documents (`Sequence[str]`): the candidate documents.
+            top_k (`int | None`, *optional*): keep the `top_k` best documents (an int >= 1); `None` keeps all.
+            batch_size (`int`, *optional*, defaults to `32`): pairs per forward pass.
+        """
         if not isinstance(query, str):
             raise TypeError(f"query must be a string, got {type(query).__name__}.")
+        if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+            # A slice with top_k=-1 would silently drop the last document; 0 would return nothing.
+            raise ValueError(f"top_k must be an int >= 1 (or None for all documents), got {top_k!r}.")
         docs = list(documents)
         scores = self.predict([(query, d) for d in docs], batch_size=batch_size).tolist()
         ranked = sorted(range(len(docs)), key=lambda i: -scores[i])
@@ -139,7 +156,8 @@ class _RerankerMixin(HubMixin):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path: str | os.PathLike, *args: Any, **kwargs: Any):
         """Load a saved reranker folder (with its tokenizer when the folder has one)."""
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)  # type: ignore[misc]
+        with corrupt_file_errors(pretrained_model_name_or_path):
+            model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)  # type: ignore[misc]
         folder = Path(pretrained_model_name_or_path)
         if (folder / "tokenizer_config.json").is_file():
             model.tokenizer = AutoTokenizer.from_pretrained(folder)
@@ -247,7 +265,7 @@ class CrossEncoderReranker(_RerankerMixin, PreTrainedModel):
                 list(documents),
                 padding=True,
                 truncation="longest_first",
-                max_length=self.config.max_seq_length,
+                max_length=self.truncation_length,
                 return_tensors="pt",
             )
         )
@@ -391,11 +409,12 @@ class LLMYesNoReranker(_RerankerMixin, PreTrainedModel):
             else []
         )
         rows = []
+        max_length = self.truncation_length
         for q, d in zip(queries, documents):
             prefix_ids = bos + tok.encode(head.format(query=q), add_special_tokens=False)
-            budget = self.config.max_seq_length - len(prefix_ids) - len(suffix_ids)
+            budget = max_length - len(prefix_ids) - len(suffix_ids)
             if budget < 1:  # a very long query: keep its end, always keep the suffix
-                prefix_ids = prefix_ids[: max(1, self.config.max_seq_length - len(suffix_ids) - 1)]
+                prefix_ids = prefix_ids[: max(1, max_length - len(suffix_ids) - 1)]
                 budget = 1
             doc_ids = tok.encode(d, add_special_tokens=False)[:budget]
             rows.append(prefix_ids + doc_ids + suffix_ids)

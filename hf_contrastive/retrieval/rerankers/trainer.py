@@ -30,6 +30,9 @@ from typing import Any
 import torch
 from transformers import Trainer, TrainingArguments
 
+from hf_contrastive.core.boundary import corrupt_file_errors
+from hf_contrastive.core.checkpoint import AtomicCheckpointMixin
+from hf_contrastive.core.data.checks import require_rows
 from hf_contrastive.core.losses.base import ContrastiveLoss
 from hf_contrastive.core.peft import apply_peft
 from hf_contrastive.retrieval.rerankers.losses import ListwiseInfoNCELoss, PointwiseBCELoss, YesNoSFTLoss
@@ -199,7 +202,7 @@ def load_reranker(path: str | os.PathLike) -> CrossEncoderReranker | LLMYesNoRer
     cfg = os.path.join(path, "config.json")
     if not os.path.isfile(cfg):
         raise ValueError(f"{path} has no config.json: not a saved reranker folder.")
-    with open(cfg, encoding="utf-8") as f:
+    with corrupt_file_errors(cfg), open(cfg, encoding="utf-8") as f:
         model_type = json.load(f).get("model_type")
     for cls in (CrossEncoderReranker, LLMYesNoReranker):
         if cls.config_class.model_type == model_type:
@@ -207,7 +210,7 @@ def load_reranker(path: str | os.PathLike) -> CrossEncoderReranker | LLMYesNoRer
     raise ValueError(f"{path} holds a {model_type!r} model, not a reranker of this library.")
 
 
-class RerankerTrainer(Trainer):
+class RerankerTrainer(AtomicCheckpointMixin, Trainer):
     r"""`Trainer` for [`CrossEncoderReranker`] and [`LLMYesNoReranker`].
 
     Args:
@@ -251,6 +254,8 @@ class RerankerTrainer(Trainer):
             base.config.max_seq_length = int(args.max_seq_length)
         if train_dataset is None or not hasattr(train_dataset, "column_names"):
             raise TypeError(f"train_dataset must be a datasets.Dataset, got {type(train_dataset).__name__}.")
+        require_rows(train_dataset, name="train_dataset", owner=type(self).__name__)
+        require_rows(eval_dataset, name="eval_dataset", owner=type(self).__name__)
         self.columns = resolve_reranker_columns(train_dataset.column_names, args)
         self.loss_fn = build_reranker_loss(args, llm=isinstance(base, LLMYesNoReranker))
         if peft_config is not None:
