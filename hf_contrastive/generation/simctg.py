@@ -19,6 +19,7 @@ from torch import nn
 from transformers import Trainer, TrainingArguments
 
 from hf_contrastive.core.checkpoint import AtomicCheckpointMixin
+from hf_contrastive.core.data.checks import require_rows
 from hf_contrastive.core.hub.mixin import CardTrainerMixin
 from hf_contrastive.core.peft import apply_peft
 from hf_contrastive.generation.losses import SimCTGLoss, simctg_contrastive_loss
@@ -97,6 +98,8 @@ class SimCTGTrainer(AtomicCheckpointMixin, CardTrainerMixin, Trainer):
             raise TypeError(f"`args` must be a SimCTGConfig, got {type(args).__name__}.")
         if model is None:
             raise ValueError("SimCTGTrainer needs a causal language model.")
+        require_rows(kwargs.get("train_dataset"), name="train_dataset", owner=type(self).__name__)
+        require_rows(kwargs.get("eval_dataset"), name="eval_dataset", owner=type(self).__name__)
         if peft_config is not None:
             model = apply_peft(model, peft_config)
         super().__init__(model=model, args=args, **kwargs)

@@ -102,3 +102,14 @@ def test_simctg_lowers_token_cosine_on_held_out_text(tmp_path):
     assert any("loss_contrastive" in x and "loss_mle" in x for x in logs)
     _, after_mle_only, _ = _train(0.0, tmp_path)
     assert after < after_mle_only, (after, after_mle_only)
+
+
+def test_empty_training_set_is_refused(tmp_path):
+    # A Trainer would run 0 steps on it and report success.
+    from datasets import Dataset
+
+    config = GPT2Config(vocab_size=64, n_embd=32, n_layer=1, n_head=2, n_positions=32)
+    empty = Dataset.from_dict({"input_ids": []})
+    args = SimCTGConfig(output_dir=str(tmp_path), report_to=[], use_cpu=True)
+    with pytest.raises(ValueError, match="train_dataset"):
+        SimCTGTrainer(model=GPT2LMHeadModel(config), args=args, train_dataset=empty)
