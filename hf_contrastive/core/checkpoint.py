@@ -28,13 +28,14 @@ import logging
 import os
 import re
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, rotate_checkpoints
+
+from hf_contrastive.core.saving import swap_in
 
 logger = logging.getLogger(__name__)
 
@@ -152,15 +153,13 @@ def _staging_dir(run_dir: str, name: str) -> str:
 
 
 def _publish(staged: str, final: str) -> None:
-    """Rename the whole folder `staged` to `final`, replacing a folder already there."""
-    old = None
+    """Rename the whole folder `staged` to `final`; a folder already there is swapped out whole (the same
+    [`swap_in`] as model saves: a reader sees the old checkpoint or the new one, never a mix)."""
     if os.path.lexists(final):
-        old = os.path.join(os.path.dirname(final), f".{os.path.basename(final)}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(final, old)
-    os.rename(staged, final)
+        swap_in(Path(staged), Path(final))
+    else:
+        os.rename(staged, final)
     _fsync(os.path.dirname(final), directory=True)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def _point_card_at(staged: str, final: str) -> None:

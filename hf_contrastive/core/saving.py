@@ -38,6 +38,7 @@ from hf_contrastive.core.configuration import registered_model_types
 
 __all__ = [
     "KEPT_ENTRIES",
+    "COMMON_MODEL_FILES",
     "MODEL_ENTRIES",
     "FolderContent",
     "apply_default_permissions",
@@ -66,17 +67,13 @@ KEPT_ENTRIES: tuple[str, ...] = (
     ".cache",
 )
 
-# Top-level entries a model save writes (transformers, PEFT, tokenizers, processors, sentence-transformers):
-# replacing the folder may delete these without asking when it holds the same model.
-MODEL_ENTRIES: tuple[str, ...] = (
+# The files every model save writes (transformers, PEFT, tokenizers, processors), shared with the Hub upload
+# filter (`core.hub.push.MODEL_FILE_PATTERNS`) so the two lists cannot drift apart.
+COMMON_MODEL_FILES: tuple[str, ...] = (
     "README.md",
     "config.json",
     "generation_config.json",
-    "model.safetensors",
-    "model-*.safetensors",
-    "model.safetensors.index.json",
     "pytorch_model*.bin",
-    "pytorch_model.bin.index.json",
     "adapter_config.json",
     "adapter_model.safetensors",
     "adapter_model.bin",
@@ -93,9 +90,21 @@ MODEL_ENTRIES: tuple[str, ...] = (
     "*.tiktoken",
     "chat_template.jinja",
     "chat_template.json",
-    "additional_chat_templates",
     "preprocessor_config.json",
     "processor_config.json",
+    "video_preprocessor_config.json",
+    "feature_extractor_config.json",
+)
+
+# Top-level entries a model save writes (transformers, PEFT, tokenizers, processors, sentence-transformers):
+# replacing the folder may delete these without asking when it holds the same model.
+MODEL_ENTRIES: tuple[str, ...] = (
+    *COMMON_MODEL_FILES,
+    "model.safetensors",
+    "model-*.safetensors",
+    "model.safetensors.index.json",
+    "pytorch_model.bin.index.json",
+    "additional_chat_templates",
     "modules.json",
     "config_sentence_transformers.json",
     "sentence_bert_config.json",

@@ -18,41 +18,19 @@ from typing import Any
 from huggingface_hub import CommitOperationAdd, HfApi
 
 from hf_contrastive._version import __version__
+from hf_contrastive.core.saving import COMMON_MODEL_FILES
 
 # What makes a model folder loadable: weights, configs, tokenizer / processor files, adapters, the card.
 # A pattern without "/" matches files at the top of the folder only; one with "/" matches the whole
 # relative path (PEFT writes adapters other than "default" into a subfolder named after them).
 MODEL_FILE_PATTERNS: tuple[str, ...] = (
-    "README.md",
-    "config.json",
-    "generation_config.json",
+    *COMMON_MODEL_FILES,
     "model*.safetensors",
     "model*.safetensors.index.json",
-    "pytorch_model*.bin",
     "pytorch_model*.bin.index.json",
-    "adapter_config.json",
-    "adapter_model.safetensors",
-    "adapter_model.bin",
     "*/adapter_config.json",
     "*/adapter_model.safetensors",
     "*/adapter_model.bin",
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "added_tokens.json",
-    "vocab.txt",
-    "vocab.json",
-    "merges.txt",
-    "spiece.model",
-    "sentencepiece.bpe.model",
-    "tokenizer.model",
-    "*.tiktoken",
-    "chat_template.jinja",
-    "chat_template.json",
-    "preprocessor_config.json",
-    "processor_config.json",
-    "video_preprocessor_config.json",
-    "feature_extractor_config.json",
 )
 
 _HUB_KWARGS = ("commit_message", "commit_description", "private", "token", "create_pr", "revision")
