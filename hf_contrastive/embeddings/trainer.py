@@ -29,6 +29,7 @@ from hf_contrastive.core.data.collator import (
     ContrastiveDataCollator,
     LanguageIdCollator,
     PromptingCollator,
+    RowLabelCollator,
     length_buckets,
 )
 from hf_contrastive.core.data.columns import ColumnRoles, resolve_column_roles
@@ -93,6 +94,9 @@ class ContrastiveConfig(TrainingArguments):
         languages (`list[str]`, *optional*): the languages of `language_column`, one queue each.
         query_batch_norm (`bool`, defaults to `False`): `loss="moco"`: batch-norm on the query side only
             (CCP's asymmetric batch normalisation).
+        domain_column (`str`, *optional*): column naming each row's domain; its values are mapped through the
+            model config's `domain2id` and passed to the model as `domain_ids` (one per embedded row), which
+            routes a mixture-of-experts encoder's experts (Hallee et al. 2024).
     """
 
     loss: str = field(
@@ -130,6 +134,9 @@ class ContrastiveConfig(TrainingArguments):
     language_column: str | None = field(default=None, metadata={"help": "MoCo/CCP: language column."})
     languages: list[str] | None = field(default=None, metadata={"help": "MoCo/CCP: one queue per language."})
     query_batch_norm: bool = field(default=False, metadata={"help": "CCP: batch norm on the query side."})
+    domain_column: str | None = field(
+        default=None, metadata={"help": "Column of each row's domain (routes a MoE encoder's experts)."}
+    )
     # Trainer defaults that are wrong for role-named text columns / sentence data.
     remove_unused_columns: bool = field(default=False, metadata={"help": "Keep the role columns."})
     learning_rate: float = field(default=3e-5, metadata={"help": "SimCSE's learning rate."})
@@ -337,6 +344,14 @@ class ContrastiveTrainer(AtomicCheckpointMixin, Trainer):
         )
         if args.language_column is not None:
             collator = LanguageIdCollator(collator, args.language_column, list(args.languages or []))
+        if args.domain_column is not None:
+            domain2id = getattr(getattr(base, "config", None), "domain2id", None)
+            if not domain2id:
+                raise ValueError(
+                    f"domain_column={args.domain_column!r} needs a model whose config has a domain2id label map "
+                    f"(a mixture-of-experts encoder); {type(base).__name__} has none."
+                )
+            collator = RowLabelCollator(collator, args.domain_column, domain2id, key="domain_ids")
         prompts = getattr(base, "role_prompts", None)
         if prompts and any(prompts.values()):
             # Bi-encoder prompts: anchors are queries, positives and negatives are documents.
@@ -492,9 +507,18 @@ class ContrastiveTrainer(AtomicCheckpointMixin, Trainer):
         scores = inputs.pop("scores", None)
         inputs.pop("queue_ids", None)
         if self.roles.layout == "unsupervised":
-            # One forward of 2B rows: dropout draws an independent mask for each copy (SimCSE).
-            return {k: torch.cat([v, v]) for k, v in inputs.items()}, scores, 2
+            # One forward of V*B rows: dropout draws an independent mask for each copy (SimCSE: V = 2; a
+            # loss asks for more views with a `num_views` attribute, as WhitenedCSE does).
+            views = self._num_views()
+            return {k: torch.cat([v] * views) for k, v in inputs.items()}, scores, views
         return inputs, scores, len(self.roles.text_columns)
+
+    def _num_views(self) -> int:
+        """Dropout views per sentence in the unsupervised layout (the loss's `num_views`, 2 by default)."""
+        views = int(getattr(_inner_loss(self.loss_fn), "num_views", 2))
+        if views < 2:
+            raise ValueError(f"The loss asks for {views} view(s) per sentence; unsupervised training needs >= 2.")
+        return views
 
     def _loss_on_embeddings(
         self, emb: torch.Tensor, inputs: dict[str, Any], scores: Any, n_blocks: int
@@ -502,7 +526,7 @@ class ContrastiveTrainer(AtomicCheckpointMixin, Trainer):
         """Arguments of `self.loss_fn` for the embeddings `emb` of all rows (in role blocks)."""
         parts = emb.split(emb.shape[0] // n_blocks)
         if self.roles.layout == "unsupervised":
-            return (parts[0], parts[1]), {}
+            return tuple(parts), {}
         if self.roles.layout == "scored_pairs":
             if isinstance(_inner_loss(self.loss_fn), EmbeddingRegressionLoss):
                 return (parts[0], parts[1]), {"scores": self._rescale(scores)}

@@ -3,6 +3,7 @@
 from hf_contrastive.core.data.collator import (
     ContrastiveDataCollator,
     LanguageIdCollator,
+    RowLabelCollator,
     PromptingCollator,
     length_buckets,
 )
@@ -13,6 +14,7 @@ __all__ = [
     "ColumnRoles",
     "ContrastiveDataCollator",
     "LanguageIdCollator",
+    "RowLabelCollator",
     "PromptingCollator",
     "NoDuplicatesBatchSampler",
     "length_buckets",

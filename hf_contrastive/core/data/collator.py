@@ -165,6 +165,47 @@ class LanguageIdCollator:
         return batch
 
 
+class RowLabelCollator:
+    """Wrap a collator and add one integer per embedded row, read from a label column and mapped to ids.
+
+    The wrapped collator tokenises the texts of `B` rows in role blocks (`R * B` rows); the ids of the `B`
+    dataset rows are repeated once per role block so that every embedded row carries its row's label (for
+    example `domain_ids`, the domain that routes a mixture-of-experts encoder).
+
+    Args:
+        collator (`Callable`): the collator to wrap.
+        column (`str`): the dataset column holding each row's label.
+        label2id (`dict[str, int]`): label -> id; a label outside it is refused with the known labels.
+        key (`str`, *optional*, defaults to `"domain_ids"`): the batch key the ids are stored under.
+    """
+
+    def __init__(self, collator: Any, column: str, label2id: dict[str, int], key: str = "domain_ids") -> None:
+        if not label2id:
+            raise ValueError(f"RowLabelCollator needs a non-empty label map for column {column!r}.")
+        self.collator, self.column, self.label2id, self.key = collator, column, dict(label2id), key
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        ids = []
+        for i, row in enumerate(rows):
+            if self.column not in row:
+                raise ValueError(f"Row {i} has no column {self.column!r}; columns: {sorted(row)}.")
+            label = row[self.column]
+            if label not in self.label2id:
+                if isinstance(label, int) and not isinstance(label, bool) and label in self.label2id.values():
+                    ids.append(int(label))
+                    continue
+                raise ValueError(
+                    f"Row {i} has {self.column}={label!r}, which is not in the label map "
+                    f"{sorted(self.label2id, key=str)} (ids {sorted(self.label2id.values())})."
+                )
+            ids.append(int(self.label2id[label]))
+        batch = self.collator(rows)
+        ref = batch.get("input_ids", batch.get("attention_mask"))
+        blocks = 1 if ref is None else int(ref.shape[0]) // len(rows)
+        batch[self.key] = torch.tensor(ids, dtype=torch.long).repeat(max(blocks, 1))
+        return batch
+
+
 class PromptingCollator:
     """Wrap a collator and prepend each column's prompt (`"query: "` / `"passage: "`) to its texts first.
 
@@ -188,4 +229,10 @@ class PromptingCollator:
         return self.collator(prompted)
 
 
-__all__ = ["ContrastiveDataCollator", "LanguageIdCollator", "PromptingCollator", "length_buckets"]
+__all__ = [
+    "ContrastiveDataCollator",
+    "LanguageIdCollator",
+    "PromptingCollator",
+    "RowLabelCollator",
+    "length_buckets",
+]
