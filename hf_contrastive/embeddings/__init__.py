@@ -7,6 +7,21 @@ Importing this wing registers `SentenceEncoderConfig` / `SentenceEncoder` with `
 
 from hf_contrastive.core.configuration import register_auto_classes
 from hf_contrastive.embeddings.configuration import POOLING_MODES, SentenceEncoderConfig
+from hf_contrastive.embeddings.debcse import (
+    CandidatePool,
+    DebiasedPairSampler,
+    DebiasedSample,
+    PropensityTable,
+)
+from hf_contrastive.embeddings.dse import (
+    DistilledPairScorer,
+    DSEConfig,
+    DSELoss,
+    DSETrainer,
+    DSETrainingArguments,
+    TeacherCacheMismatchError,
+    cached_teacher_logits,
+)
 from hf_contrastive.embeddings.modeling import (
     ProjectionHead,
     SentenceEncoder,
@@ -23,11 +38,56 @@ from hf_contrastive.embeddings.sts import (
     load_sts_benchmark,
     pair_similarities,
 )
+from hf_contrastive.embeddings.synthesis import MultiCSRData, MultiCSRDataBuilder, SynthesisReport
+from hf_contrastive.embeddings.text2token import (
+    Text2TokenConfig,
+    Text2TokenLoss,
+    Text2TokenTrainer,
+    TokenTarget,
+    VocabularyProjection,
+    mix_targets,
+    model_derived_targets,
+    tfidf_targets,
+    token_target_dataset,
+)
 from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
+from hf_contrastive.embeddings.whitening import (
+    ShuffledGroupWhitening,
+    WhitenedCSELoss,
+    group_whiten,
+    zca_whitening_matrix,
+)
 
 register_auto_classes(SentenceEncoderConfig, SentenceEncoder)
 
 __all__ = [
+    "CandidatePool",
+    "DebiasedPairSampler",
+    "DebiasedSample",
+    "DistilledPairScorer",
+    "DSEConfig",
+    "DSELoss",
+    "DSETrainer",
+    "DSETrainingArguments",
+    "TeacherCacheMismatchError",
+    "cached_teacher_logits",
+    "MultiCSRData",
+    "MultiCSRDataBuilder",
+    "PropensityTable",
+    "ShuffledGroupWhitening",
+    "SynthesisReport",
+    "Text2TokenConfig",
+    "Text2TokenLoss",
+    "Text2TokenTrainer",
+    "TokenTarget",
+    "VocabularyProjection",
+    "WhitenedCSELoss",
+    "group_whiten",
+    "mix_targets",
+    "model_derived_targets",
+    "tfidf_targets",
+    "token_target_dataset",
+    "zca_whitening_matrix",
     "POOLING_MODES",
     "SIMILARITIES",
     "ContrastiveConfig",

@@ -7,6 +7,7 @@ from typing import Any
 from transformers import AutoConfig, PretrainedConfig
 
 from hf_contrastive.core.configuration import backbone_hidden_size
+from hf_contrastive.embeddings.whitening import DEFAULT_WHITENING_EPS, check_eps, check_group_size
 
 POOLING_MODES = (
     "cls",
@@ -69,6 +70,20 @@ class SentenceEncoderConfig(PretrainedConfig):
             Prompt applied by `encode` when none is given.
         similarity_fn (`str`, defaults to `"cosine"`):
             Similarity the model was trained for: `cosine`, `dot`, `euclidean` or `manhattan`.
+        whitening_group_size (`int`, *optional*):
+            Shuffled group whitening (WhitenedCSE, Zhuo et al. 2023): channels per ZCA whitening group. It must
+            divide the width of the training embeddings (`projection_dim` when the projection is used in
+            training, else the hidden size), and the width at inference too when `whitening_at_inference` is
+            set. In training the `whitenedcse` loss whitens each view with its own random grouping (see
+            `hf_contrastive.embeddings.whitening`); `None` means no whitening.
+        whitening_eps (`float`, *optional*, defaults to `1e-5`):
+            Added to the eigenvalues of each group's covariance before the inverse square root (keeps small
+            batches stable).
+        whitening_at_inference (`bool`, *optional*, defaults to `False`):
+            Also whiten in `forward` in eval mode (`encode`), in groups of consecutive channels (no shuffling).
+            The whitening uses the statistics of each forward's batch, so an embedding depends on the other
+            texts of its batch, and every batch needs more rows than `whitening_group_size`. Off: whitening is
+            used in training only.
     """
 
     model_type = "contrastive_sentence_encoder"
@@ -88,6 +103,9 @@ class SentenceEncoderConfig(PretrainedConfig):
         prompts: dict[str, str] | None = None,
         default_prompt_name: str | None = None,
         similarity_fn: str = "cosine",
+        whitening_group_size: int | None = None,
+        whitening_eps: float = DEFAULT_WHITENING_EPS,
+        whitening_at_inference: bool = False,
         **kwargs: Any,
     ) -> None:
         if isinstance(backbone_config, dict):
@@ -123,7 +141,34 @@ class SentenceEncoderConfig(PretrainedConfig):
         self.prompts = prompts
         self.default_prompt_name = default_prompt_name
         self.similarity_fn = similarity_fn
+        if whitening_group_size is not None:
+            check_group_size(whitening_group_size, "whitening_group_size")
+        self.whitening_group_size = whitening_group_size
+        self.whitening_eps = check_eps(whitening_eps, "whitening_eps")
+        if whitening_at_inference and whitening_group_size is None:
+            raise ValueError("whitening_at_inference=True needs whitening_group_size (channels per group).")
+        self.whitening_at_inference = bool(whitening_at_inference)
         super().__init__(**kwargs)
+        if whitening_group_size is not None and backbone_config is not None:
+            self._check_whitening_width()
+
+    def _check_whitening_width(self) -> None:
+        """The group size must divide every width that is whitened: in training and, if asked, at inference."""
+        train_width = (
+            self.projection_dim
+            if self.projection_dim is not None and self.pooling != "cls_before_pooler"
+            else self.hidden_size
+        )
+        widths = {"training embeddings": train_width}
+        if self.whitening_at_inference:
+            widths["inference embeddings"] = self.embedding_dim
+        for what, width in widths.items():
+            if width % self.whitening_group_size:
+                divisors = [d for d in range(1, width + 1) if width % d == 0]
+                raise ValueError(
+                    f"whitening_group_size={self.whitening_group_size} does not divide the {width} channels of "
+                    f"the {what}; choose a divisor of {width}: {', '.join(map(str, divisors))}."
+                )
 
     @property
     def hidden_size(self) -> int:

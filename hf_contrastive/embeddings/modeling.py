@@ -18,9 +18,16 @@ from transformers.utils import ModelOutput, logging
 from hf_contrastive.core.boundary import cap_max_length, position_limit
 from hf_contrastive.core.hub.card import ModelCardInfo
 from hf_contrastive.core.hub.mixin import HubMixin
+from hf_contrastive.core.mteb_protocol import (
+    encode_batched_inputs,
+    is_batched_inputs,
+    model_meta,
+    model_name_for_mteb,
+)
 from hf_contrastive.embeddings.configuration import SentenceEncoderConfig
 from hf_contrastive.embeddings.loading import load_sentence_encoder
 from hf_contrastive.embeddings.pooling import pool
+from hf_contrastive.embeddings.whitening import ShuffledGroupWhitening
 
 logger = logging.get_logger(__name__)
 
@@ -136,6 +143,13 @@ class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
             if config.projection_dim is not None
             else None
         )
+        # Inference-time whitening (`whitening_at_inference`): consecutive channel groups, no shuffling, so the
+        # same batch always gives the same embeddings. In training the `whitenedcse` loss whitens the views.
+        self.whitening = (
+            ShuffledGroupWhitening(config.whitening_group_size, config.whitening_eps, shuffle=False)
+            if config.whitening_group_size is not None
+            else None
+        )
         self.tokenizer = None  # attached by from_pretrained when the folder has one; used by encode()
 
         self.card_info = ModelCardInfo()  # provenance, data and results for the model card
@@ -172,7 +186,23 @@ class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
             "max_seq_length": config.max_seq_length or "tokenizer limit",
             "similarity_fn": config.similarity_fn,
             "prompts": config.prompts,
+            "whitening": self._whitening_details(),
         }
+
+    def _whitening_details(self) -> str:
+        """One line on shuffled group whitening for the card (empty when the head has none)."""
+        config = self.config
+        if config.whitening_group_size is None:
+            return ""
+        where = (
+            "in training and at inference (groups of consecutive channels, statistics of each batch)"
+            if config.whitening_at_inference
+            else "in training only (the `whitenedcse` loss); inference embeddings are not whitened"
+        )
+        return (
+            f"shuffled group whitening (WhitenedCSE): ZCA in groups of {config.whitening_group_size} channels, "
+            f"eps {config.whitening_eps:g}, {where}"
+        )
 
     # -- plumbing expected by Trainer / PEFT -------------------------------------------------
     def get_input_embeddings(self) -> nn.Module:
@@ -244,6 +274,9 @@ class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
             pooler_output=getattr(out, "pooler_output", None),
         )
         embeddings = self.project(pooled)
+        if self.whitening is not None and self.config.whitening_at_inference and not self.training:
+            # Batch statistics: each embedding depends on the other rows of this forward's batch.
+            embeddings = self.whitening(embeddings)
         if self.config.normalize:
             embeddings = F.normalize(embeddings, p=2, dim=-1)
         output = SentenceEncoderOutput(
@@ -277,6 +310,7 @@ class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
         prompt: str | None = None,
         prompt_name: str | None = None,
         tokenizer: Any = None,
+        **mteb_kwargs: Any,
     ) -> torch.Tensor | Any:
         """Embed raw texts in batches, in inference mode.
 
@@ -294,9 +328,18 @@ class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
             prompt / prompt_name: text prepended to every input, given directly or by name from
                 `config.prompts` (default: `config.default_prompt_name`).
             tokenizer (`Any`, *optional*): overrides the tokenizer attached by `from_pretrained`.
+            mteb_kwargs (`Any`, *optional*): with `texts` an mteb `DataLoader`, mteb's `task_metadata`, `hf_split`,
+                `hf_subset` and `prompt_type` (see `_encode_mteb`); refused with texts.
         Returns:
-            Embeddings of shape `[len(texts), embedding_dim]` (`[embedding_dim]` for one string).
+            Embeddings of shape `[len(texts), embedding_dim]` (`[embedding_dim]` for one string); a float32
+            numpy array for mteb inputs.
         """
+        if is_batched_inputs(texts):
+            options = dict(normalize=normalize, max_length=max_length, prompt=prompt, prompt_name=prompt_name)
+            options.update(tokenizer=tokenizer, batch_size=batch_size, show_progress_bar=show_progress_bar)
+            return self._encode_mteb(texts, options, **mteb_kwargs)
+        if mteb_kwargs:
+            raise TypeError(f"encode() got unexpected keyword argument(s) {sorted(mteb_kwargs)}.")
         # Input types: say what is expected and what was given.
         if not isinstance(texts, (str, Sequence)) or isinstance(texts, (bytes, bytearray)):
             raise TypeError(
@@ -453,6 +496,67 @@ class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
         return super().from_pretrained(folder, *model_args, **kwargs)
 
     # ``save_pretrained`` / ``push_to_hub`` (atomic save with the card, one-commit upload): HubMixin.
+
+    # -- mteb encoder protocol -----------------------------------------------------------------
+    def similarity_pairwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Row-wise similarity `[N]` of two `[N, D]` embedding matrices under `config.similarity_fn`.
+
+        The pairwise counterpart of `similarity` (`cosine`, `dot`, negative `euclidean` / `manhattan`
+        distance), computed in float64 so that nearly equal scores are not tied by rounding (STS
+        correlations then equal the library's `evaluate_sts`).
+        """
+        a, b = torch.as_tensor(a).double(), torch.as_tensor(b).double()
+        a = a.unsqueeze(0) if a.dim() == 1 else a
+        b = b.unsqueeze(0) if b.dim() == 1 else b
+        if a.shape != b.shape or a.dim() != 2:
+            raise ValueError(
+                f"similarity_pairwise needs two [N, D] matrices of the same shape, got {tuple(a.shape)} and "
+                f"{tuple(b.shape)}."
+            )
+        fn = self.config.similarity_fn
+        if fn == "cosine":
+            return F.cosine_similarity(a, b, dim=-1)
+        if fn == "dot":
+            return (a * b).sum(-1)
+        p = 2.0 if fn == "euclidean" else 1.0
+        return -torch.linalg.vector_norm(a - b, ord=p, dim=-1)
+
+    @property
+    def mteb_model_meta(self) -> Any:
+        """mteb's `ModelMeta` of this encoder (needs `mteb`): name, embedding size, truncation length,
+        similarity function, parameter count.
+
+        The name is the Hub id the model was loaded from, or `"local/<folder>"`; assign a `ModelMeta` to
+        this attribute to name the model otherwise (mteb's result cache files results under that name).
+        """
+        override = self.__dict__.get("_mteb_model_meta_override")
+        if override is not None:
+            return override
+        config = self.config
+        return model_meta(
+            name=model_name_for_mteb(
+                config._name_or_path, getattr(config.backbone_config, "model_type", "encoder")
+            ),
+            revision=getattr(config, "_commit_hash", None),
+            embed_dim=self.embedding_dim,
+            max_tokens=config.max_seq_length or position_limit(config),
+            similarity_fn=config.similarity_fn,
+            n_parameters=sum(p.numel() for p in self.parameters()),
+            use_instructions=bool(config.prompts),
+        )
+
+    @mteb_model_meta.setter
+    def mteb_model_meta(self, value: Any) -> None:
+        self.__dict__["_mteb_model_meta_override"] = value
+
+    def _encode_mteb(self, inputs: Any, options: dict[str, Any], **mteb_kwargs: Any) -> Any:
+        """`encode` for mteb's `DataLoader`: `prompt_type="query"` -> `encode_queries` (prompt `"query"`),
+        `"document"` -> `encode_documents` (prompt `"document"` or `"passage"`), `None` -> `encode`; a prompt
+        of `config.prompts` named after the task (`"STSBenchmark"`, `"SciFact-query"`, `"Retrieval"`, ...)
+        comes first, in mteb's order. Returns a float32 numpy array."""
+        return encode_batched_inputs(
+            self, inputs, prompts=self.config.prompts, options=options, **mteb_kwargs
+        )
 
 
 __all__ = ["SentenceEncoder", "SentenceEncoderOutput", "SentenceEncoderPreTrainedModel", "ProjectionHead"]

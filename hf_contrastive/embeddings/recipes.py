@@ -61,7 +61,8 @@ class ContrastiveMethod:
     Args:
         loss (`str`, *optional*, defaults to `"auto"`):
             `auto` picks from the dataset layout (one text column -> `simcse_unsup`, pairs or triples ->
-            `infonce`, scored pairs -> `cosent`); also `mnrl`, `simcse_sup`, `multicsr`, `regression`, `moco`.
+            `infonce`, scored pairs -> `cosent`); also `mnrl`, `simcse_sup`, `multicsr`, `regression`, `moco`,
+            `whitenedcse` (the model section sets `whitening_group_size`).
         temperature (`float`, *optional*, defaults to 0.05):
             Softmax temperature of the InfoNCE-family losses (SimCSE's 0.05).
         learnable_temperature (`bool`, *optional*, defaults to `False`):
@@ -80,6 +81,9 @@ class ContrastiveMethod:
             `loss="moco"`: one queue per language (CCP, Wu et al. 2022); the column is `args.language_column`.
         query_batch_norm (`bool`, *optional*, defaults to `False`):
             `loss="moco"`: batch normalisation on the query side only (CCP).
+        num_views (`int`, *optional*):
+            Dropout views per sentence for losses that take several (`whitenedcse`: 3 in the paper); `None`
+            keeps the loss's default.
     """
 
     loss: str = "auto"
@@ -92,6 +96,7 @@ class ContrastiveMethod:
     queue_size: int = 65536
     languages: list[str] | None = None
     query_batch_norm: bool = False
+    num_views: int | None = None
 
 
 def run_contrastive_recipe(recipe: dict[str, Any]) -> dict[str, Any]:

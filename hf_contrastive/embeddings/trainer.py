@@ -41,6 +41,7 @@ from hf_contrastive.core.momentum import MomentumEncoder
 from hf_contrastive.core.peft import apply_peft
 from hf_contrastive.embeddings.modeling import SentenceEncoder
 from hf_contrastive.embeddings.sts import STSEvaluator
+from hf_contrastive.embeddings.whitening import WhitenedCSELoss
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +62,8 @@ class ContrastiveConfig(TrainingArguments):
             `auto` picks from the dataset layout: one text column -> `simcse_unsup`, pairs or triples
             -> `infonce`, scored pairs -> `cosent`. Also `mnrl` (= infonce with scale 20),
             `simcse_sup`, `multicsr` (needs `reference_model`), `regression` (scored pairs, MSE of
-            cosine to the score rescaled to [0, 1]), `moco` (see `momentum`), and any loss registered
+            cosine to the score rescaled to [0, 1]), `moco` (see `momentum`), `whitenedcse` (WhitenedCSE: needs
+            a model config with `whitening_group_size`; see `num_views`), and any loss registered
             with `hf_contrastive.core.losses.register_loss` (`available_losses()` lists them; aliases
             are resolved to the registered name).
         temperature (`float`, defaults to 0.05): softmax temperature of the InfoNCE-family losses
@@ -94,6 +96,8 @@ class ContrastiveConfig(TrainingArguments):
         languages (`list[str]`, *optional*): the languages of `language_column`, one queue each.
         query_batch_norm (`bool`, defaults to `False`): `loss="moco"`: batch-norm on the query side only
             (CCP's asymmetric batch normalisation).
+        num_views (`int`, *optional*): dropout views per sentence in the unsupervised layout, for losses that take
+            several (`whitenedcse`: 3, the paper's); at least 2. `None` (default) keeps the loss's own default.
         domain_column (`str`, *optional*): column naming each row's domain; its values are mapped through the
             model config's `domain2id` and passed to the model as `domain_ids` (one per embedded row), which
             routes a mixture-of-experts encoder's experts (Hallee et al. 2024).
@@ -134,6 +138,9 @@ class ContrastiveConfig(TrainingArguments):
     language_column: str | None = field(default=None, metadata={"help": "MoCo/CCP: language column."})
     languages: list[str] | None = field(default=None, metadata={"help": "MoCo/CCP: one queue per language."})
     query_batch_norm: bool = field(default=False, metadata={"help": "CCP: batch norm on the query side."})
+    num_views: int | None = field(
+        default=None, metadata={"help": "Dropout views per sentence (whitenedcse; None: the loss's default)."}
+    )
     domain_column: str | None = field(
         default=None, metadata={"help": "Column of each row's domain (routes a MoE encoder's experts)."}
     )
@@ -156,6 +163,10 @@ class ContrastiveConfig(TrainingArguments):
             and self.temperature > 0
         ):
             raise ValueError(f"temperature must be a finite number > 0, got {self.temperature!r}.")
+        if self.num_views is not None and (
+            isinstance(self.num_views, bool) or int(self.num_views) != self.num_views or self.num_views < 2
+        ):
+            raise ValueError(f"num_views must be an integer >= 2 or None, got {self.num_views!r}.")
         if self.false_negative_threshold is not None and not -1.0 <= self.false_negative_threshold <= 1.0:
             raise ValueError(
                 f"false_negative_threshold is a cosine in [-1, 1], got {self.false_negative_threshold}."
@@ -302,7 +313,16 @@ class ContrastiveTrainer(AtomicCheckpointMixin, Trainer):
                 mini_batch_size=args.gradcache_mini_batch_size,
                 token_budget=args.gradcache_token_budget,
             )
-        in_batch = isinstance(_inner_loss(self.loss_fn), InfoNCELoss)
+        in_batch = isinstance(_inner_loss(self.loss_fn), (InfoNCELoss, WhitenedCSELoss))
+        views = getattr(
+            _inner_loss(self.loss_fn), "num_views", 2 if self.roles.layout == "unsupervised" else None
+        )
+        if args.num_views is not None and args.num_views != views:
+            raise ValueError(
+                f"num_views={args.num_views} is not used by {type(_inner_loss(self.loss_fn)).__name__} (it takes "
+                f"{views or 'no'} views); num_views applies to losses that take several dropout views "
+                "(loss='whitenedcse') on a one-column dataset."
+            )
         if (
             in_batch
             and args.per_device_train_batch_size * max(args.world_size, 1) < 2
@@ -315,6 +335,14 @@ class ContrastiveTrainer(AtomicCheckpointMixin, Trainer):
         # In-batch negatives without hard negatives need two rows per batch: a 1-row tail batch is merged
         # into the batch before it or dropped (see get_train_dataloader), never trained on.
         self._min_batch_rows = 2 if in_batch and not self.roles.negatives else 1
+        # (WhitenedCSE: a batch needs more rows than a whitening group has channels)
+        whitening_rows = int(getattr(_inner_loss(self.loss_fn), "min_batch_rows", 1))
+        if len(train_dataset) < whitening_rows:
+            raise ValueError(
+                f"train_dataset has {len(train_dataset)} rows, but {type(_inner_loss(self.loss_fn)).__name__} needs "
+                f"batches of at least {whitening_rows} rows (whitening groups of {whitening_rows - 1} channels)."
+            )
+        self._min_batch_rows = max(self._min_batch_rows, whitening_rows)
         if len(train_dataset) < self._min_batch_rows:
             raise ValueError(
                 f"train_dataset has {len(train_dataset)} row: in-batch negatives without a hard-negative column "
@@ -538,7 +566,7 @@ class ContrastiveTrainer(AtomicCheckpointMixin, Trainer):
     def _loss_scale(self, model, local_rows: int) -> float:
         if (
             model.training
-            and isinstance(_inner_loss(self.loss_fn), InfoNCELoss)
+            and isinstance(_inner_loss(self.loss_fn), (InfoNCELoss, WhitenedCSELoss))
             and distributed.is_distributed()
         ):
             # Each rank's loss is a mean over its own anchors; with unequal local batches (the last

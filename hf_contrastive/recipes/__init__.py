@@ -32,8 +32,12 @@ from hf_contrastive.core.recipes import (
     recipe_path,
     resolve_placeholders,
 )
+from hf_contrastive.embeddings.debcse_recipes import DEBCSE_TASK as _DEBCSE
+from hf_contrastive.embeddings.dse.recipes import RECIPE_TASK as _DSE
 from hf_contrastive.embeddings.recipes import RECIPE_TASK as _CONTRASTIVE
 from hf_contrastive.embeddings.recipes import run_contrastive_recipe
+from hf_contrastive.embeddings.synthesis import RECIPE_TASK as _MULTICSR_DATA
+from hf_contrastive.embeddings.text2token.recipes import RECIPE_TASK as _TEXT2TOKEN
 from hf_contrastive.faithfulness.recipes import NEGATION_TASK as _NEGATION
 from hf_contrastive.faithfulness.recipes import UNLIKELIHOOD_TASK as _UNLIKELIHOOD
 from hf_contrastive.relation.recipes import RECIPE_TASK as _RELATION
@@ -84,7 +88,18 @@ def register_recipe_task(task: RecipeTask, replace: bool = False) -> RecipeTask:
     return task
 
 
-for _task in (_CONTRASTIVE, _RETRIEVAL, _RERANKER, _UNLIKELIHOOD, _NEGATION, _RELATION):
+for _task in (
+    _CONTRASTIVE,
+    _DEBCSE,
+    _DSE,
+    _MULTICSR_DATA,
+    _TEXT2TOKEN,
+    _RETRIEVAL,
+    _RERANKER,
+    _UNLIKELIHOOD,
+    _NEGATION,
+    _RELATION,
+):
     register_recipe_task(_task)
 
 

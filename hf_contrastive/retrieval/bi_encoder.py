@@ -18,9 +18,15 @@ from typing import Any
 import torch
 from transformers import PretrainedConfig, PreTrainedModel
 
-from hf_contrastive.core.boundary import corrupt_file_errors
+from hf_contrastive.core.boundary import corrupt_file_errors, position_limit
 from hf_contrastive.core.hub.card import ModelCardInfo
 from hf_contrastive.core.hub.mixin import HubMixin
+from hf_contrastive.core.mteb_protocol import (
+    encode_batched_inputs,
+    is_batched_inputs,
+    model_meta,
+    model_name_for_mteb,
+)
 from hf_contrastive.embeddings.configuration import SentenceEncoderConfig
 from hf_contrastive.embeddings.loading import load_tokenizer, resolve_folder
 from hf_contrastive.embeddings.modeling import SentenceEncoder, SentenceEncoderOutput
@@ -299,13 +305,57 @@ class BiEncoder(HubMixin, PreTrainedModel):
         return self._encode("document", texts, prompt, max_length, batch_size=batch_size, **kwargs)
 
     def encode(self, texts: str | Sequence[str], **kwargs: Any) -> torch.Tensor:
-        """Symmetric use (no prompt): the query tower, as `SentenceEncoder.encode`."""
+        """Symmetric use (no prompt): the query tower, as `SentenceEncoder.encode`.
+
+        With mteb's `DataLoader` (and its `task_metadata`, `hf_split`, `hf_subset`, `prompt_type`),
+        queries go to `encode_queries` (query tower, `config.query_prompt`), documents to
+        `encode_documents` (document tower, `config.document_prompt`), and symmetric tasks
+        (`prompt_type=None`, e.g. STS) to the query tower without prompt; returns a float32 numpy array.
+        """
+        if is_batched_inputs(texts):
+            names = ("normalize", "max_length", "tokenizer", "prompt", "prompt_name")
+            options = {k: kwargs.pop(k) for k in names if k in kwargs}
+            kwargs.pop("convert_to", None)  # mteb takes the numpy array it gets
+            return encode_batched_inputs(self, texts, options=options, **kwargs)
         return self.query_encoder.encode(texts, **kwargs)
 
     def similarity(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """Pairwise scores `[N, M]` of query embeddings `a` `[N, D]` and document embeddings `b` `[M, D]`
         with the configured similarity function."""
         return self.query_encoder.similarity(a, b)
+
+    def similarity_pairwise(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        """Row-wise scores `[N]` of two `[N, D]` embedding matrices with the configured similarity function
+        (float64; see `SentenceEncoder.similarity_pairwise`)."""
+        return self.query_encoder.similarity_pairwise(a, b)
+
+    @property
+    def mteb_model_meta(self) -> Any:
+        """mteb's `ModelMeta` of this retriever (needs `mteb`); assign a `ModelMeta` to name it otherwise."""
+        override = self.__dict__.get("_mteb_model_meta_override")
+        if override is not None:
+            return override
+        config, tower = self.config, self.query_encoder.config
+        # The longest input either role reads; a role without a length reads up to the position limit.
+        limit = position_limit(config)
+        lengths = [
+            config.query_max_length or tower.max_seq_length or limit,
+            config.document_max_length or self.document_encoder.config.max_seq_length or limit,
+        ]
+        max_tokens = max((n for n in lengths if n is not None), default=None)
+        return model_meta(
+            name=model_name_for_mteb(config._name_or_path or tower._name_or_path, "bi-encoder"),
+            revision=getattr(config, "_commit_hash", None) or getattr(tower, "_commit_hash", None),
+            embed_dim=self.embedding_dim,
+            max_tokens=max_tokens,
+            similarity_fn=tower.similarity_fn,
+            n_parameters=sum(p.numel() for p in self.parameters()),
+            use_instructions=bool(config.query_prompt or config.document_prompt),
+        )
+
+    @mteb_model_meta.setter
+    def mteb_model_meta(self, value: Any) -> None:
+        self.__dict__["_mteb_model_meta_override"] = value
 
     # -- loading / saving --------------------------------------------------------------------
     @classmethod

@@ -22,6 +22,7 @@ from hf_contrastive.cli import main
 from hf_contrastive.core.peft import apply_peft
 from hf_contrastive.core.recipes import RecipeTask, build_args, lora_config
 from hf_contrastive.core.utils import resource_dir
+from hf_contrastive.embeddings.dse import DSETrainingArguments
 from hf_contrastive.embeddings.recipes import ContrastiveMethod
 from hf_contrastive.embeddings.trainer import ContrastiveConfig
 from hf_contrastive.faithfulness.recipes import SpanUnlikelihoodMethod, TaskNegationMethod
@@ -45,6 +46,9 @@ PACKAGED = sorted(p.stem for p in resource_dir("recipes").glob("*.yaml"))
 # The TrainingArguments class(es) whose fields a task's args section may hold.
 ARGS_CLASSES = {
     "contrastive": (ContrastiveConfig,),
+    "debcse": (ContrastiveConfig,),
+    "multicsr-data": (ContrastiveConfig,),
+    "dse": (DSETrainingArguments,),
     "retrieval": (ContrastiveConfig,),
     "reranker": (RerankerConfig,),
     "faithful-unlikelihood": (SpanUnlikelihoodConfig,),

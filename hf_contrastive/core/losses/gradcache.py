@@ -253,7 +253,6 @@ class GradCache(ContrastiveLoss):
             for _, chunk in chunks:
                 states.append(RandomState())
                 parts.append(encode_no_grad(chunk).detach())
-        after_first_pass = RandomState()
         order = torch.cat([rows for rows, _ in chunks])
         emb = torch.cat(parts)
         inverse = torch.empty_like(order)
@@ -273,6 +272,9 @@ class GradCache(ContrastiveLoss):
                 "The wrapped loss does not depend on the embeddings: nothing to back-propagate."
             )
         grads = leaf.grad
+        # The stream as it stands after the loss (a loss may draw random numbers: WhitenedCSE's channel
+        # permutations); restored at the end so the next step continues it as without GradCache.
+        after_loss = RandomState()
 
         # 3. re-forward each mini-batch with graph, same random state, and push its cached gradient
         last = len(chunks) - 1
@@ -283,7 +285,7 @@ class GradCache(ContrastiveLoss):
                 e = encode(chunk)
                 g = grads[rows.to(grads.device)].to(e.dtype)
                 torch.autograd.backward(e, grad_tensors=g)
-        after_first_pass.restore()
+        after_loss.restore()
         return LossOutput(loss=out.loss.detach(), components=out.components)
 
 
