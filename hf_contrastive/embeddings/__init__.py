@@ -22,11 +22,19 @@ from hf_contrastive.embeddings.dse import (
     TeacherCacheMismatchError,
     cached_teacher_logits,
 )
+from hf_contrastive.embeddings.geometry import AlignmentUniformityEvaluator, alignment, uniformity
 from hf_contrastive.embeddings.modeling import (
     ProjectionHead,
     SentenceEncoder,
     SentenceEncoderOutput,
     SentenceEncoderPreTrainedModel,
+)
+from hf_contrastive.embeddings.moe import (
+    DomainPairEvaluator,
+    MoESentenceEncoder,
+    MoESentenceEncoderConfig,
+    best_f1_threshold,
+    evaluate_domain_pairs,
 )
 from hf_contrastive.embeddings.pooling import pool
 from hf_contrastive.embeddings.sts import (
@@ -61,6 +69,14 @@ from hf_contrastive.embeddings.whitening import (
 register_auto_classes(SentenceEncoderConfig, SentenceEncoder)
 
 __all__ = [
+    "DomainPairEvaluator",
+    "MoESentenceEncoder",
+    "MoESentenceEncoderConfig",
+    "best_f1_threshold",
+    "evaluate_domain_pairs",
+    "AlignmentUniformityEvaluator",
+    "alignment",
+    "uniformity",
     "CandidatePool",
     "DebiasedPairSampler",
     "DebiasedSample",

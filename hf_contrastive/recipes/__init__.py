@@ -34,6 +34,7 @@ from hf_contrastive.core.recipes import (
 )
 from hf_contrastive.embeddings.debcse_recipes import DEBCSE_TASK as _DEBCSE
 from hf_contrastive.embeddings.dse.recipes import RECIPE_TASK as _DSE
+from hf_contrastive.embeddings.moe.recipes import MOE_TASK as _MOE
 from hf_contrastive.embeddings.recipes import RECIPE_TASK as _CONTRASTIVE
 from hf_contrastive.embeddings.recipes import run_contrastive_recipe
 from hf_contrastive.embeddings.synthesis import RECIPE_TASK as _MULTICSR_DATA
@@ -92,6 +93,7 @@ for _task in (
     _CONTRASTIVE,
     _DEBCSE,
     _DSE,
+    _MOE,
     _MULTICSR_DATA,
     _TEXT2TOKEN,
     _RETRIEVAL,

@@ -24,6 +24,7 @@ from hf_contrastive.core.recipes import RecipeTask, build_args, lora_config
 from hf_contrastive.core.utils import resource_dir
 from hf_contrastive.embeddings.dse import DSETrainingArguments
 from hf_contrastive.embeddings.recipes import ContrastiveMethod
+from hf_contrastive.embeddings.text2token import Text2TokenConfig
 from hf_contrastive.embeddings.trainer import ContrastiveConfig
 from hf_contrastive.faithfulness.recipes import SpanUnlikelihoodMethod, TaskNegationMethod
 from hf_contrastive.faithfulness.trainer import SpanUnlikelihoodConfig
@@ -49,6 +50,8 @@ ARGS_CLASSES = {
     "debcse": (ContrastiveConfig,),
     "multicsr-data": (ContrastiveConfig,),
     "dse": (DSETrainingArguments,),
+    "moe": (ContrastiveConfig,),
+    "text2token": (Text2TokenConfig,),
     "retrieval": (ContrastiveConfig,),
     "reranker": (RerankerConfig,),
     "faithful-unlikelihood": (SpanUnlikelihoodConfig,),

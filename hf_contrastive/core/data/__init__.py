@@ -3,8 +3,8 @@
 from hf_contrastive.core.data.collator import (
     ContrastiveDataCollator,
     LanguageIdCollator,
-    RowLabelCollator,
     PromptingCollator,
+    RowLabelCollator,
     length_buckets,
 )
 from hf_contrastive.core.data.columns import ColumnRoles, resolve_column_roles

@@ -35,6 +35,9 @@ from hf_contrastive.core.losses import (
     SupervisedSimCSELoss,
     UnsupervisedSimCSELoss,
 )
+from hf_contrastive.embeddings.dse.losses import DSELoss
+from hf_contrastive.embeddings.text2token.losses import Text2TokenLoss
+from hf_contrastive.embeddings.whitening import WhitenedCSELoss
 from hf_contrastive.faithfulness.losses import SpanUnlikelihoodLoss
 from hf_contrastive.generation.losses import SimCTGLoss
 from hf_contrastive.relation.losses import SpanContrastiveLoss
@@ -155,6 +158,28 @@ CASES: dict[type, list[Callable[[], tuple[nn.Module, tuple, dict]]]] = {
             {"lm_loss": torch.tensor(2.5, requires_grad=True)},
         ),
         lambda: (SimCTGLoss(contrastive_weight=0.5), (_leaf(2, 5, D, seed=0),), {}),
+    ],
+    WhitenedCSELoss: [
+        lambda: (
+            WhitenedCSELoss(group_size=2, num_views=3),
+            (_leaf(B, D, seed=0), _leaf(B, D, seed=1), _leaf(B, D, seed=2)),
+            {},
+        )
+    ],
+    DSELoss: [
+        lambda: (DSELoss(distill_weight=0.5), (_leaf(B, seed=0), _fixed(B, seed=1), _fixed(B, seed=2)), {}),
+        lambda: (
+            DSELoss(distill_weight=0.3, task="classification"),
+            (_leaf(B, 3, seed=0), _fixed(B, 3, seed=1), torch.tensor([0, 2, 1, 0])),
+            {},
+        ),
+    ],
+    Text2TokenLoss: [
+        lambda: (
+            Text2TokenLoss(temperature=0.5),
+            (_leaf(B, D, seed=0), _fixed(10, D, seed=1), torch.tensor([[0, 1], [2, 3], [4, 5], [6, 7]])),
+            {"target_weights": torch.tensor([[0.5, 0.5], [0.25, 0.75], [1.0, 0.0], [0.9, 0.1]])},
+        )
     ],
 }
 
