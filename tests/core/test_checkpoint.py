@@ -246,6 +246,10 @@ def test_kill_matrix(tmp_path):
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        # The worker imports the package from this checkout, whatever an installed copy points at.
+        "PYTHONPATH": os.pathsep.join([str(WORKER.parents[2]), os.environ.get("PYTHONPATH", "")]).rstrip(
+            os.pathsep
+        ),
     }
     proc = subprocess.run(
         [sys.executable, str(WORKER), str(tmp_path / "spec.json"), str(tmp_path / "result.json")],
