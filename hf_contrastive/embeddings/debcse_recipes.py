@@ -19,7 +19,6 @@ InfoNCE and one hard negative per anchor (`loss: auto` picks `infonce` for tripl
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from pathlib import Path
 from typing import Any
 
 from hf_contrastive.core.data.loaders import load_source
@@ -28,6 +27,7 @@ from hf_contrastive.embeddings.debcse import DEBCSE_CITATION, DebiasedPairSample
 from hf_contrastive.embeddings.modeling import SentenceEncoder
 from hf_contrastive.embeddings.recipes import DATA_SCHEMA as CONTRASTIVE_DATA_SCHEMA
 from hf_contrastive.embeddings.recipes import MODEL_SCHEMA as CONTRASTIVE_MODEL_SCHEMA
+from hf_contrastive.embeddings.recipes import train_evaluate_save
 from hf_contrastive.embeddings.sts import STSEvaluator
 from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
 
@@ -183,17 +183,7 @@ def run_debcse_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
             "debiased": sample.debiased,
         }
     }
-    if sts is not None:
-        results["before"] = trainer.evaluate()
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    if sts is not None:
-        results["after"] = trainer.evaluate()
-    final = Path(args.output_dir) / "final"
-    if args.should_save:
-        trainer.save_encoder(str(final), merge_lora=True)
-    results["output"] = str(final.resolve())
-    results["is_main_process"] = bool(args.should_save)
-    return results
+    return train_evaluate_save(trainer, results)
 
 
 DEBCSE_TASK = RecipeTask(

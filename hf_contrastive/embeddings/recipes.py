@@ -32,7 +32,14 @@ from hf_contrastive.embeddings.modeling import SentenceEncoder
 from hf_contrastive.embeddings.sts import STSEvaluator
 from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
 
-__all__ = ["DATA_SCHEMA", "MODEL_SCHEMA", "ContrastiveMethod", "RECIPE_TASK", "run_contrastive_recipe"]
+__all__ = [
+    "DATA_SCHEMA",
+    "MODEL_SCHEMA",
+    "ContrastiveMethod",
+    "RECIPE_TASK",
+    "run_contrastive_recipe",
+    "train_evaluate_save",
+]
 
 MODEL_SCHEMA: dict[str, Any] = {
     "name_or_path": str,
@@ -132,11 +139,29 @@ def run_contrastive_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
         sts_evaluator=sts,
         peft_config=lora_config(recipe.get("lora")),
     )
-    results: dict[str, Any] = {}
-    if sts is not None:
+    return train_evaluate_save(trainer)
+
+
+def train_evaluate_save(trainer: ContrastiveTrainer, results: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train, with the STS figures before and after when the trainer has an evaluator, and save the encoder
+    (LoRA merged, card written) to `output_dir/final`; the end of every encoder recipe's runner.
+
+    Args:
+        trainer (`ContrastiveTrainer`):
+            The trainer, built with the recipe's arguments.
+        results (`dict`, *optional*):
+            Figures gathered before training, extended and returned.
+
+    Returns:
+        `dict`: `before` / `after` (STS figures, when the trainer has an STS evaluator), `output` (the saved
+        encoder's folder) and `is_main_process`.
+    """
+    results = dict(results or {})
+    args = trainer.args
+    if trainer.sts_evaluator is not None:
         results["before"] = trainer.evaluate()
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    if sts is not None:
+    if trainer.sts_evaluator is not None:
         results["after"] = trainer.evaluate()
     final = Path(args.output_dir) / "final"
     if args.should_save:

@@ -36,7 +36,7 @@ from hf_contrastive.core.recipes import (
 )
 from hf_contrastive.core.smollm2 import smollm2_folder
 from hf_contrastive.embeddings.modeling import SentenceEncoder
-from hf_contrastive.embeddings.recipes import MODEL_SCHEMA
+from hf_contrastive.embeddings.recipes import MODEL_SCHEMA, train_evaluate_save
 from hf_contrastive.embeddings.sts import STSEvaluator
 from hf_contrastive.embeddings.synthesis.builder import MultiCSRDataBuilder
 from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
@@ -252,17 +252,7 @@ def run_multicsr_data_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
         reference_model=reference,
         peft_config=lora_config(recipe.get("lora")),
     )
-    if sts is not None:
-        results["before"] = trainer.evaluate()
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
-    if sts is not None:
-        results["after"] = trainer.evaluate()
-    final = Path(args.output_dir) / "final"
-    if args.should_save:
-        trainer.save_encoder(str(final), merge_lora=True)
-    results["output"] = str(final.resolve())
-    results["is_main_process"] = bool(args.should_save)
-    return results
+    return train_evaluate_save(trainer, results)
 
 
 RECIPE_TASK = RecipeTask(
