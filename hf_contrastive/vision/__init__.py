@@ -1,0 +1,51 @@
+"""Vision-language: image-text contrastive training on transformers' own dual encoders (`CLIPModel`,
+`SiglipModel`, `VisionTextDualEncoderModel`), the CLIP and SigLIP losses across devices, the improved CLIP
+recipe and its self-supervised add-ons, CLOSE text-only captioning and Hydra arbitrary positive pairs.
+
+- `modeling`: `encode_images` / `encode_texts` / `zero_shot_classify` on the dual encoders, one forward that
+  returns projected and pooled features for the losses;
+- `losses`: [`CLIPLoss`] and [`SigLIPLoss`], local losses against features gathered with gradient (2 processes
+  equal 1 process on the whole batch; equal to open_clip's `ClipLoss` / `SigLipLoss`);
+- `data`: COCO caption files as `datasets` rows, [`ImageTextCollator`];
+- `augment`: the image and caption augmentations of the improved CLIP recipe, written on tensors and PIL;
+- `trainer`: [`ImageTextContrastiveTrainer`] and [`ImageTextContrastiveConfig`];
+- `evaluation`: retrieval recall@K both ways, zero-shot accuracy, the modality gap, an evaluator for `Trainer`.
+"""
+
+from hf_contrastive.vision import augment
+from hf_contrastive.vision.data import ImageTextCollator, coco_mini_dir, load_coco_captions
+from hf_contrastive.vision.evaluation import (
+    ImageTextRetrievalEvaluator,
+    image_text_retrieval_metrics,
+    modality_gap,
+    zero_shot_accuracy,
+)
+from hf_contrastive.vision.losses import CLIPLoss, SigLIPLoss
+from hf_contrastive.vision.modeling import (
+    DualEncoderOutput,
+    dual_encoder_forward,
+    encode_images,
+    encode_texts,
+    zero_shot_classify,
+)
+from hf_contrastive.vision.trainer import ImageTextContrastiveConfig, ImageTextContrastiveTrainer
+
+__all__ = [
+    "CLIPLoss",
+    "DualEncoderOutput",
+    "ImageTextCollator",
+    "ImageTextContrastiveConfig",
+    "ImageTextContrastiveTrainer",
+    "ImageTextRetrievalEvaluator",
+    "SigLIPLoss",
+    "augment",
+    "coco_mini_dir",
+    "dual_encoder_forward",
+    "encode_images",
+    "encode_texts",
+    "image_text_retrieval_metrics",
+    "load_coco_captions",
+    "modality_gap",
+    "zero_shot_accuracy",
+    "zero_shot_classify",
+]
