@@ -125,7 +125,7 @@ def run(
         logging_steps=20,
         disable_tqdm=True,
         use_cpu=True,
-        improved={"projector_hidden_dim": 512, "projector_out_dim": 128} if method == "improved" else None,
+        improved={"projector_hidden_size": 512, "projection_dim": 128} if method == "improved" else None,
     )
     trainer = ImageTextContrastiveTrainer(
         model=model,

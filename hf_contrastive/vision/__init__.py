@@ -8,6 +8,8 @@ recipe and its self-supervised add-ons, CLOSE text-only captioning and Hydra arb
   equal 1 process on the whole batch; equal to open_clip's `ClipLoss` / `SigLipLoss`);
 - `data`: COCO caption files as `datasets` rows, [`ImageTextCollator`];
 - `augment`: the image and caption augmentations of the improved CLIP recipe, written on tensors and PIL;
+- `improved`: the improved CLIP recipe's loss (Fini et al. 2023): global and augmented views with their own
+  projectors, label smoothing on the augmented terms, and the SimCLR / BarLIP / SiamLIP / BYOLIP / SwALIP add-ons;
 - `trainer`: [`ImageTextContrastiveTrainer`] and [`ImageTextContrastiveConfig`];
 - `evaluation`: retrieval recall@K both ways, zero-shot accuracy, the modality gap, an evaluator for `Trainer`.
 """
@@ -20,6 +22,16 @@ from hf_contrastive.vision.evaluation import (
     modality_gap,
     zero_shot_accuracy,
 )
+from hf_contrastive.vision.improved import (
+    BarlowTwinsLoss,
+    CrossDeviceBatchNorm1d,
+    ImprovedCLIPConfig,
+    ImprovedCLIPLoss,
+    SiamLIPLoss,
+    SimCLRImageLoss,
+    SwALIPLoss,
+    sinkhorn_knopp,
+)
 from hf_contrastive.vision.losses import CLIPLoss, SigLIPLoss
 from hf_contrastive.vision.modeling import (
     DualEncoderOutput,
@@ -31,7 +43,15 @@ from hf_contrastive.vision.modeling import (
 from hf_contrastive.vision.trainer import ImageTextContrastiveConfig, ImageTextContrastiveTrainer
 
 __all__ = [
+    "BarlowTwinsLoss",
     "CLIPLoss",
+    "CrossDeviceBatchNorm1d",
+    "ImprovedCLIPConfig",
+    "ImprovedCLIPLoss",
+    "SiamLIPLoss",
+    "SimCLRImageLoss",
+    "SwALIPLoss",
+    "sinkhorn_knopp",
     "DualEncoderOutput",
     "ImageTextCollator",
     "ImageTextContrastiveConfig",

@@ -35,6 +35,7 @@ __all__ = [
     "dual_encoder_forward",
     "encode_images",
     "encode_texts",
+    "image_side",
     "load_image",
     "logit_scale_and_bias",
     "unwrap_dual_encoder",
@@ -181,7 +182,7 @@ def check_processor_matches(model: Any, processor: Any) -> None:
     vision_cfg = getattr(base.config, "vision_config", None)
     if image_processor is not None and vision_cfg is not None and hasattr(vision_cfg, "image_size"):
         size = getattr(image_processor, "crop_size", None) or getattr(image_processor, "size", None)
-        side = _side(size)
+        side = image_side(size)
         if side is not None and side != int(vision_cfg.image_size):
             problems.append(
                 f"the image processor makes {side}x{side} images, the vision tower expects "
@@ -198,7 +199,8 @@ def check_processor_matches(model: Any, processor: Any) -> None:
         raise ValueError("The processor does not match the model's towers: " + "; ".join(problems) + ".")
 
 
-def _side(size: Any) -> int | None:
+def image_side(size: Any) -> int | None:
+    """The side in pixels of a processor's `size` / `crop_size` (int, dict or `SizeDict`); `None` if unknown."""
     if size is None:
         return None
     if isinstance(size, int):

@@ -37,12 +37,10 @@ from hf_contrastive.core.peft import apply_peft
 from hf_contrastive.vision import augment
 from hf_contrastive.vision.data import ImageTextCollator
 
-try:  # TEMP until improved.py lands
-    from hf_contrastive.vision.improved import ImprovedCLIPConfig, ImprovedCLIPLoss
-except ImportError:  # pragma: no cover
-    ImprovedCLIPConfig = ImprovedCLIPLoss = type("_Missing", (), {})
+from hf_contrastive.vision.improved import ImprovedCLIPConfig, ImprovedCLIPLoss
 from hf_contrastive.vision.losses import CLIPLoss, SigLIPLoss
 from hf_contrastive.vision.modeling import (
+    image_side,
     check_processor_matches,
     clamp_logit_scale,
     dual_encoder_family,
@@ -309,8 +307,18 @@ class ImageTextContrastiveTrainer(AtomicCheckpointMixin, CardTrainerMixin, Train
         if self.loss_kind == "siglip":
             return self.loss_fn(image, text, scale, bias)
         if self.loss_kind == "improved":
-            image_views, text_views = views if views is not None else ([], [])
-            return self.loss_fn(image, text, scale, image_views, text_views)
+            image_views, text_views, image_pooled, text_pooled = (
+                views if views is not None else ([], [], None, None)
+            )
+            return self.loss_fn(
+                image,
+                text,
+                scale,
+                image_views,
+                text_views,
+                image_global_pooled=image_pooled,
+                text_global_pooled=text_pooled,
+            )
         return self.loss_fn(image, text, scale)
 
     def _scale_factor(self, model: Any, local_rows: int) -> float:
@@ -333,9 +341,12 @@ class ImageTextContrastiveTrainer(AtomicCheckpointMixin, CardTrainerMixin, Train
             text = {k: torch.cat([v, aug_text[k]]) for k, v in text.items()}
         out = dual_encoder_forward(model, pixel_values, **text)
         if out.image_embeds.shape[0] > n:
-            count = out.image_embeds.shape[0] // n - 1
-            views = (list(out.image_pooled[n:].split(n)), list(out.text_pooled[n:].split(n)))
-            assert len(views[0]) == count
+            views = (
+                list(out.image_pooled[n:].split(n)),
+                list(out.text_pooled[n:].split(n)),
+                out.image_pooled[:n],
+                out.text_pooled[:n],
+            )
         result = self._loss_on(model, out.image_embeds[:n], out.text_embeds[:n], views)
         loss = result.loss * self._scale_factor(model, n)
         if not torch.isfinite(loss.detach()):
@@ -543,7 +554,11 @@ def _improved_transforms(processor: Any, image_tf: Any, global_caption_tf: Any, 
     """Default view transforms of the improved recipe at the processor's size and normalisation."""
     image_processor = getattr(processor, "image_processor", processor)
     size = getattr(image_processor, "crop_size", None) or getattr(image_processor, "size", None)
-    side = size.get("height") or size.get("shortest_edge") if isinstance(size, dict) else int(size)
+    side = image_side(size)
+    if side is None:
+        raise ValueError(
+            f"Cannot read the image size from the processor ({size!r}); pass augmented_image_transform=."
+        )
     mean = list(getattr(image_processor, "image_mean", [0.5, 0.5, 0.5]))
     std = list(getattr(image_processor, "image_std", [0.5, 0.5, 0.5]))
     if image_tf is None:

@@ -14,6 +14,8 @@ from datasets import Dataset
 from peft import LoraConfig
 from transformers import VisionTextDualEncoderModel
 
+from hf_contrastive.core.checkpoint import LIBRARY_STATE_NAME
+from hf_contrastive.vision.improved import ImprovedCLIPLoss
 from hf_contrastive.vision.losses import CLIPLoss, SigLIPLoss
 from hf_contrastive.vision.modeling import encode_images, encode_texts
 from hf_contrastive.vision.trainer import ImageTextContrastiveConfig, ImageTextContrastiveTrainer
@@ -238,3 +240,46 @@ def test_undecodable_image_is_skipped_and_counted(tmp_path, vision_processor, im
     )
     with pytest.raises(ValueError, match="Cannot decode image"):
         strict.data_collator(rows)
+
+
+def test_improved_recipe_trains_views_heads_and_addons(tmp_path, vision_processor, image_rows):
+    model = tiny_dual(len(vision_processor.tokenizer))
+    improved = {
+        "projection_dim": 8,
+        "projector_hidden_size": 16,
+        "use_siamlip": True,
+        "siamlip_hidden_size": 16,
+        "siamlip_dim": 8,
+    }
+    trainer = ImageTextContrastiveTrainer(
+        model=model,
+        args=_args(
+            tmp_path,
+            loss="improved",
+            improved=improved,
+            max_steps=2,
+            save_strategy="steps",
+            save_steps=1,
+            logging_steps=1,
+        ),
+        train_dataset=Dataset.from_list(image_rows),
+        processing_class=vision_processor,
+    )
+    assert isinstance(trainer.loss_fn, ImprovedCLIPLoss)
+    batch = trainer.data_collator(image_rows[:3])
+    assert batch["aug_pixel_values"].shape[0] == 2 * 3 and batch["aug_input_ids"].shape[0] == 2 * 3
+    heads = {n: p.detach().clone() for n, p in trainer.loss_fn.named_parameters() if p.requires_grad}
+    trainer.train()
+    moved = [n for n, p in trainer.loss_fn.named_parameters() if n in heads and not torch.equal(p, heads[n])]
+    assert moved, "the view projectors and add-on heads must train"
+    logs = [h for h in trainer.state.log_history if "loss_local" in h or "cl2l" in h]
+    assert logs, trainer.state.log_history
+    # the loss module's heads are checkpointed with the run (exact resume)
+    assert (tmp_path / "out" / "checkpoint-2" / LIBRARY_STATE_NAME).is_file()
+
+
+def test_improved_refuses_gradcache(tmp_path):
+    with pytest.raises(ValueError, match="GradCache is not available with loss='improved'"):
+        _args(tmp_path, loss="improved", gradcache_mini_batch_size=2)
+    with pytest.raises((ValueError, TypeError)):
+        _args(tmp_path, loss="improved", improved={"no_such_setting": 1})
