@@ -36,15 +36,14 @@ from hf_contrastive.core.losses.gradcache import RandomState
 from hf_contrastive.core.peft import apply_peft
 from hf_contrastive.vision import augment
 from hf_contrastive.vision.data import ImageTextCollator
-
 from hf_contrastive.vision.improved import ImprovedCLIPConfig, ImprovedCLIPLoss
 from hf_contrastive.vision.losses import CLIPLoss, SigLIPLoss
 from hf_contrastive.vision.modeling import (
-    image_side,
     check_processor_matches,
     clamp_logit_scale,
     dual_encoder_family,
     dual_encoder_forward,
+    image_side,
     logit_scale_and_bias,
     unwrap_dual_encoder,
 )
