@@ -74,3 +74,36 @@ def test_full_loss_on_every_rank_has_the_same_feature_gradients(results):
     r = results["open_clip"]["clip_naive"]
     assert abs(r["anchor_over_ours_grad_ratio"] - 1.0) < 1e-12, r
     assert r["loss_abs_diff"] > 1e-3, r
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["clip", "clip-gradcache", "siglip-gradcache"])
+def test_trainer_step_on_two_processes_equals_one_process(tmp_path, mode):
+    """One SGD step of the trainer under DDP (2 x 4 pairs, GradCache with gradient sync on the last re-forward
+    only) gives the weights of one process on the 8 pairs."""
+    from safetensors.torch import load_file
+
+    from tests.vision.trainer_worker import N, one_step
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
+    worker = Path(__file__).with_name("trainer_worker.py")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(worker),
+        str(tmp_path),
+        mode,
+    ]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    two = load_file(str(tmp_path / f"{mode}.safetensors"))
+    one = one_step(tmp_path / "single", mode, per_device=N)
+    assert set(one) == set(two)  # (one_step refuses a step that changed no weight)
+    gap = max(float((one[n] - two[n]).abs().max()) for n in one)
+    # float64; lr 0.5 times gradients of order 1: the gap is summation-order noise
+    assert gap < 1e-12, gap
