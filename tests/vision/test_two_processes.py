@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch.distributed as dist
+from safetensors.torch import load_file
+
+from tests.vision.trainer_worker import N, one_step
 
 WORKER = Path(__file__).with_name("two_process_worker.py")
 
@@ -81,10 +84,6 @@ def test_full_loss_on_every_rank_has_the_same_feature_gradients(results):
 def test_trainer_step_on_two_processes_equals_one_process(tmp_path, mode):
     """One SGD step of the trainer under DDP (2 x 4 pairs, GradCache with gradient sync on the last re-forward
     only) gives the weights of one process on the 8 pairs."""
-    from safetensors.torch import load_file
-
-    from tests.vision.trainer_worker import N, one_step
-
     env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
     worker = Path(__file__).with_name("trainer_worker.py")
