@@ -11,7 +11,10 @@ recipe and its self-supervised add-ons, CLOSE text-only captioning and Hydra arb
 - `improved`: the improved CLIP recipe's loss (Fini et al. 2023): global and augmented views with their own
   projectors, label smoothing on the augmented terms, and the SimCLR / BarLIP / SiamLIP / BYOLIP / SwALIP add-ons;
 - `trainer`: [`ImageTextContrastiveTrainer`] and [`ImageTextContrastiveConfig`];
-- `evaluation`: retrieval recall@K both ways, zero-shot accuracy, the modality gap, an evaluator for `Trainer`.
+- `evaluation`: retrieval recall@K both ways, zero-shot accuracy, the modality gap, an evaluator for `Trainer`;
+- `hydra`: Hydra / SimLAP (Wu et al. 2024), arbitrary class-pair positives through a label-pair-gated feature
+  filter, with its multi-positive loss, pair sampling and online linear probe (`HydraModel` loads with
+  `AutoModel`).
 """
 
 from hf_contrastive.vision import augment
@@ -21,6 +24,18 @@ from hf_contrastive.vision.evaluation import (
     image_text_retrieval_metrics,
     modality_gap,
     zero_shot_accuracy,
+)
+from hf_contrastive.vision.hydra import (
+    HydraConfig,
+    HydraImageCollator,
+    HydraLoss,
+    HydraModel,
+    HydraOutput,
+    HydraTrainer,
+    HydraTrainingArguments,
+    coco_keyword_labels,
+    load_labelled_images,
+    sample_target_labels,
 )
 from hf_contrastive.vision.improved import (
     BarlowTwinsLoss,
@@ -43,6 +58,16 @@ from hf_contrastive.vision.modeling import (
 from hf_contrastive.vision.trainer import ImageTextContrastiveConfig, ImageTextContrastiveTrainer
 
 __all__ = [
+    "HydraConfig",
+    "HydraImageCollator",
+    "HydraLoss",
+    "HydraModel",
+    "HydraOutput",
+    "HydraTrainer",
+    "HydraTrainingArguments",
+    "coco_keyword_labels",
+    "load_labelled_images",
+    "sample_target_labels",
     "BarlowTwinsLoss",
     "CLIPLoss",
     "CrossDeviceBatchNorm1d",

@@ -41,6 +41,7 @@ from hf_contrastive.relation.recipes import RelationMethod
 from hf_contrastive.relation.tkre import RelationFinetuneConfig, TKREConfig
 from hf_contrastive.retrieval.recipes import RerankerMethod
 from hf_contrastive.retrieval.rerankers.trainer import RerankerConfig
+from hf_contrastive.vision.hydra import HydraTrainingArguments
 from hf_contrastive.vision.trainer import ImageTextContrastiveConfig
 
 PACKAGED = sorted(p.stem for p in resource_dir("recipes").glob("*.yaml"))
@@ -59,6 +60,7 @@ ARGS_CLASSES = {
     "faithful-task-negation": (SpanUnlikelihoodConfig,),
     "relation": (TKREConfig, RelationFinetuneConfig),
     "image-text": (ImageTextContrastiveConfig,),
+    "hydra": (HydraTrainingArguments,),
 }
 
 
