@@ -137,6 +137,8 @@ def run(
     start = time.time()
     trainer.train()
     after = evaluator(model)
+    if save_to is not None:  # the seed-0 model of each method, for examples/close_captioning.py
+        trainer.save_dual_encoder(str(save_to))
     return {"before": before, "after": after, "seconds": round(time.time() - start, 1)}
 
 
@@ -172,7 +174,8 @@ def main() -> None:
         for seed in seeds:
             key = f"{method}/val/lr={best:g}/seed={seed}"
             if key not in results:
-                results[key] = run(method, seed, best, a.epochs, train_all, val, out)
+                save_to = out / f"{method}-model" if seed == seeds[0] else None
+                results[key] = run(method, seed, best, a.epochs, train_all, val, out, save_to)
                 path.write_text(json.dumps(results, indent=1))
                 print(key, json.dumps(results[key]["after"]), flush=True)
     write_table(results, out, seeds)

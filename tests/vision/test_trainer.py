@@ -283,3 +283,20 @@ def test_improved_refuses_gradcache(tmp_path):
         _args(tmp_path, loss="improved", gradcache_mini_batch_size=2)
     with pytest.raises((ValueError, TypeError)):
         _args(tmp_path, loss="improved", improved={"no_such_setting": 1})
+
+
+def test_push_uploads_the_dual_encoder_processor_and_card(tmp_path, vision_processor, image_rows, hub):
+    trainer = ImageTextContrastiveTrainer(
+        model=tiny_clip(len(vision_processor.tokenizer)),
+        args=_args(tmp_path, max_steps=1),
+        train_dataset=Dataset.from_list(image_rows),
+        processing_class=vision_processor,
+    )
+    trainer.train()
+    trainer.push_to_hub(repo_id="me/tiny-clip")
+    files = set(hub.commits[0]["files"])
+    assert {"README.md", "config.json", "model.safetensors", "processor_config.json"} <= files
+    assert "training_args.bin" not in files
+    card = hub.commits[0]["files"]["README.md"].decode()
+    assert 'AutoModel.from_pretrained("me/tiny-clip")' in card and "CLIPModel" in card
+    assert "zero-shot-image-classification" in card
