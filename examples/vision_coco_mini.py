@@ -101,7 +101,14 @@ def downscaled(data: Dataset, side: int = 80) -> Dataset:
 
 
 def run(
-    method: str, seed: int, lr: float, epochs: int, train: Dataset, evaluation: Dataset, out: Path
+    method: str,
+    seed: int,
+    lr: float,
+    epochs: int,
+    train: Dataset,
+    evaluation: Dataset,
+    out: Path,
+    save_to: Path | None = None,
 ) -> dict:
     model, processor = build(seed)
     evaluator = ImageTextRetrievalEvaluator(evaluation, processor, max_length=32, name="val")
