@@ -91,6 +91,7 @@ def _one_sgd_step(tmp_path, processor, rows, name, **kw):
     return {n: p.detach().clone() for n, p in model.named_parameters()}
 
 
+@pytest.mark.slow
 def test_gradcache_step_equals_plain_step(tmp_path, vision_processor, image_rows):
     plain = _one_sgd_step(tmp_path, vision_processor, image_rows, "plain")
     cached = _one_sgd_step(tmp_path, vision_processor, image_rows, "cached", gradcache_mini_batch_size=3)
@@ -101,6 +102,7 @@ def test_gradcache_step_equals_plain_step(tmp_path, vision_processor, image_rows
     assert gap < 1e-12 * max(1.0, moved * 10), gap
 
 
+@pytest.mark.slow
 def test_gradcache_siglip_equals_plain(tmp_path, vision_processor, image_rows):
     def step(name, **kw):
         model = tiny_siglip(len(vision_processor.tokenizer), seed=6).double()
@@ -145,6 +147,7 @@ def test_lora_on_the_vision_tower_keeps_scale_trainable(tmp_path, vision_process
     trainer.train()
 
 
+@pytest.mark.slow
 def test_saved_folder_reloads_with_transformers_and_has_a_card(tmp_path, vision_processor, image_rows):
     model = tiny_dual(len(vision_processor.tokenizer))
     trainer = ImageTextContrastiveTrainer(

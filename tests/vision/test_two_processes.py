@@ -19,6 +19,7 @@ WORKER = Path(__file__).with_name("two_process_worker.py")
 
 pytestmark = [
     pytest.mark.distributed,
+    pytest.mark.slow,
     pytest.mark.skipif(
         not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed/gloo missing"
     ),
