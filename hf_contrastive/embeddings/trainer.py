@@ -545,7 +545,9 @@ class ContrastiveTrainer(AtomicCheckpointMixin, Trainer):
         """Dropout views per sentence in the unsupervised layout (the loss's `num_views`, 2 by default)."""
         views = int(getattr(_inner_loss(self.loss_fn), "num_views", 2))
         if views < 2:
-            raise ValueError(f"The loss asks for {views} view(s) per sentence; unsupervised training needs >= 2.")
+            raise ValueError(
+                f"The loss asks for {views} view(s) per sentence; unsupervised training needs >= 2."
+            )
         return views
 
     def _loss_on_embeddings(

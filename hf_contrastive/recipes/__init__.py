@@ -44,6 +44,7 @@ from hf_contrastive.faithfulness.recipes import UNLIKELIHOOD_TASK as _UNLIKELIHO
 from hf_contrastive.relation.recipes import RECIPE_TASK as _RELATION
 from hf_contrastive.retrieval.recipes import RERANKER_TASK as _RERANKER
 from hf_contrastive.retrieval.recipes import RETRIEVAL_TASK as _RETRIEVAL
+from hf_contrastive.vision.close_recipes import RECIPE_TASK as _CLOSE
 from hf_contrastive.vision.hydra_recipes import HYDRA_TASK as _HYDRA
 from hf_contrastive.vision.recipes import RECIPE_TASK as _IMAGE_TEXT
 
@@ -105,6 +106,7 @@ for _task in (
     _RELATION,
     _IMAGE_TEXT,
     _HYDRA,
+    _CLOSE,
 ):
     register_recipe_task(_task)
 

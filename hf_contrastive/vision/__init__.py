@@ -12,12 +12,26 @@ recipe and its self-supervised add-ons, CLOSE text-only captioning and Hydra arb
   projectors, label smoothing on the augmented terms, and the SimCLR / BarLIP / SiamLIP / BYOLIP / SwALIP add-ons;
 - `trainer`: [`ImageTextContrastiveTrainer`] and [`ImageTextContrastiveConfig`];
 - `evaluation`: retrieval recall@K both ways, zero-shot accuracy, the modality gap, an evaluator for `Trainer`;
+- `close`: CLOSE (Gu et al. 2023), a captioner trained from text only: noisy, normalised text-tower embeddings
+  mapped to prefix tokens of a language model, image embeddings swapped in at test time, the mean-shift
+  variant; `caption_metrics`: CIDEr-D and BLEU-4 (equal to pycocoevalcap's scorers);
 - `hydra`: Hydra / SimLAP (Wu et al. 2024), arbitrary class-pair positives through a label-pair-gated feature
   filter, with its multi-positive loss, pair sampling and online linear probe (`HydraModel` loads with
   `AutoModel`).
 """
 
 from hf_contrastive.vision import augment
+from hf_contrastive.vision.caption_metrics import bleu, caption_metrics, cider_d
+from hf_contrastive.vision.close import (
+    CLOSECaptioner,
+    CLOSECollator,
+    CLOSEConfig,
+    CLOSETrainer,
+    CLOSETrainingArguments,
+    add_noise,
+    apply_mean_shift,
+    fit_mean_shift,
+)
 from hf_contrastive.vision.data import ImageTextCollator, coco_mini_dir, load_coco_captions
 from hf_contrastive.vision.evaluation import (
     ImageTextRetrievalEvaluator,
@@ -58,6 +72,17 @@ from hf_contrastive.vision.modeling import (
 from hf_contrastive.vision.trainer import ImageTextContrastiveConfig, ImageTextContrastiveTrainer
 
 __all__ = [
+    "CLOSECaptioner",
+    "CLOSECollator",
+    "CLOSEConfig",
+    "CLOSETrainer",
+    "CLOSETrainingArguments",
+    "add_noise",
+    "apply_mean_shift",
+    "bleu",
+    "caption_metrics",
+    "cider_d",
+    "fit_mean_shift",
     "HydraConfig",
     "HydraImageCollator",
     "HydraLoss",

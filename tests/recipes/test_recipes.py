@@ -41,6 +41,7 @@ from hf_contrastive.relation.recipes import RelationMethod
 from hf_contrastive.relation.tkre import RelationFinetuneConfig, TKREConfig
 from hf_contrastive.retrieval.recipes import RerankerMethod
 from hf_contrastive.retrieval.rerankers.trainer import RerankerConfig
+from hf_contrastive.vision.close import CLOSETrainingArguments
 from hf_contrastive.vision.hydra import HydraTrainingArguments
 from hf_contrastive.vision.trainer import ImageTextContrastiveConfig
 
@@ -61,6 +62,7 @@ ARGS_CLASSES = {
     "relation": (TKREConfig, RelationFinetuneConfig),
     "image-text": (ImageTextContrastiveConfig,),
     "hydra": (HydraTrainingArguments,),
+    "close": (CLOSETrainingArguments,),
 }
 
 
