@@ -29,13 +29,14 @@ gathers must run on all ranks at every step.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 import torch
 import torch.distributed as dist
 
 __all__ = [
     "all_gather_sizes",
+    "average_gradients",
     "collective_device",
     "gather_no_grad",
     "gather_with_grad",
@@ -188,3 +189,22 @@ def global_mean_factor(local_size: int, sizes: Sequence[int] | None = None) -> f
     if total == 0:
         raise ValueError("global_mean_factor: every rank reported an empty batch")
     return len(sizes) * local_size / total
+
+
+def average_gradients(parameters: Iterable[torch.nn.Parameter]) -> None:
+    """Average, in place, the gradients of parameters that DDP does not manage over every process.
+
+    A loss module's own parameters (a learnable temperature, the projection heads of a recipe) live outside the
+    DDP-wrapped model, so DDP leaves their gradients per process; without this the processes' copies drift
+    apart. Call it after each backward on every process (a no-op when not distributed). Averaging is linear,
+    so calling it after every micro-batch of a gradient-accumulation step gives the average of the sum.
+
+    Args:
+        parameters (`Iterable[torch.nn.Parameter]`): the parameters; those without a gradient are skipped.
+    """
+    if not is_distributed():
+        return
+    for p in parameters:
+        if p.requires_grad and p.grad is not None:
+            dist.all_reduce(p.grad, op=dist.ReduceOp.SUM)
+            p.grad /= world_size()

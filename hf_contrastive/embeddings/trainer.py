@@ -651,11 +651,7 @@ class ContrastiveTrainer(AtomicCheckpointMixin, Trainer):
             loss = super().training_step(model, inputs, num_items_in_batch)
         # The loss's own parameters (a learnable temperature) live outside the DDP-wrapped model,
         # so DDP does not average their gradients: do it here, or the ranks' scales drift apart.
-        if distributed.is_distributed():
-            for p in self.loss_fn.parameters():
-                if p.requires_grad and p.grad is not None:
-                    torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
-                    p.grad /= distributed.world_size()
+        distributed.average_gradients(self.loss_fn.parameters())
         return loss.detach()
 
     def _embed(self, model, inputs: dict[str, torch.Tensor], n_queries: int = 0) -> torch.Tensor:

@@ -380,11 +380,7 @@ class ImageTextContrastiveTrainer(AtomicCheckpointMixin, CardTrainerMixin, Train
             loss = super().training_step(model, inputs, num_items_in_batch)
         # The loss's own parameters (the improved recipe's heads) live outside the DDP-wrapped model: average
         # their gradients here, or the ranks' heads drift apart.
-        if distributed.is_distributed():
-            for p in self.loss_fn.parameters():
-                if p.requires_grad and p.grad is not None:
-                    torch.distributed.all_reduce(p.grad, op=torch.distributed.ReduceOp.SUM)
-                    p.grad /= distributed.world_size()
+        distributed.average_gradients(self.loss_fn.parameters())
         return loss.detach()
 
     def _gradcache_step(self, model, inputs) -> torch.Tensor:

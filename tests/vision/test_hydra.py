@@ -7,8 +7,6 @@ import json
 import logging
 import math
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +37,7 @@ from hf_contrastive.vision.hydra import (
     vision_feature_size,
 )
 from hf_contrastive.vision.hydra_recipes import HYDRA_TASK
+from tests.distributed_run import run_two_processes
 
 # float64 throughout: sums of at most a few hundred terms of size <= 1e2 are exact to ~1e-12.
 TOL = 1e-10
@@ -586,24 +585,7 @@ def test_recipe_task_runs_a_tiny_recipe(tmp_path):
 )
 def test_two_processes_equal_one(tmp_path):
     out = tmp_path / "results.json"
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([str(root), env.get("PYTHONPATH", "")])
-    worker = Path(__file__).with_name("hydra_worker.py")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(worker),
-        str(out),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, (
-        f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    )
+    run_two_processes(Path(__file__).with_name("hydra_worker.py"), out, timeout=240)
     results = json.loads(out.read_text())
     for name, r in results.items():
         assert r["grads_missing"] == [], (name, r)

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -29,6 +26,7 @@ from hf_contrastive.vision.improved import (
     sinkhorn_knopp,
     swapped_prediction_loss,
 )
+from tests.distributed_run import run_two_processes
 
 F64 = torch.float64
 ULP = torch.finfo(F64).eps
@@ -505,21 +503,7 @@ def two_process_results(tmp_path_factory) -> dict:
     if not (dist.is_available() and dist.is_gloo_available()):
         pytest.skip("torch.distributed with gloo is not available")
     out = tmp_path_factory.mktemp("improved_two_proc") / "results.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(WORKER),
-    ]
-    proc = subprocess.run([*cmd, str(out)], env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, (
-        f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    )
+    run_two_processes(WORKER, out)
     return json.loads(out.read_text())
 
 

@@ -4,15 +4,13 @@ batch, and equal open_clip's `ClipLoss` / `SigLipLoss` at the same world size.""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch.distributed as dist
 from safetensors.torch import load_file
 
+from tests.distributed_run import run_two_processes
 from tests.vision.trainer_worker import N, one_step
 
 WORKER = Path(__file__).with_name("two_process_worker.py")
@@ -29,22 +27,7 @@ pytestmark = [
 @pytest.fixture(scope="module")
 def results(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("vision_two_proc") / "results.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(WORKER),
-        str(out),
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, (
-        f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    )
+    run_two_processes(WORKER, out)
     return json.loads(out.read_text())
 
 
@@ -85,22 +68,7 @@ def test_full_loss_on_every_rank_has_the_same_feature_gradients(results):
 def test_trainer_step_on_two_processes_equals_one_process(tmp_path, mode):
     """One SGD step of the trainer under DDP (2 x 4 pairs, GradCache with gradient sync on the last re-forward
     only) gives the weights of one process on the 8 pairs."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
-    worker = Path(__file__).with_name("trainer_worker.py")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(worker),
-        str(tmp_path),
-        mode,
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
-    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    run_two_processes(Path(__file__).with_name("trainer_worker.py"), tmp_path, mode, timeout=400)
     two = load_file(str(tmp_path / f"{mode}.safetensors"))
     one = one_step(tmp_path / "single", mode, per_device=N)
     assert set(one) == set(two)  # (one_step refuses a step that changed no weight)
