@@ -248,6 +248,7 @@ class ImageTextContrastiveTrainer(AtomicCheckpointMixin, CardTrainerMixin, Train
             base.logit_scale.requires_grad_(False)
         self.loss_fn = loss if loss is not None else self._build_loss(args, base)
         self.evaluators = list(evaluators or [])
+        self._components: dict[str, list[float]] = {}  # loss components since the last log line
         super().__init__(
             model=model,
             args=args,
@@ -361,12 +362,6 @@ class ImageTextContrastiveTrainer(AtomicCheckpointMixin, CardTrainerMixin, Train
             if return_outputs
             else loss
         )
-
-    @property
-    def _components(self) -> dict[str, list[float]]:
-        if "_loss_components" not in self.__dict__:
-            self.__dict__["_loss_components"] = {}
-        return self.__dict__["_loss_components"]
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         if self.args.gradcache_mini_batch_size is not None:
