@@ -730,6 +730,8 @@ class HydraGate(nn.Module):
 
 
 class HydraPreTrainedModel(PreTrainedModel):
+    """Base of [`HydraModel`]: its config class, weight initialisation and input name, as transformers expects."""
+
     config_class = HydraConfig
     base_model_prefix = "backbone"
     main_input_name = "pixel_values"
