@@ -24,6 +24,13 @@ def run_two_processes(worker: Path, *args: str, timeout: int = 300) -> None:
         str(worker),
     ]
     proc = subprocess.run([*cmd, *map(str, args)], env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, (
-        f"torchrun failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
-    )
+    if proc.returncode != 0:
+        # The first rank to fail is the cause; the others only report a closed connection.
+        ranks = {
+            r: "\n".join(line for line in proc.stderr.splitlines() if line.startswith(f"[rank{r}]"))[-4000:]
+            for r in (0, 1)
+        }
+        raise AssertionError(
+            f"torchrun failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n--- rank 0 ---\n{ranks[0]}\n"
+            f"--- rank 1 ---\n{ranks[1]}\n--- end of stderr ---\n{proc.stderr[-2000:]}"
+        )

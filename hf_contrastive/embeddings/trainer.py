@@ -34,6 +34,7 @@ from hf_contrastive.core.data.collator import (
 )
 from hf_contrastive.core.data.columns import ColumnRoles, resolve_column_roles
 from hf_contrastive.core.data.samplers import NoDuplicatesBatchSampler
+from hf_contrastive.core.engines import EngineMixin, gradient_sync_off
 from hf_contrastive.core.hub.card import EvalEntry
 from hf_contrastive.core.losses import EmbeddingRegressionLoss, GradCache, InfoNCELoss, MultiCSRLoss
 from hf_contrastive.core.losses import registry as loss_registry
@@ -240,7 +241,7 @@ def build_loss(config: ContrastiveConfig, roles: ColumnRoles, model: Any = None)
     return loss_registry.build_loss(name, config, roles, model)
 
 
-class ContrastiveTrainer(AtomicCheckpointMixin, Trainer):
+class ContrastiveTrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
     r"""`Trainer` for sentence embeddings with in-batch negatives (SimCSE and successors).
 
     Args:
@@ -466,6 +467,12 @@ class ContrastiveTrainer(AtomicCheckpointMixin, Trainer):
         finally:
             self.args.dataloader_drop_last = False
 
+    def _parameters_outside_model(self) -> list[nn.Parameter]:
+        return [p for p in self.loss_fn.parameters() if p.requires_grad]
+
+    def _uses_gradcache(self) -> bool:
+        return isinstance(self.loss_fn, GradCache)
+
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
         extra = [p for p in self.loss_fn.parameters() if p.requires_grad]
@@ -612,7 +619,6 @@ class ContrastiveTrainer(AtomicCheckpointMixin, Trainer):
         local = features_rows(features) // n_blocks
         factor = self._loss_scale(model, local) / ga
         unwrapped = self.accelerator.unwrap_model(model)
-        distributed_model = unwrapped is not model and distributed.is_distributed()
 
         def encode(m):
             def run(chunk: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -629,7 +635,7 @@ class ContrastiveTrainer(AtomicCheckpointMixin, Trainer):
             encode_no_grad=encode(unwrapped),
             loss_scale=factor,
             backward=self.accelerator.backward,
-            no_sync=(lambda: self.accelerator.no_sync(model)) if distributed_model else None,
+            no_sync=gradient_sync_off(self, model),
             check_embeddings=self._check_embeddings,
         )
         loss = out.loss * self._loss_scale(model, local)
@@ -773,7 +779,8 @@ class ContrastiveTrainer(AtomicCheckpointMixin, Trainer):
             "loss": f"`{type(self.loss_fn).__name__}` ({', '.join(f'{k}={v}' for k, v in cfg.items())})",
             "data layout": self.roles.describe(),
             "training examples": len(self.train_dataset),
-            "batch size (per device)": self.args.per_device_train_batch_size,
+            "batch size (all processes)": self.args.per_device_train_batch_size
+            * max(self.args.world_size, 1),
             "learning rate": self.args.learning_rate,
             "epochs": self.args.num_train_epochs,
             "steps": self.state.global_step,

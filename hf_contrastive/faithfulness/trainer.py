@@ -35,6 +35,7 @@ from trl import SFTConfig, SFTTrainer
 
 from hf_contrastive.core.checkpoint import AtomicCheckpointMixin
 from hf_contrastive.core.data.checks import require_rows
+from hf_contrastive.core.engines import EngineMixin
 from hf_contrastive.core.hub.mixin import CardTrainerMixin
 from hf_contrastive.faithfulness.losses import (
     OBJECTIVES,
@@ -106,7 +107,7 @@ class SpanUnlikelihoodConfig(SFTConfig):
         super().__post_init__()
 
 
-class SpanUnlikelihoodTrainer(AtomicCheckpointMixin, CardTrainerMixin, SFTTrainer):
+class SpanUnlikelihoodTrainer(AtomicCheckpointMixin, EngineMixin, CardTrainerMixin, SFTTrainer):
     """`trl.SFTTrainer` with the span-level objectives of faithful summarisation.
 
     Args:

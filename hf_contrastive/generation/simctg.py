@@ -20,6 +20,7 @@ from transformers import Trainer, TrainingArguments
 
 from hf_contrastive.core.checkpoint import AtomicCheckpointMixin
 from hf_contrastive.core.data.checks import require_rows
+from hf_contrastive.core.engines import EngineMixin
 from hf_contrastive.core.hub.mixin import CardTrainerMixin
 from hf_contrastive.core.peft import apply_peft
 from hf_contrastive.generation.losses import SimCTGLoss, simctg_contrastive_loss
@@ -70,7 +71,7 @@ class SimCTGCollator:
         return {"input_ids": ids, "attention_mask": mask, "labels": labels}
 
 
-class SimCTGTrainer(AtomicCheckpointMixin, CardTrainerMixin, Trainer):
+class SimCTGTrainer(AtomicCheckpointMixin, EngineMixin, CardTrainerMixin, Trainer):
     """`transformers.Trainer` with the SimCTG objective: LM loss + weighted token-level contrastive loss.
 
     Args:

@@ -424,7 +424,7 @@ class TKREPretrainer(AtomicCheckpointMixin, Trainer):
             "relations (stage-2 anchors)": len(self.relations),
             "entity markers": args.marker_scheme,
             "learning rate": args.learning_rate,
-            "batch size (per device)": args.per_device_train_batch_size,
+            "batch size (all processes)": args.per_device_train_batch_size * max(args.world_size, 1),
             "max sequence length": args.max_seq_length,
             "explanations as a second segment": args.with_explanations,
         }

@@ -17,6 +17,7 @@ from transformers import Trainer, TrainingArguments
 
 from hf_contrastive.core.checkpoint import AtomicCheckpointMixin
 from hf_contrastive.core.data.checks import require_rows
+from hf_contrastive.core.engines import EngineMixin
 from hf_contrastive.core.peft import apply_peft
 from hf_contrastive.relation.data import RelationDataset
 from hf_contrastive.relation.modeling import RelationClassifier
@@ -64,7 +65,7 @@ class RelationFinetuneConfig(TrainingArguments):
     save_strategy: Any = field(default="no", metadata={"help": "Checkpoints."})
 
 
-class RelationClassificationTrainer(AtomicCheckpointMixin, Trainer):
+class RelationClassificationTrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
     r"""Fine-tunes a [`RelationClassifier`] with cross-entropy over its labels.
 
     Datasets are lists of `RelationExample`s (or dicts); the collator comes from the model. Evaluation

@@ -52,6 +52,7 @@ from hf_contrastive.core.boundary import corrupt_file_errors
 from hf_contrastive.core.checkpoint import AtomicCheckpointMixin
 from hf_contrastive.core.configuration import backbone_hidden_size, register_auto_classes
 from hf_contrastive.core.data.checks import require_rows
+from hf_contrastive.core.engines import EngineMixin
 from hf_contrastive.core.hub.card import ModelCardInfo
 from hf_contrastive.core.hub.mixin import HubMixin, adapter_details
 from hf_contrastive.core.peft import apply_peft
@@ -888,7 +889,7 @@ def _peft_for_captioner(peft_config: Any) -> Any:
     return cfg
 
 
-class CLOSETrainer(AtomicCheckpointMixin, Trainer):
+class CLOSETrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
     r"""`Trainer` for [`CLOSECaptioner`] on rows `{embedding, text}` (see [`CLOSECollator`]).
 
     The loss is the captioner's LM cross-entropy on noised text embeddings (the noise is on in training mode
@@ -998,7 +999,7 @@ class CLOSETrainer(AtomicCheckpointMixin, Trainer):
             "noise std": model.config.noise_std,
             "learning rate": args.learning_rate,
             "epochs": args.num_train_epochs,
-            "batch size (per device)": args.per_device_train_batch_size,
+            "batch size (all processes)": args.per_device_train_batch_size * max(args.world_size, 1),
             "optimizer steps": self.state.global_step,
             "seed": args.seed,
         }

@@ -65,6 +65,7 @@ from hf_contrastive.core import distributed
 from hf_contrastive.core.checkpoint import AtomicCheckpointMixin
 from hf_contrastive.core.configuration import backbone_hidden_size, register_auto_classes
 from hf_contrastive.core.data.checks import require_rows
+from hf_contrastive.core.engines import EngineMixin
 from hf_contrastive.core.hub.card import ModelCardInfo
 from hf_contrastive.core.hub.mixin import HubMixin
 from hf_contrastive.core.losses.base import ContrastiveLoss, LossOutput, check_2d, upcast
@@ -1351,7 +1352,7 @@ class HydraTrainingArguments(TrainingArguments):
     report_to: Any = field(default="none", metadata={"help": "Loggers."})
 
 
-class HydraTrainer(AtomicCheckpointMixin, Trainer):
+class HydraTrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
     r"""Trains a [`HydraModel`] with its own loss ([`HydraLoss`], computed in `forward`).
 
     Batches come from a [`HydraImageCollator`] built from the model's config unless `data_collator` is given;

@@ -168,7 +168,7 @@ def run_hydra_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
         "objective": f"Hydra / SimLAP, {method.pair_type} class pairs, {method.logit_variant} logits",
         "epochs": args.num_train_epochs,
         "learning rate": args.learning_rate,
-        "batch size (per device)": args.per_device_train_batch_size,
+        "batch size (all processes)": args.per_device_train_batch_size * max(args.world_size, 1),
         "training images": len(train),
         "seed": args.seed,
     }

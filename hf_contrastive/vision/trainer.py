@@ -31,6 +31,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from hf_contrastive.core import distributed
 from hf_contrastive.core.checkpoint import AtomicCheckpointMixin
 from hf_contrastive.core.data.checks import require_rows
+from hf_contrastive.core.engines import EngineMixin, gradient_sync_off
 from hf_contrastive.core.hub.mixin import CardTrainerMixin
 from hf_contrastive.core.losses.gradcache import RandomState
 from hf_contrastive.core.peft import apply_peft
@@ -137,7 +138,7 @@ class _ClampLogitScale(TrainerCallback):
             update()
 
 
-class ImageTextContrastiveTrainer(AtomicCheckpointMixin, CardTrainerMixin, Trainer):
+class ImageTextContrastiveTrainer(AtomicCheckpointMixin, EngineMixin, CardTrainerMixin, Trainer):
     r"""`Trainer` for image-text contrastive learning on `CLIPModel`, `SiglipModel`, `VisionTextDualEncoderModel`.
 
     Args:
@@ -273,6 +274,12 @@ class ImageTextContrastiveTrainer(AtomicCheckpointMixin, CardTrainerMixin, Train
             config = ImprovedCLIPConfig(**(args.improved or {}))
             return ImprovedCLIPLoss(image_dim, text_dim, config)
         return CLIPLoss(label_smoothing=args.label_smoothing, gather=args.gather_across_devices)
+
+    def _parameters_outside_model(self) -> list[nn.Parameter]:
+        return [p for p in self.loss_fn.parameters() if p.requires_grad]
+
+    def _uses_gradcache(self) -> bool:
+        return bool(self.args.gradcache_mini_batch_size)
 
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
@@ -419,14 +426,10 @@ class ImageTextContrastiveTrainer(AtomicCheckpointMixin, CardTrainerMixin, Train
             result = self.loss_fn(image_leaf, text_leaf, scale_leaf.exp())
         self.accelerator.backward(result.loss * factor)
         after_loss = RandomState()
-        distributed_model = unwrapped is not model and distributed.is_distributed()
+        no_sync = gradient_sync_off(self, model)
         last = len(chunks) - 1
         for k, (rows, state) in enumerate(zip(chunks, states)):
-            ctx = (
-                self.accelerator.no_sync(model)
-                if (distributed_model and k < last)
-                else contextlib.nullcontext()
-            )
+            ctx = no_sync() if (no_sync is not None and k < last) else contextlib.nullcontext()
             with ctx:
                 state.restore()
                 o = run(model, rows)

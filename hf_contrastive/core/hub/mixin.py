@@ -440,7 +440,7 @@ class CardTrainerMixin(_CardInfoHolder):
             **self.card_training(),
             "learning rate": args.learning_rate,
             "epochs": args.num_train_epochs,
-            "batch size (per device)": args.per_device_train_batch_size,
+            "batch size (all processes)": args.per_device_train_batch_size * max(args.world_size, 1),
             "gradient accumulation steps": args.gradient_accumulation_steps,
             "optimizer steps": getattr(getattr(self, "state", None), "global_step", None),
             "seed": args.seed,

@@ -36,6 +36,7 @@ from hf_contrastive.core.boundary import cap_max_length, corrupt_file_errors, po
 from hf_contrastive.core.checkpoint import AtomicCheckpointMixin
 from hf_contrastive.core.configuration import registered_model_types
 from hf_contrastive.core.data.checks import require_rows
+from hf_contrastive.core.engines import EngineMixin
 from hf_contrastive.core.utils import atomic_save
 
 TEACHER_KINDS = ("pair_module", "sequence_classifier", "callable")
@@ -345,7 +346,7 @@ class _PairCollator:
         return feats
 
 
-class CrossEncoderTeacherTrainer(AtomicCheckpointMixin, Trainer):
+class CrossEncoderTeacherTrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
     """`Trainer` with whole-or-nothing checkpoints, used by [`finetune_teacher`]."""
 
 

@@ -23,6 +23,7 @@ from transformers import Trainer, TrainingArguments
 
 from hf_contrastive.core.checkpoint import AtomicCheckpointMixin
 from hf_contrastive.core.data.checks import require_rows
+from hf_contrastive.core.engines import EngineMixin
 from hf_contrastive.embeddings.dse.cache import cached_teacher_logits
 from hf_contrastive.embeddings.dse.losses import DSELoss
 from hf_contrastive.embeddings.dse.modeling import DistilledPairScorer
@@ -204,7 +205,7 @@ def _base_model(model: Any) -> Any:
     return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
-class DSETrainer(AtomicCheckpointMixin, Trainer):
+class DSETrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
     r"""`Trainer` for Distilled Sentence Embedding: a [`DistilledPairScorer`] learns the gold labels and the
     cross-encoder teacher's logits, `(1 - a) * task_loss + a * sum (student - teacher)^2` ([`DSELoss`]).
 
@@ -445,7 +446,8 @@ class DSETrainer(AtomicCheckpointMixin, Trainer):
             {
                 "learning rate": self.args.learning_rate,
                 "epochs": self.args.num_train_epochs,
-                "batch size (per device)": self.args.per_device_train_batch_size,
+                "batch size (all processes)": self.args.per_device_train_batch_size
+                * max(self.args.world_size, 1),
             }
         )
 

@@ -33,6 +33,7 @@ from transformers import Trainer, TrainingArguments
 from hf_contrastive.core.boundary import corrupt_file_errors
 from hf_contrastive.core.checkpoint import AtomicCheckpointMixin
 from hf_contrastive.core.data.checks import require_rows
+from hf_contrastive.core.engines import EngineMixin
 from hf_contrastive.core.losses.base import ContrastiveLoss
 from hf_contrastive.core.peft import apply_peft
 from hf_contrastive.retrieval.rerankers.losses import ListwiseInfoNCELoss, PointwiseBCELoss, YesNoSFTLoss
@@ -210,7 +211,7 @@ def load_reranker(path: str | os.PathLike) -> CrossEncoderReranker | LLMYesNoRer
     raise ValueError(f"{path} holds a {model_type!r} model, not a reranker of this library.")
 
 
-class RerankerTrainer(AtomicCheckpointMixin, Trainer):
+class RerankerTrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
     r"""`Trainer` for [`CrossEncoderReranker`] and [`LLMYesNoReranker`].
 
     Args:
@@ -272,6 +273,9 @@ class RerankerTrainer(AtomicCheckpointMixin, Trainer):
             optimizers=optimizers,
             **kwargs,
         )
+        # compute_loss returns the batch mean and ignores num_items_in_batch; a model forward that takes **kwargs
+        # would make the Trainer skip its division by the gradient-accumulation steps.
+        self.model_accepts_loss_kwargs = False
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         inputs = dict(inputs)

@@ -246,3 +246,38 @@ def test_cross_encoder_trainer_pointwise_and_listwise_and_eval(tmp_path):
 
     m = evaluate_reranking(Oracle(), {"q": [("2", 0.9), ("1", 0.1)]}, corpus, queries, qrels, k_values=(1, 2))
     assert m["ndcg@1"] == 1.0 and m["mrr@2"] == 1.0
+
+
+def test_gradient_accumulation_gives_the_gradient_of_the_whole_batch(tmp_path):
+    """2 accumulation steps of 2 groups = 1 step of 4 groups (the loss is a batch mean; float64, no dropout)."""
+    grads = {}
+    for name, per_device, accumulation in (("one", 4, 1), ("two", 2, 2)):
+        tok = bert_tokenizer(tmp_path / "vocab")
+        cfg = bert_config(len(tok))
+        cfg.hidden_dropout_prob = cfg.attention_probs_dropout_prob = 0.0
+        torch.manual_seed(0)
+        model = CrossEncoderReranker(
+            CrossEncoderRerankerConfig(backbone_config=cfg.to_dict(), max_seq_length=48, head_dropout=0.0)
+        ).double()
+        model.tokenizer = tok
+        args = RerankerConfig(
+            output_dir=str(tmp_path / name),
+            objective="listwise",
+            per_device_train_batch_size=per_device,
+            gradient_accumulation_steps=accumulation,
+            max_steps=1,
+            optim="sgd",
+            learning_rate=1.0,
+            lr_scheduler_type="constant",
+            max_grad_norm=0.0,
+            report_to="none",
+            save_strategy="no",
+            disable_tqdm=True,
+        )
+        before = {k: v.detach().clone() for k, v in model.named_parameters()}
+        RerankerTrainer(model=model, args=args, train_dataset=GROUPS).train()
+        grads[name] = {k: before[k] - v.detach() for k, v in model.named_parameters()}
+    scale = max(float(v.abs().max()) for v in grads["one"].values())
+    assert scale > 0
+    diff = max(float((grads["one"][k] - grads["two"][k]).abs().max()) for k in grads["one"])
+    assert diff <= 8 * 4096 * torch.finfo(torch.float64).eps * max(1.0, scale), diff
