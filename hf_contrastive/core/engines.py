@@ -36,6 +36,7 @@ __all__ = [
     "EngineError",
     "EngineInfo",
     "EngineMixin",
+    "check_launch_config",
     "detect_engine",
     "fsdp_requested",
     "full_state_dict",
@@ -259,3 +260,50 @@ def gradient_sync_off(trainer: Any, model: Any) -> Any:
     if unwrapped is not model or _is_fsdp2_module(model) or hasattr(model, "no_sync"):
         return lambda: trainer.accelerator.no_sync(model)
     return None
+
+
+def check_launch_config(path: str | os.PathLike, gpus_per_node: int | None = None) -> dict[str, Any]:
+    """Check an accelerate launch config before a run; return it as a dict.
+
+    Args:
+        path (`str | os.PathLike`): the YAML file given to `accelerate launch --config_file`.
+        gpus_per_node (`int`, *optional*): GPUs of each node; defaults to `torch.cuda.device_count()` of this
+            machine when it has any (not checked otherwise).
+
+    Raises:
+        [`EngineError`]: processes that do not split evenly over the nodes, more processes per node than GPUs,
+            fp16 asked for on CPU, a sharding engine on CPU, or an unknown `distributed_type`.
+    """
+    import yaml
+
+    with open(path, encoding="utf-8") as f:
+        config = yaml.safe_load(f) or {}
+    if not isinstance(config, dict):
+        raise EngineError(
+            f"{path}: expected a YAML mapping of accelerate settings, got {type(config).__name__}"
+        )
+    kind = str(config.get("distributed_type", "NO"))
+    known = {"NO", "MULTI_CPU", "MULTI_GPU", "FSDP", "DEEPSPEED", "MULTI_XPU", "MULTI_NPU", "MULTI_HPU"}
+    if kind not in known:
+        raise EngineError(f"{path}: distributed_type {kind!r} is not one of {sorted(known)}")
+    processes, machines = int(config.get("num_processes", 1)), int(config.get("num_machines", 1))
+    if processes < 1 or machines < 1 or processes % machines:
+        raise EngineError(
+            f"{path}: num_processes={processes} does not split evenly over num_machines={machines}: "
+            "num_processes counts the processes of all nodes (num_machines x GPUs per node)."
+        )
+    on_cpu = bool(config.get("use_cpu", False)) or kind in ("NO", "MULTI_CPU")
+    precision = str(config.get("mixed_precision", "no"))
+    if on_cpu and precision == "fp16":
+        raise EngineError(f"{path}: fp16 mixed precision needs a GPU; use bf16 (CPU autocast) or no on CPU.")
+    if on_cpu and kind in ("FSDP", "DEEPSPEED", "MULTI_GPU"):
+        raise EngineError(f"{path}: distributed_type {kind} with use_cpu: true; use MULTI_CPU (DDP) on CPU.")
+    if gpus_per_node is None and not on_cpu and torch.cuda.is_available():
+        gpus_per_node = torch.cuda.device_count()
+    per_node = processes // machines
+    if gpus_per_node is not None and not on_cpu and per_node > gpus_per_node:
+        raise EngineError(
+            f"{path}: {per_node} processes per node (num_processes={processes} over {machines} node(s)) but a "
+            f"node has {gpus_per_node} GPU(s): set num_processes to {gpus_per_node * machines}."
+        )
+    return config

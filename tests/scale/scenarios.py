@@ -89,7 +89,9 @@ def _common(workdir: Path, world: int, engine: str, device: str) -> dict[str, An
         seed=0,
         use_cpu=device == "cpu",
     )
-    if engine == "fsdp2" and device == "cuda":
+    if (
+        engine == "fsdp2" and device == "cuda"
+    ) or engine == "fsdp2-args":  # (fsdp2-args: the route, on any device)
         kw.update(fsdp="full_shard", fsdp_config={"version": 2, "reshard_after_forward": True})
     if engine.startswith("zero"):
         kw["deepspeed"] = deepspeed_config(int(engine[-1]), world)

@@ -41,7 +41,14 @@ def test_zero_two_processes_equal_one_process(single, tmp_path, stage, require_r
     if not HAVE_DEEPSPEED:
         require_resource("deepspeed", "pip install -e '.[dev]' installs it")
     run_two_processes(
-        WORKER, "--device", DEVICE, "--engine", f"zero{stage}", tmp_path, "infonce_hard_negatives", timeout=600
+        WORKER,
+        "--device",
+        DEVICE,
+        "--engine",
+        f"zero{stage}",
+        tmp_path,
+        "infonce_hard_negatives",
+        timeout=600,
     )
     got = torch.load(tmp_path / "infonce_hard_negatives.pt", weights_only=False)
     assert got["engine"] == f"deepspeed ZeRO-{stage} on 2 processes"
