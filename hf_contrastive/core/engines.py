@@ -158,8 +158,8 @@ def keep_outside_parameters_through_prepare(
 class EngineMixin:
     """Engine rules for a `transformers.Trainer` subclass (see the module docstring). Put it before `Trainer`.
 
-    Subclasses say what they need through two hooks: [`_parameters_outside_model`] (a loss's learnable
-    parameters, in the optimiser but not in the model) and [`_uses_gradcache`].
+    Subclasses say what they need through three hooks: [`_parameters_outside_model`] (a loss's learnable
+    parameters, in the optimiser but not in the model), [`_uses_gradcache`] and [`_copies_model_weights`].
     """
 
     def _parameters_outside_model(self) -> list[torch.nn.Parameter]:
@@ -168,6 +168,10 @@ class EngineMixin:
 
     def _uses_gradcache(self) -> bool:
         """Whether training steps replay mini-batches (GradCache); default `False`."""
+        return False
+
+    def _copies_model_weights(self) -> bool:
+        """Whether the trainer reads the model's weights outside its forward (a momentum encoder); default `False`."""
         return False
 
     @property
@@ -204,6 +208,12 @@ class EngineMixin:
                 f"{engine.describe()} only optimises the model's own parameters, and this run also trains "
                 "parameters that live in the loss (a learnable temperature or bias). Fix them "
                 "(`learnable_temperature=False`), or train with DDP or FSDP2, which keep them."
+            )
+        if self._copies_model_weights() and (engine.name.startswith("fsdp") or engine.zero_stage == 3):
+            raise EngineError(
+                f"The momentum (MoCo) key encoder copies the model's weights outside its forward at every step, "
+                f"and under {engine.describe()} each process holds only a shard of them. Train MoCo with DDP or "
+                "DeepSpeed ZeRO-1/2, or use an in-batch loss (gathered negatives) under FSDP."
             )
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
         device = getattr(self.accelerator, "device", torch.device("cpu"))  # type: ignore[attr-defined]

@@ -473,6 +473,9 @@ class ContrastiveTrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
     def _uses_gradcache(self) -> bool:
         return isinstance(self.loss_fn, GradCache)
 
+    def _copies_model_weights(self) -> bool:
+        return self.key_encoder is not None
+
     def create_optimizer(self, model=None):
         optimizer = super().create_optimizer(model)
         extra = [p for p in self.loss_fn.parameters() if p.requires_grad]

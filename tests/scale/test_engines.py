@@ -95,3 +95,31 @@ def test_every_library_trainer_carries_the_engine_rules():
     ]  # fmt: skip
     for cls in trainers:
         assert issubclass(cls, engines.EngineMixin), cls
+
+
+@pytest.mark.parametrize(
+    ("engine", "refused"), [("fsdp2", True), ("zero3", True), ("zero2", False), ("ddp", False)]
+)
+def test_moco_key_encoder_refused_where_weights_are_sharded(tmp_path, monkeypatch, engine, refused):
+    from hf_contrastive import ContrastiveConfig, ContrastiveTrainer
+    from hf_contrastive.core.engines import EngineInfo
+
+    cls, kw = build("infonce_hard_negatives", tmp_path, 1, "single")
+    args = ContrastiveConfig(
+        output_dir=str(tmp_path / "moco"), loss="moco", per_device_train_batch_size=4, queue_size=8,
+        max_steps=1, report_to="none", save_strategy="no", use_cpu=True,
+    )  # fmt: skip
+    pairs = kw["train_dataset"].remove_columns("negative")
+    trainer = ContrastiveTrainer(model=kw["model"], args=args, train_dataset=pairs)
+    info = {
+        "fsdp2": EngineInfo("fsdp2", 2),
+        "zero3": EngineInfo("deepspeed", 2, 3),
+        "zero2": EngineInfo("deepspeed", 2, 2),
+        "ddp": EngineInfo("ddp", 2),
+    }[engine]
+    monkeypatch.setattr(type(trainer), "engine", property(lambda self: info))
+    if refused:
+        with pytest.raises(EngineError, match="momentum"):
+            trainer.check_engine()
+    else:
+        trainer.check_engine()
