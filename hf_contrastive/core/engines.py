@@ -217,6 +217,12 @@ class EngineMixin:
             )
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
         device = getattr(self.accelerator, "device", torch.device("cpu"))  # type: ignore[attr-defined]
+        if getattr(args, "fp16", False) and getattr(device, "type", "cpu") == "cpu":
+            raise EngineError(
+                "fp16=True on CPU: accelerate runs fp16 autocast and its loss scaler only on accelerator devices "
+                "(CUDA, XPU, NPU, MPS, ...), so this run would train in float32 while reporting fp16. Use "
+                "bf16=True for mixed precision on CPU, or drop fp16."
+            )
         if getattr(device, "type", "cpu") == "cuda" and local > torch.cuda.device_count():
             raise EngineError(
                 f"{local} processes per node were launched but this node has {torch.cuda.device_count()} "

@@ -151,6 +151,33 @@ class TKREPretrainingModel(nn.Module):
             model = model.get_base_model()
         return getattr(model, model.base_model_prefix)
 
+    def activation_checkpointing_enable(
+        self, activation_checkpointing_kwargs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """Activation checkpointing in the encoder's layers; `Trainer` calls it for `activation_checkpointing=True`.
+
+        Args:
+            activation_checkpointing_kwargs (`dict[str, Any]`, *optional*): passed to `torch.utils.checkpoint`
+                (transformers' default: `{"use_reentrant": False}`).
+            kwargs (`Any`): `every_n_layers` / `offload`, as `PreTrainedModel.activation_checkpointing_enable`.
+        """
+        encoder = self.encoder
+        if hasattr(encoder, "activation_checkpointing_enable"):
+            encoder.activation_checkpointing_enable(activation_checkpointing_kwargs, **kwargs)
+        else:  # transformers releases before the method's rename
+            encoder.gradient_checkpointing_enable(activation_checkpointing_kwargs, **kwargs)
+
+    def gradient_checkpointing_enable(
+        self, gradient_checkpointing_kwargs: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        """The earlier name of [`activation_checkpointing_enable`] (what `Trainer` calls before the rename).
+
+        Args:
+            gradient_checkpointing_kwargs (`dict[str, Any]`, *optional*): passed to `torch.utils.checkpoint`.
+            kwargs (`Any`): as [`activation_checkpointing_enable`].
+        """
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, **kwargs)
+
     def mlm_head(self) -> nn.Module:
         """The masked-LM prediction head (BERT's `cls`, RoBERTa's `lm_head`)."""
         model = (

@@ -738,6 +738,8 @@ class HydraPreTrainedModel(PreTrainedModel):
     main_input_name = "pixel_values"
     # The loss is a mean over anchors, not over items: Trainer divides it by the accumulation steps itself.
     accepts_loss_kwargs = False
+    # Activation checkpointing reaches the backbone's layers (transformers refuses a backbone that has none).
+    supports_gradient_checkpointing = True
 
     def _init_weights(self, module: nn.Module) -> None:
         # Linear, embedding, LayerNorm and BatchNorm layers of the head: transformers' defaults at

@@ -150,6 +150,10 @@ def dual_encoder_forward(
             hook.remove()
     image_pooled = captured.get("visual_projection", out.vision_model_output.pooler_output)
     text_pooled = captured.get("text_projection", out.text_model_output.pooler_output)
+    # Read inside the model's forward, so in autocast's dtype (bf16 / fp16) even where accelerate hands the
+    # outputs back in float32: give them the dtype of the embeddings, which the loss's own heads expect.
+    image_pooled = image_pooled.to(out.image_embeds.dtype)
+    text_pooled = text_pooled.to(out.text_embeds.dtype)
     return DualEncoderOutput(out.image_embeds, out.text_embeds, image_pooled, text_pooled)
 
 

@@ -234,6 +234,13 @@ class ImageTextContrastiveTrainer(AtomicCheckpointMixin, EngineMixin, CardTraine
             if eval_dataset is not None:
                 data_collator.check_columns(eval_dataset.column_names)
         base = unwrap_dual_encoder(model)
+        towers = (base.vision_model, base.text_model)
+        if self.family == "dual" and all(
+            getattr(t, "supports_gradient_checkpointing", False) for t in towers
+        ):
+            # VisionTextDualEncoderModel does not declare the support its two towers have: with it,
+            # `activation_checkpointing=True` reaches both towers' layers instead of being refused.
+            base.supports_gradient_checkpointing = True
         if args.freeze_vision_model:
             base.vision_model.requires_grad_(False)
         if args.freeze_text_model:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,13 @@ class ContrastiveLoss(nn.Module):
 
     citation: str = ""
     uses_momentum_encoder: bool = False
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        # Losses compute in float32 even inside an autocast region (a loss called in a model's forward, as
+        # HydraModel does, or user code under `torch.autocast`): autocast would run the similarity matmuls in
+        # bf16 / fp16 again after `upcast`, and a softmax over scaled similarities loses the positive's mass there.
+        with autocast_disabled():
+            return super().__call__(*_upcast_all(args), **_upcast_all(kwargs))
 
     def config_dict(self) -> dict[str, Any]:
         """Hyper-parameters that define the objective, JSON-serialisable (for the model card)."""
@@ -101,6 +109,30 @@ def resolve_scale(temperature: float | None, scale: float | None, default_temper
             raise ValueError(f"scale must be a finite number > 0 (scale = 1 / temperature), got {scale!r}")
         return float(scale)
     return 1.0 / default_temperature
+
+
+def autocast_disabled() -> contextlib.ExitStack:
+    """A context that switches autocast off on every device type where it is on (a no-op outside autocast)."""
+    stack = contextlib.ExitStack()
+    for device_type in ("cpu", "cuda", "xpu", "mps", "hpu", "npu"):
+        try:
+            enabled = torch.is_autocast_enabled(device_type)
+        except (RuntimeError, TypeError, ValueError):  # a device type this build of torch does not know
+            continue
+        if enabled:
+            stack.enter_context(torch.autocast(device_type=device_type, enabled=False))
+    return stack
+
+
+def _upcast_all(value: Any) -> Any:
+    """[`upcast`] on every tensor of `value`: a tensor, or a plain tuple, list or dict holding tensors."""
+    if isinstance(value, torch.Tensor):
+        return upcast(value)
+    if type(value) in (list, tuple):
+        return type(value)(_upcast_all(v) for v in value)
+    if type(value) is dict:
+        return {k: _upcast_all(v) for k, v in value.items()}
+    return value
 
 
 def upcast(t: torch.Tensor) -> torch.Tensor:
