@@ -65,7 +65,9 @@ def _triples() -> Dataset:
 
 
 def _encoder(workdir: Path) -> SentenceEncoder:
-    tok = bert_tokenizer(workdir / "vocab")
+    tok = bert_tokenizer(
+        workdir / f"vocab-rank{os.environ.get('RANK', '0')}"
+    )  # (one file per process: no race)
     torch.manual_seed(0)
     model = SentenceEncoder(SentenceEncoderConfig(backbone_config=_no_dropout_bert(len(tok))))
     model.tokenizer = tok
@@ -186,7 +188,9 @@ def _span(workdir, world, engine, device) -> tuple[type, dict]:
 
 
 def _reranker(workdir, world, engine, device) -> tuple[type, dict]:
-    tok = bert_tokenizer(workdir / "vocab")
+    tok = bert_tokenizer(
+        workdir / f"vocab-rank{os.environ.get('RANK', '0')}"
+    )  # (one file per process: no race)
     torch.manual_seed(0)
     model = CrossEncoderReranker(
         CrossEncoderRerankerConfig(
