@@ -27,7 +27,7 @@ size of the worker process (``ru_maxrss``) on CPU. Results are printed as a tabl
 (JSON). The exit status is 1 when any section failed.
 
 ``--cpu-smoke`` runs every section on CPU with tiny sizes (prompts 16 / 64 tokens, batch 1 / 2, 4 new tokens;
-training batch 8 / 16; GradCache batch 64 against 8), in fp32, to show that every code path works; there the
+training batch 8; GradCache batch 64 against 8), in fp32, to show that every code path works; there the
 decoding target is computed and reported but not enforced (CPU timings of a few tokens say nothing about it).
 Without the packaged SmolLM2, the smoke mode decodes with a tiny random Llama instead (named in the JSON).
 
@@ -191,7 +191,7 @@ SMOKE_SIZES = Sizes(
     ratio_target=1.15,
     target_batch=1,
     enforce_targets=False,
-    train_batches=(8, 16),
+    train_batches=(8,),
     train_warmup=1,
     train_steps=2,
     train_max_length=32,
