@@ -1,6 +1,7 @@
-"""One prepared GPU run: decoding speed, training speed and memory, GradCache memory, distributed equality.
+"""One prepared GPU run: decoding speed, training speed and memory, GradCache memory, distributed equality, and
+the dense, pixel and multimodal methods' experiments at their GPU sizes.
 
-Four sections, each recorded with its own status (``ok``, ``failed`` or ``skipped``) and error text, so
+Five sections, each recorded with its own status (``ok``, ``failed`` or ``skipped``) and error text, so
 that one section failing does not stop the others:
 
   generation  contrastive search time / greedy time on SmolLM2-135M (fp32) at a 64- and a 1024-token prompt,
@@ -21,6 +22,11 @@ that one section failing does not stop the others:
               ``tests/scale/test_fsdp.py`` and ``tests/scale/test_deepspeed.py`` run on CUDA
               (``HF_CONTRASTIVE_TEST_DEVICE=cuda``) when two GPUs are present; otherwise the check is
               recorded as skipped, with the reason.
+  methods     each method experiment script (``benchmarks/{pixpro,dito,pixel_linguist,cosmo}_experiment.py``)
+              with its ``--gpu`` preset (the larger sizes its docstring states) and ``--out``; the numbers of
+              the JSON it writes become the section's figures, prefixed by the method. Skipped in the smoke
+              mode: at their CPU defaults these scripts take minutes each (run them directly for the toy
+              tables).
 
 Peak memory is ``torch.cuda.max_memory_allocated`` of the worker process on a GPU, and the peak resident set
 size of the worker process (``ru_maxrss``) on CPU. Results are printed as a table and written to ``--output``
@@ -50,6 +56,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import shlex
@@ -88,7 +95,9 @@ from hf_contrastive.core.utils import packaged_minilm_path  # noqa: E402
 from hf_contrastive.embeddings.modeling import SentenceEncoder  # noqa: E402
 from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer  # noqa: E402
 
-SECTIONS = ("generation", "training", "gradcache", "equality")
+SECTIONS = ("generation", "training", "gradcache", "equality", "methods")
+# The method experiments of the methods section, run as `python benchmarks/<name>_experiment.py --gpu --out DIR`.
+METHOD_EXPERIMENTS = ("pixpro", "dito", "pixel_linguist", "cosmo")
 GEN_METHODS = ("greedy", "cs", "cs-expand")
 TARGETED_METHOD = "cs"
 ENGINE_TESTS = (ROOT / "tests" / "scale" / "test_fsdp.py", ROOT / "tests" / "scale" / "test_deepspeed.py")
@@ -881,6 +890,57 @@ def equality_section(
     return {"device_count": device_count, "figures": {}, "checks": checks}
 
 
+def _numbers(value: Any, prefix: str, out: dict[str, float]) -> dict[str, float]:
+    """The finite numbers of a JSON value, flattened to `prefix/key/...` names (lists by index)."""
+    if isinstance(value, bool):
+        return out
+    if isinstance(value, (int, float)):
+        if math.isfinite(value):
+            out[prefix] = float(value)
+    elif isinstance(value, Mapping):
+        for key, inner in value.items():
+            _numbers(inner, f"{prefix}/{key}", out)
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            _numbers(inner, f"{prefix}/{i}", out)
+    return out
+
+
+def methods_section(
+    sizes: Sizes, timeout: float, out_dir: Path, names: Sequence[str] = METHOD_EXPERIMENTS
+) -> dict[str, Any]:
+    """Each method experiment at its `--gpu` preset; its JSON's numbers become figures named `method/...`.
+
+    Args:
+        sizes (`Sizes`): the mode's sizes (the smoke mode skips every experiment).
+        timeout (`float`): seconds each experiment may run.
+        out_dir (`Path`): each experiment writes its JSON under `out_dir / name`.
+        names (`Sequence[str]`, *optional*): the experiments, `benchmarks/<name>_experiment.py`.
+    """
+    checks: list[dict[str, Any]] = []
+    figures: dict[str, float] = {}
+    for name in names:
+        script = ROOT / "benchmarks" / f"{name}_experiment.py"
+        if sizes.mode == "cpu-smoke":
+            checks.append({"name": name, "status": "skipped: no smoke size (minutes each at CPU defaults)"})
+            continue
+        if not script.is_file():
+            checks.append({"name": name, "status": "skipped: script absent", "script": str(script)})
+            continue
+        folder = out_dir / name
+        command = " ".join(shlex.quote(str(a)) for a in (sys.executable, script, "--gpu", "--out", folder))
+        check = run_command_check(name, command, timeout)
+        written = sorted(folder.glob("*.json")) if folder.is_dir() else []
+        for path in written:
+            _numbers(json.loads(path.read_text(encoding="utf-8")), f"{name}/{path.stem}", figures)
+        if check["status"] == "pass" and not written:
+            check.update(status="fail", error=f"exit 0 but no JSON under {folder}")
+        checks.append(check)
+    for c in checks:
+        print(f"   {c['name']}: {c['status']}" + (f" ({c['error']})" if c.get("error") else ""), flush=True)
+    return {"out_dir": str(out_dir), "figures": figures, "checks": checks}
+
+
 # -- command line --------------------------------------------------------------------------------------------
 
 
@@ -902,6 +962,9 @@ def build_sections(args: argparse.Namespace, sizes: Sizes, models: ModelPaths) -
         "equality": lambda: equality_section(
             args.equality_cmd, timeout, not args.no_default_equality, out_json, device_count
         ),
+        "methods": lambda: methods_section(
+            sizes, args.methods_timeout, args.output.resolve().with_name(args.output.stem + ".methods")
+        ),
     }
     return {name: fn for name, fn in every.items() if name in args.sections}
 
@@ -916,6 +979,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--equality-timeout", type=float, default=0, help="seconds per equality command (0: mode's)"
     )
+    p.add_argument("--methods-timeout", type=float, default=1800, help="seconds per method experiment")
     p.add_argument("--smollm2", type=Path, help="SmolLM2 folder (default: the packaged one)")
     p.add_argument("--minilm", type=Path, help="all-MiniLM-L6-v2 folder (default: the packaged one)")
     p.add_argument("--random-weights", action="store_true", help="same architectures, fresh random weights")
