@@ -174,6 +174,10 @@ class EngineMixin:
         """Whether the trainer reads the model's weights outside its forward (a momentum encoder); default `False`."""
         return False
 
+    def _weights_outside_forward(self) -> str:
+        """What reads the model's weights outside its forward, for the refusal under sharding."""
+        return "The momentum (MoCo) key encoder copies the model's weights outside its forward at every step"
+
     @property
     def engine(self) -> EngineInfo:
         """The engine this trainer runs on."""
@@ -211,9 +215,9 @@ class EngineMixin:
             )
         if self._copies_model_weights() and (engine.name.startswith("fsdp") or engine.zero_stage == 3):
             raise EngineError(
-                f"The momentum (MoCo) key encoder copies the model's weights outside its forward at every step, "
-                f"and under {engine.describe()} each process holds only a shard of them. Train MoCo with DDP or "
-                "DeepSpeed ZeRO-1/2, or use an in-batch loss (gathered negatives) under FSDP."
+                f"{self._weights_outside_forward()}, and under {engine.describe()} each process holds only a "
+                "shard of them. Train with DDP or DeepSpeed ZeRO-1/2 (for MoCo, or use an in-batch loss with "
+                "gathered negatives under FSDP)."
             )
         local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
         device = getattr(self.accelerator, "device", torch.device("cpu"))  # type: ignore[attr-defined]

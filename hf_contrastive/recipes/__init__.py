@@ -45,7 +45,10 @@ from hf_contrastive.relation.recipes import RECIPE_TASK as _RELATION
 from hf_contrastive.retrieval.recipes import RERANKER_TASK as _RERANKER
 from hf_contrastive.retrieval.recipes import RETRIEVAL_TASK as _RETRIEVAL
 from hf_contrastive.vision.close_recipes import RECIPE_TASK as _CLOSE
+from hf_contrastive.vision.dito_recipes import DITO_TASK as _DITO
 from hf_contrastive.vision.hydra_recipes import HYDRA_TASK as _HYDRA
+from hf_contrastive.vision.pixel_linguist_recipes import PIXEL_LINGUIST_TASK as _PIXEL_LINGUIST
+from hf_contrastive.vision.pixpro_recipes import PIXPRO_TASK as _PIXPRO
 from hf_contrastive.vision.recipes import RECIPE_TASK as _IMAGE_TEXT
 
 __all__ = [
@@ -106,7 +109,10 @@ for _task in (
     _RELATION,
     _IMAGE_TEXT,
     _HYDRA,
+    _DITO,
+    _PIXPRO,
     _CLOSE,
+    _PIXEL_LINGUIST,
 ):
     register_recipe_task(_task)
 

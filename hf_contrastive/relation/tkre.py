@@ -37,6 +37,7 @@ from transformers import AutoModelForMaskedLM, AutoTokenizer, Trainer, TrainingA
 
 from hf_contrastive.core.checkpoint import AtomicCheckpointMixin
 from hf_contrastive.core.data.checks import require_rows
+from hf_contrastive.core.engines import EngineMixin
 from hf_contrastive.core.hub.card import ModelCardInfo
 from hf_contrastive.core.hub.mixin import save_with_card
 from hf_contrastive.core.peft import apply_peft
@@ -275,7 +276,7 @@ class TKREConfig(TrainingArguments):
         super().__post_init__()
 
 
-class TKREPretrainer(AtomicCheckpointMixin, Trainer):
+class TKREPretrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
     r"""Runs TKRE's stage 1 (MSLM) then stage 2 (MSLM + span contrastive) and hands the encoder on.
 
     Args:
@@ -365,6 +366,15 @@ class TKREPretrainer(AtomicCheckpointMixin, Trainer):
             data_collator=self.collator,
             processing_class=tokenizer,
             **kwargs,
+        )
+
+    def _copies_model_weights(self) -> bool:
+        # Stage 2 reads the relation anchors and the span projection outside the model's forward.
+        return True
+
+    def _weights_outside_forward(self) -> str:
+        return (
+            "Stage 2 of TKRE reads the relation anchors and the span projection outside the model's forward"
         )
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):

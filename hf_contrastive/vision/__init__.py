@@ -17,7 +17,20 @@ recipe and its self-supervised add-ons, CLOSE text-only captioning and Hydra arb
   variant; `caption_metrics`: CIDEr-D and BLEU-4 (equal to pycocoevalcap's scorers);
 - `hydra`: Hydra / SimLAP (Wu et al. 2024), arbitrary class-pair positives through a label-pair-gated feature
   filter, with its multi-positive loss, pair sampling and online linear probe (`HydraModel` loads with
-  `AutoModel`).
+  `AutoModel`);
+- `text_render`: [`TextRenderer`], text drawn with PIL as a strip of 16x16 patches with the mask of the patches
+  it covers (plus PIXEL's end-of-text patch), truncation with a warning;
+- `pixel_linguist`: Pixel Linguist (Xiao et al. 2024), a ViT-MAE sentence encoder over rendered text
+  (`PixelLinguistModel` loads with `AutoModel`), typo and word-shuffle positives, the symmetric InfoNCE, the
+  staged curriculum and checkpoint weight averaging;
+- `dense`: dense features of any vision backbone ([`spatial_features`]), crop geometry ([`ViewGeometry`],
+  [`TwoViewTransform`], [`positive_pairs`]) and [`dense_correspondence_score`];
+- `pixpro`: PixPro (Xie et al. 2021), pixel propagation consistency with a momentum encoder (`PixProModel` loads
+  with `AutoModel`);
+- `dito`: DITO (Kim et al. 2023), region-level image-text pretraining: a ViT (VitDet for shifted windows) with
+  ViTDet's simple feature pyramid and RoI-Align region embeddings contrasted with captions by CLIP's loss next
+  to the image-level term, and shifted-window learning (`DITOModel` loads with `AutoModel`); `roi_align`:
+  torchvision's RoI-Align in plain PyTorch and the FPN level rule.
 """
 
 from hf_contrastive.vision import augment
@@ -33,6 +46,23 @@ from hf_contrastive.vision.close import (
     fit_mean_shift,
 )
 from hf_contrastive.vision.data import ImageTextCollator, coco_mini_dir, load_coco_captions
+from hf_contrastive.vision.dense import (
+    TwoViewTransform,
+    ViewGeometry,
+    cell_centers,
+    dense_correspondence_score,
+    positive_pairs,
+    spatial_features,
+)
+from hf_contrastive.vision.dito import (
+    DITOCollator,
+    DITOConfig,
+    DITOLoss,
+    DITOModel,
+    DITOOutput,
+    DITOTrainer,
+    DITOTrainingArguments,
+)
 from hf_contrastive.vision.evaluation import (
     ImageTextRetrievalEvaluator,
     image_text_retrieval_metrics,
@@ -69,6 +99,32 @@ from hf_contrastive.vision.modeling import (
     encode_texts,
     zero_shot_classify,
 )
+from hf_contrastive.vision.pixel_linguist import (
+    CurriculumStage,
+    PixelLinguistConfig,
+    PixelLinguistModel,
+    PixelLinguistOutput,
+    PixelLinguistTrainer,
+    PixelLinguistTrainingArguments,
+    PixelPairCollator,
+    average_checkpoints,
+    character_typos,
+    run_curriculum,
+    visual_pairs,
+    word_shuffle,
+)
+from hf_contrastive.vision.pixpro import (
+    PixProCollator,
+    PixProConfig,
+    PixProLoss,
+    PixProModel,
+    PixProOutput,
+    PixProTrainer,
+    PixProTrainingArguments,
+    cosine_momentum,
+)
+from hf_contrastive.vision.roi_align import assign_fpn_levels, roi_align
+from hf_contrastive.vision.text_render import RenderedText, TextRenderer
 from hf_contrastive.vision.trainer import ImageTextContrastiveConfig, ImageTextContrastiveTrainer
 
 __all__ = [
@@ -93,6 +149,43 @@ __all__ = [
     "coco_keyword_labels",
     "load_labelled_images",
     "sample_target_labels",
+    "CurriculumStage",
+    "PixelLinguistConfig",
+    "PixelLinguistModel",
+    "PixelLinguistOutput",
+    "PixelLinguistTrainer",
+    "PixelLinguistTrainingArguments",
+    "PixelPairCollator",
+    "RenderedText",
+    "TextRenderer",
+    "average_checkpoints",
+    "character_typos",
+    "run_curriculum",
+    "visual_pairs",
+    "word_shuffle",
+    "TwoViewTransform",
+    "ViewGeometry",
+    "cell_centers",
+    "dense_correspondence_score",
+    "positive_pairs",
+    "spatial_features",
+    "DITOCollator",
+    "DITOConfig",
+    "DITOLoss",
+    "DITOModel",
+    "DITOOutput",
+    "DITOTrainer",
+    "DITOTrainingArguments",
+    "PixProCollator",
+    "PixProConfig",
+    "PixProLoss",
+    "PixProModel",
+    "PixProOutput",
+    "PixProTrainer",
+    "PixProTrainingArguments",
+    "cosine_momentum",
+    "assign_fpn_levels",
+    "roi_align",
     "BarlowTwinsLoss",
     "CLIPLoss",
     "CrossDeviceBatchNorm1d",

@@ -42,7 +42,10 @@ from hf_contrastive.relation.tkre import RelationFinetuneConfig, TKREConfig
 from hf_contrastive.retrieval.recipes import RerankerMethod
 from hf_contrastive.retrieval.rerankers.trainer import RerankerConfig
 from hf_contrastive.vision.close import CLOSETrainingArguments
+from hf_contrastive.vision.dito import DITOTrainingArguments
 from hf_contrastive.vision.hydra import HydraTrainingArguments
+from hf_contrastive.vision.pixel_linguist import PixelLinguistTrainingArguments
+from hf_contrastive.vision.pixpro import PixProTrainingArguments
 from hf_contrastive.vision.trainer import ImageTextContrastiveConfig
 
 PACKAGED = sorted(p.stem for p in resource_dir("recipes").glob("*.yaml"))
@@ -62,7 +65,10 @@ ARGS_CLASSES = {
     "relation": (TKREConfig, RelationFinetuneConfig),
     "image-text": (ImageTextContrastiveConfig,),
     "hydra": (HydraTrainingArguments,),
+    "dito": (DITOTrainingArguments,),
+    "pixpro": (PixProTrainingArguments,),
     "close": (CLOSETrainingArguments,),
+    "pixel-linguist": (PixelLinguistTrainingArguments,),
 }
 
 

@@ -66,6 +66,13 @@ from hf_contrastive.retrieval.rerankers import (
 )
 from hf_contrastive.vision.close import CLOSECaptioner, CLOSETrainer, CLOSETrainingArguments
 from hf_contrastive.vision.hydra import HydraModel, HydraTrainer, HydraTrainingArguments, load_image_folder
+from hf_contrastive.vision.pixel_linguist import (
+    PixelLinguistConfig,
+    PixelLinguistModel,
+    PixelLinguistTrainer,
+    PixelLinguistTrainingArguments,
+    visual_pairs,
+)
 from hf_contrastive.vision.trainer import ImageTextContrastiveConfig, ImageTextContrastiveTrainer
 from tests.vision.tiny_vision import tiny_clip, tiny_dual, tiny_processor, write_images
 
@@ -408,6 +415,15 @@ def hydra(folder: Path, **fields: Any) -> Trainer:
     return HydraTrainer(model=model, args=args, train_dataset=data)
 
 
+def pixel_linguist(folder: Path, **fields: Any) -> Trainer:
+    torch.manual_seed(0)
+    body = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 24}
+    model = PixelLinguistModel(PixelLinguistConfig(backbone_config=body, max_patches=16))
+    data = visual_pairs(sentences(8), seed=0)
+    args = training_args(PixelLinguistTrainingArguments, folder, per_device_train_batch_size=4, **fields)
+    return PixelLinguistTrainer(model=model, args=args, train_dataset=data)
+
+
 BUILDERS: dict[str, Callable[..., Trainer]] = {
     "contrastive": contrastive,
     "contrastive_gradcache": contrastive_gradcache,
@@ -426,6 +442,7 @@ BUILDERS: dict[str, Callable[..., Trainer]] = {
     "image_text_improved": image_text_improved,
     "close": close,
     "hydra": hydra,
+    "pixel_linguist": pixel_linguist,
 }
 
 

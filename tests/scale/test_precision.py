@@ -189,6 +189,7 @@ TRAINERS_WITH_LIBRARY_LOSSES = [
     "image_text",
     "image_text_gradcache",
     "hydra",
+    "pixel_linguist",
 ]
 
 

@@ -42,6 +42,7 @@ from hf_contrastive.faithfulness.losses import SpanUnlikelihoodLoss
 from hf_contrastive.generation.losses import SimCTGLoss
 from hf_contrastive.relation.losses import SpanContrastiveLoss
 from hf_contrastive.retrieval.rerankers.losses import ListwiseInfoNCELoss, PointwiseBCELoss, YesNoSFTLoss
+from hf_contrastive.vision.dito import DITOLoss
 from hf_contrastive.vision.hydra import HydraLoss
 from hf_contrastive.vision.improved import (
     BarlowTwinsLoss,
@@ -51,6 +52,7 @@ from hf_contrastive.vision.improved import (
     SwALIPLoss,
 )
 from hf_contrastive.vision.losses import CLIPLoss, SigLIPLoss
+from hf_contrastive.vision.pixpro import PixProLoss
 
 B, D = 4, 8
 
@@ -251,6 +253,38 @@ CASES: dict[type, list[Callable[[], tuple[nn.Module, tuple, dict]]]] = {
             SwALIPLoss(6, 5, hidden_size=8, out_dim=4, num_prototypes=5),
             ([_leaf(B, 6, seed=0)], [_fixed(B, 5, seed=1)]),
             {},
+        )
+    ],
+    DITOLoss: [
+        lambda: (
+            DITOLoss(),
+            (_leaf(B, D, seed=0), _fixed(B, D, seed=1), torch.tensor(10.0)),
+            {"region_embeds": _fixed(B, 3, D, seed=2)},
+        ),
+        lambda: (
+            DITOLoss(image_loss_weight=0.5, region_loss_weight=0.0),
+            (_leaf(B, D, seed=0), _fixed(B, D, seed=1), 5.0),
+            {},
+        ),
+    ],
+    PixProLoss: [
+        lambda: (
+            PixProLoss(pixcontrast_weight=0.5, instance_weight=0.5),
+            (
+                _leaf(B, 3, D, seed=0),
+                _fixed(B, 3, D, seed=1),
+                _fixed(B, 3, D, seed=2),
+                _fixed(B, 3, D, seed=3),
+                torch.eye(3, dtype=torch.bool).expand(B, 3, 3).clone(),
+            ),
+            {
+                "projected_a": _fixed(B, 3, D, seed=4),
+                "projected_b": _fixed(B, 3, D, seed=5),
+                "instance_pred_a": _fixed(B, D, seed=6),
+                "instance_pred_b": _fixed(B, D, seed=7),
+                "instance_target_a": _fixed(B, D, seed=8),
+                "instance_target_b": _fixed(B, D, seed=9),
+            },
         )
     ],
     HydraLoss: [
