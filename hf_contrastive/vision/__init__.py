@@ -30,7 +30,10 @@ recipe and its self-supervised add-ons, CLOSE text-only captioning and Hydra arb
 - `dito`: DITO (Kim et al. 2023), region-level image-text pretraining: a ViT (VitDet for shifted windows) with
   ViTDet's simple feature pyramid and RoI-Align region embeddings contrasted with captions by CLIP's loss next
   to the image-level term, and shifted-window learning (`DITOModel` loads with `AutoModel`); `roi_align`:
-  torchvision's RoI-Align in plain PyTorch and the FPN level rule.
+  torchvision's RoI-Align in plain PyTorch and the FPN level rule;
+- `cosmo`: COSMO (Wang et al. 2024), a causal LM split into text-only and multimodal layers (Flamingo gated
+  cross-attention to Perceiver-resampled image tokens, zero-initialised gates) trained with the LM loss plus an
+  image-text contrastive loss on its text-only layers (`CosmoForCausalLM` loads with `AutoModel`).
 """
 
 from hf_contrastive.vision import augment
@@ -44,6 +47,14 @@ from hf_contrastive.vision.close import (
     add_noise,
     apply_mean_shift,
     fit_mean_shift,
+)
+from hf_contrastive.vision.cosmo import (
+    CosmoCollator,
+    CosmoConfig,
+    CosmoContrastiveLoss,
+    CosmoForCausalLM,
+    CosmoTrainer,
+    CosmoTrainingArguments,
 )
 from hf_contrastive.vision.data import ImageTextCollator, coco_mini_dir, load_coco_captions
 from hf_contrastive.vision.dense import (
@@ -186,6 +197,12 @@ __all__ = [
     "cosine_momentum",
     "assign_fpn_levels",
     "roi_align",
+    "CosmoCollator",
+    "CosmoConfig",
+    "CosmoContrastiveLoss",
+    "CosmoForCausalLM",
+    "CosmoTrainer",
+    "CosmoTrainingArguments",
     "BarlowTwinsLoss",
     "CLIPLoss",
     "CrossDeviceBatchNorm1d",

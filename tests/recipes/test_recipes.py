@@ -42,6 +42,7 @@ from hf_contrastive.relation.tkre import RelationFinetuneConfig, TKREConfig
 from hf_contrastive.retrieval.recipes import RerankerMethod
 from hf_contrastive.retrieval.rerankers.trainer import RerankerConfig
 from hf_contrastive.vision.close import CLOSETrainingArguments
+from hf_contrastive.vision.cosmo import CosmoTrainingArguments
 from hf_contrastive.vision.dito import DITOTrainingArguments
 from hf_contrastive.vision.hydra import HydraTrainingArguments
 from hf_contrastive.vision.pixel_linguist import PixelLinguistTrainingArguments
@@ -66,6 +67,7 @@ ARGS_CLASSES = {
     "image-text": (ImageTextContrastiveConfig,),
     "hydra": (HydraTrainingArguments,),
     "dito": (DITOTrainingArguments,),
+    "cosmo": (CosmoTrainingArguments,),
     "pixpro": (PixProTrainingArguments,),
     "close": (CLOSETrainingArguments,),
     "pixel-linguist": (PixelLinguistTrainingArguments,),

@@ -42,6 +42,7 @@ from hf_contrastive.faithfulness.losses import SpanUnlikelihoodLoss
 from hf_contrastive.generation.losses import SimCTGLoss
 from hf_contrastive.relation.losses import SpanContrastiveLoss
 from hf_contrastive.retrieval.rerankers.losses import ListwiseInfoNCELoss, PointwiseBCELoss, YesNoSFTLoss
+from hf_contrastive.vision.cosmo import CosmoContrastiveLoss
 from hf_contrastive.vision.dito import DITOLoss
 from hf_contrastive.vision.hydra import HydraLoss
 from hf_contrastive.vision.improved import (
@@ -252,6 +253,13 @@ CASES: dict[type, list[Callable[[], tuple[nn.Module, tuple, dict]]]] = {
         lambda: (
             SwALIPLoss(6, 5, hidden_size=8, out_dim=4, num_prototypes=5),
             ([_leaf(B, 6, seed=0)], [_fixed(B, 5, seed=1)]),
+            {},
+        )
+    ],
+    CosmoContrastiveLoss: [
+        lambda: (
+            CosmoContrastiveLoss(),
+            (_leaf(B, D, seed=0), _fixed(B, D, seed=1), torch.tensor(0.2)),
             {},
         )
     ],
