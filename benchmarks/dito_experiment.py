@@ -14,7 +14,7 @@ A tiny VitDet vision tower (window attention, trained from scratch) and the real
   a window, rolled back, averaged).
 
 On the 79 coco-mini val images (395 captions): image-text recall@1/5 both ways (COCO protocol) and
-`dense_correspondence_score` (hf_contrastive.vision.dense) of the final patch grid: two random crops of each val
+`dense_correspondence_score` (hf_contrastive.vision.dense.features) of the final patch grid: two random crops of each val
 image with known geometry, each cell of view A queries all cells of the B views of every val image, a hit when the
 nearest one is a geometric positive; its chance rate is printed beside it. The untrained towers (`init`, seed 0)
 are scored too. Nothing is tuned (the settings are fixed in advance and val is reported once: coco-mini has no
@@ -35,13 +35,13 @@ from transformers import AutoModel, AutoTokenizer, VitDetConfig, set_seed
 
 from hf_contrastive.core.utils import packaged_minilm_path
 from hf_contrastive.vision.data import load_coco_captions
-from hf_contrastive.vision.dense import dense_correspondence_score
-from hf_contrastive.vision.dito import (
+from hf_contrastive.vision.dense.dito import (
     DITOModel,
     DITOTrainer,
     DITOTrainingArguments,
     dito_retrieval_metrics,
 )
+from hf_contrastive.vision.dense.features import dense_correspondence_score
 from hf_contrastive.vision.modeling import load_image
 
 METHODS = {

@@ -4,7 +4,7 @@ A small ConvNeXt (trained from scratch, random initialisation) is trained with P
 images (two crops per image, RandomResizedCrop 0.08-1, BYOL colour operations), and, as the comparison row, with
 the instance-level objective only (PixPro's instance branch, BYOL-style: `pixpro_weight=0, instance_weight=1`),
 same steps, seeds and views. The dense metric is
-[`hf_contrastive.vision.dense.dense_correspondence_score`] on the 79 coco-mini val images: for two random views
+[`hf_contrastive.vision.dense.features.dense_correspondence_score`] on the 79 coco-mini val images: for two random views
 of each image with known geometry (crop area 0.2-1, flip), each cell of view A with a geometric positive in view B
 queries every cell of the B views of all 79 images; top-1 accuracy is the share of queries whose nearest cell
 (cosine, backbone feature map) is a positive. Its chance rate and the within-image variant (candidates: the
@@ -38,9 +38,9 @@ from PIL import Image
 from transformers import ConvNextConfig
 
 from hf_contrastive.vision.data import coco_mini_dir, load_coco_captions
-from hf_contrastive.vision.dense import dense_correspondence_score
+from hf_contrastive.vision.dense.features import dense_correspondence_score
+from hf_contrastive.vision.dense.pixpro import PixProModel, PixProTrainer, PixProTrainingArguments
 from hf_contrastive.vision.modeling import load_image
-from hf_contrastive.vision.pixpro import PixProModel, PixProTrainer, PixProTrainingArguments
 
 CPU_DEFAULTS: dict[str, Any] = {
     "steps": 200,

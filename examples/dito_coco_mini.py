@@ -24,7 +24,12 @@ from transformers import AutoModel, AutoTokenizer, VitDetConfig, set_seed
 
 from hf_contrastive.core.utils import packaged_minilm_path
 from hf_contrastive.vision.data import load_coco_captions
-from hf_contrastive.vision.dito import DITOModel, DITOTrainer, DITOTrainingArguments, dito_retrieval_metrics
+from hf_contrastive.vision.dense.dito import (
+    DITOModel,
+    DITOTrainer,
+    DITOTrainingArguments,
+    dito_retrieval_metrics,
+)
 
 PROMPTS = [
     "a photo of a person.",

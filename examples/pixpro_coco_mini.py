@@ -30,9 +30,9 @@ from PIL import Image
 from transformers import AutoModel, ConvNextConfig, ResNetConfig, ViTConfig, set_seed
 
 from hf_contrastive.vision.data import load_coco_captions
-from hf_contrastive.vision.dense import dense_correspondence_score
+from hf_contrastive.vision.dense.features import dense_correspondence_score
+from hf_contrastive.vision.dense.pixpro import PixProModel, PixProTrainer, PixProTrainingArguments
 from hf_contrastive.vision.modeling import load_image
-from hf_contrastive.vision.pixpro import PixProModel, PixProTrainer, PixProTrainingArguments
 
 BACKBONES = {
     "convnext": lambda size: ConvNextConfig(hidden_sizes=[32, 64, 128], depths=[1, 1, 2], num_stages=3),

@@ -46,10 +46,10 @@ from hf_contrastive.retrieval.recipes import RERANKER_TASK as _RERANKER
 from hf_contrastive.retrieval.recipes import RETRIEVAL_TASK as _RETRIEVAL
 from hf_contrastive.vision.close_recipes import RECIPE_TASK as _CLOSE
 from hf_contrastive.vision.cosmo_recipes import RECIPE_TASK as _COSMO
-from hf_contrastive.vision.dito_recipes import DITO_TASK as _DITO
+from hf_contrastive.vision.dense.dito_recipes import DITO_TASK as _DITO
+from hf_contrastive.vision.dense.pixpro_recipes import PIXPRO_TASK as _PIXPRO
 from hf_contrastive.vision.hydra_recipes import HYDRA_TASK as _HYDRA
 from hf_contrastive.vision.pixel_linguist_recipes import PIXEL_LINGUIST_TASK as _PIXEL_LINGUIST
-from hf_contrastive.vision.pixpro_recipes import PIXPRO_TASK as _PIXPRO
 from hf_contrastive.vision.recipes import RECIPE_TASK as _IMAGE_TEXT
 
 __all__ = [

@@ -23,14 +23,14 @@ recipe and its self-supervised add-ons, CLOSE text-only captioning and Hydra arb
 - `pixel_linguist`: Pixel Linguist (Xiao et al. 2024), a ViT-MAE sentence encoder over rendered text
   (`PixelLinguistModel` loads with `AutoModel`), typo and word-shuffle positives, the symmetric InfoNCE, the
   staged curriculum and checkpoint weight averaging;
-- `dense`: dense features of any vision backbone ([`spatial_features`]), crop geometry ([`ViewGeometry`],
-  [`TwoViewTransform`], [`positive_pairs`]) and [`dense_correspondence_score`];
-- `pixpro`: PixPro (Xie et al. 2021), pixel propagation consistency with a momentum encoder (`PixProModel` loads
-  with `AutoModel`);
-- `dito`: DITO (Kim et al. 2023), region-level image-text pretraining: a ViT (VitDet for shifted windows) with
-  ViTDet's simple feature pyramid and RoI-Align region embeddings contrasted with captions by CLIP's loss next
-  to the image-level term, and shifted-window learning (`DITOModel` loads with `AutoModel`); `roi_align`:
-  torchvision's RoI-Align in plain PyTorch and the FPN level rule;
+- `dense/`: dense contrast between parts of images. `features`: dense features of any vision backbone
+  ([`spatial_features`]), crop geometry ([`ViewGeometry`], [`TwoViewTransform`], [`positive_pairs`]) and
+  [`dense_correspondence_score`]; `pixpro`: PixPro (Xie et al. 2021), pixel propagation consistency with a
+  momentum encoder (`PixProModel` loads with `AutoModel`); `dito`: DITO (Kim et al. 2023), region-level
+  image-text pretraining: a ViT (VitDet for shifted windows) with ViTDet's simple feature pyramid and RoI-Align
+  region embeddings contrasted with captions by CLIP's loss next to the image-level term, and shifted-window
+  learning (`DITOModel` loads with `AutoModel`); `roi_align`: torchvision's RoI-Align in plain PyTorch and the
+  FPN level rule;
 - `cosmo`: COSMO (Wang et al. 2024), a causal LM split into text-only and multimodal layers (Flamingo gated
   cross-attention to Perceiver-resampled image tokens, zero-initialised gates) trained with the LM loss plus an
   image-text contrastive loss on its text-only layers (`CosmoForCausalLM` loads with `AutoModel`).
@@ -57,15 +57,7 @@ from hf_contrastive.vision.cosmo import (
     CosmoTrainingArguments,
 )
 from hf_contrastive.vision.data import ImageTextCollator, coco_mini_dir, load_coco_captions
-from hf_contrastive.vision.dense import (
-    TwoViewTransform,
-    ViewGeometry,
-    cell_centers,
-    dense_correspondence_score,
-    positive_pairs,
-    spatial_features,
-)
-from hf_contrastive.vision.dito import (
+from hf_contrastive.vision.dense.dito import (
     DITOCollator,
     DITOConfig,
     DITOLoss,
@@ -74,6 +66,25 @@ from hf_contrastive.vision.dito import (
     DITOTrainer,
     DITOTrainingArguments,
 )
+from hf_contrastive.vision.dense.features import (
+    TwoViewTransform,
+    ViewGeometry,
+    cell_centers,
+    dense_correspondence_score,
+    positive_pairs,
+    spatial_features,
+)
+from hf_contrastive.vision.dense.pixpro import (
+    PixProCollator,
+    PixProConfig,
+    PixProLoss,
+    PixProModel,
+    PixProOutput,
+    PixProTrainer,
+    PixProTrainingArguments,
+    cosine_momentum,
+)
+from hf_contrastive.vision.dense.roi_align import assign_fpn_levels, roi_align
 from hf_contrastive.vision.evaluation import (
     ImageTextRetrievalEvaluator,
     image_text_retrieval_metrics,
@@ -124,17 +135,6 @@ from hf_contrastive.vision.pixel_linguist import (
     visual_pairs,
     word_shuffle,
 )
-from hf_contrastive.vision.pixpro import (
-    PixProCollator,
-    PixProConfig,
-    PixProLoss,
-    PixProModel,
-    PixProOutput,
-    PixProTrainer,
-    PixProTrainingArguments,
-    cosine_momentum,
-)
-from hf_contrastive.vision.roi_align import assign_fpn_levels, roi_align
 from hf_contrastive.vision.text_render import RenderedText, TextRenderer
 from hf_contrastive.vision.trainer import ImageTextContrastiveConfig, ImageTextContrastiveTrainer
 

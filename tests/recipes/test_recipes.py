@@ -43,10 +43,10 @@ from hf_contrastive.retrieval.recipes import RerankerMethod
 from hf_contrastive.retrieval.rerankers.trainer import RerankerConfig
 from hf_contrastive.vision.close import CLOSETrainingArguments
 from hf_contrastive.vision.cosmo import CosmoTrainingArguments
-from hf_contrastive.vision.dito import DITOTrainingArguments
+from hf_contrastive.vision.dense.dito import DITOTrainingArguments
+from hf_contrastive.vision.dense.pixpro import PixProTrainingArguments
 from hf_contrastive.vision.hydra import HydraTrainingArguments
 from hf_contrastive.vision.pixel_linguist import PixelLinguistTrainingArguments
-from hf_contrastive.vision.pixpro import PixProTrainingArguments
 from hf_contrastive.vision.trainer import ImageTextContrastiveConfig
 
 PACKAGED = sorted(p.stem for p in resource_dir("recipes").glob("*.yaml"))

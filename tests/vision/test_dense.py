@@ -25,7 +25,7 @@ from transformers import (
 )
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 
-from hf_contrastive.vision.dense import (
+from hf_contrastive.vision.dense.features import (
     TwoViewTransform,
     ViewGeometry,
     cell_centers,

@@ -20,7 +20,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from hf_contrastive.recipes import register_recipe_task, run_recipe
 from hf_contrastive.vision.data import load_coco_captions
-from hf_contrastive.vision.dito import (
+from hf_contrastive.vision.dense.dito import (
     DITOCollator,
     DITOConfig,
     DITOLoss,
@@ -33,9 +33,9 @@ from hf_contrastive.vision.dito import (
     sample_boxes,
     shifted_window_forward,
 )
-from hf_contrastive.vision.dito_recipes import DITO_TASK
+from hf_contrastive.vision.dense.dito_recipes import DITO_TASK
+from hf_contrastive.vision.dense.roi_align import assign_fpn_levels, roi_align
 from hf_contrastive.vision.losses import CLIPLoss
-from hf_contrastive.vision.roi_align import assign_fpn_levels, roi_align
 from tests.distributed_run import run_two_processes
 from tests.tiny_models import bert_tokenizer
 
@@ -326,7 +326,7 @@ def test_given_boxes_are_clipped_and_counted_or_refused(caplog):
     inside = torch.tensor([[[0.0, 0.0, 16.0, 16.0]], [[8.0, 4.0, 32.0, 30.0]]], dtype=torch.float64)
     outside = inside.clone()
     outside[0, 0, 0], outside[1, 0, 2] = -10.0, 50.0
-    with caplog.at_level(logging.WARNING, logger="hf_contrastive.vision.dito"):
+    with caplog.at_level(logging.WARNING, logger="hf_contrastive.vision.dense.dito"):
         got = model(x, boxes=outside).region_embeds
     assert "2 box(es) reached outside the 32x32 image and were clipped" in caplog.text
     assert model.clipped_boxes == 2

@@ -17,8 +17,13 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 
 from hf_contrastive.core.engines import EngineError, EngineInfo
 from hf_contrastive.recipes import register_recipe_task, run_recipe
-from hf_contrastive.vision.dense import ViewGeometry, geometry_tensor, positive_pairs, spatial_features
-from hf_contrastive.vision.pixpro import (
+from hf_contrastive.vision.dense.features import (
+    ViewGeometry,
+    geometry_tensor,
+    positive_pairs,
+    spatial_features,
+)
+from hf_contrastive.vision.dense.pixpro import (
     PixelPropagation,
     PixProCollator,
     PixProConfig,
@@ -30,7 +35,7 @@ from hf_contrastive.vision.pixpro import (
     dense_feature_size,
     pixel_propagation,
 )
-from hf_contrastive.vision.pixpro_recipes import PIXPRO_TASK
+from hf_contrastive.vision.dense.pixpro_recipes import PIXPRO_TASK
 from tests.tiny_models import summation_tolerance
 
 logging.getLogger("transformers").setLevel(logging.ERROR)
@@ -208,7 +213,7 @@ def test_pixcontrast_and_instance_terms_by_hand():
 def test_a_batch_without_positive_pairs_gives_a_finite_zero_with_the_skip_counted(caplog):
     y = _cells([1.0, 0.0], [0.0, 1.0])
     none = torch.zeros(1, 2, 2, dtype=torch.bool)
-    with caplog.at_level(logging.WARNING, logger="hf_contrastive.vision.pixpro"):
+    with caplog.at_level(logging.WARNING, logger="hf_contrastive.vision.dense.pixpro"):
         out = PixProLoss(pixcontrast_weight=1.0)(
             y, y, y.detach(), y.detach(), none, projected_a=y, projected_b=y
         )

@@ -43,7 +43,8 @@ from hf_contrastive.generation.losses import SimCTGLoss
 from hf_contrastive.relation.losses import SpanContrastiveLoss
 from hf_contrastive.retrieval.rerankers.losses import ListwiseInfoNCELoss, PointwiseBCELoss, YesNoSFTLoss
 from hf_contrastive.vision.cosmo import CosmoContrastiveLoss
-from hf_contrastive.vision.dito import DITOLoss
+from hf_contrastive.vision.dense.dito import DITOLoss
+from hf_contrastive.vision.dense.pixpro import PixProLoss
 from hf_contrastive.vision.hydra import HydraLoss
 from hf_contrastive.vision.improved import (
     BarlowTwinsLoss,
@@ -53,7 +54,6 @@ from hf_contrastive.vision.improved import (
     SwALIPLoss,
 )
 from hf_contrastive.vision.losses import CLIPLoss, SigLIPLoss
-from hf_contrastive.vision.pixpro import PixProLoss
 
 B, D = 4, 8
 

@@ -33,8 +33,13 @@ from hf_contrastive.core.recipes import (
     schema_of,
 )
 from hf_contrastive.vision.data import load_coco_captions
-from hf_contrastive.vision.dense import DEFAULT_POSITIVE_THRESHOLD, dense_correspondence_score
-from hf_contrastive.vision.pixpro import PixProConfig, PixProModel, PixProTrainer, PixProTrainingArguments
+from hf_contrastive.vision.dense.features import DEFAULT_POSITIVE_THRESHOLD, dense_correspondence_score
+from hf_contrastive.vision.dense.pixpro import (
+    PixProConfig,
+    PixProModel,
+    PixProTrainer,
+    PixProTrainingArguments,
+)
 
 __all__ = [
     "DATA_SCHEMA",

@@ -5,7 +5,7 @@ shifted-window learning.
 An image goes through a ViT; its patch grid (stride `p`, the patch size) feeds a simple feature pyramid (ViTDet,
 Li et al. 2022): P2 and P3 by transposed convolutions (4x and 2x up), P4 the grid itself, P5 a 2x max-pool, each
 followed by a 1x1 and a 3x3 convolution with channel LayerNorms. Boxes are pooled from the pyramid by RoI-Align
-([`hf_contrastive.vision.roi_align.roi_align`], torchvision semantics, `aligned=True`) and a region head (two
+([`hf_contrastive.vision.dense.roi_align.roi_align`], torchvision semantics, `aligned=True`) and a region head (two
 linear layers on the flattened `S x S` features) projects each to the text space. Every region of an image is
 contrasted with that image's caption by CLIP's symmetric InfoNCE ([`hf_contrastive.vision.losses.CLIPLoss`]),
 next to the usual image-level CLIP term on the mean-pooled grid; there are no pseudo-labels.
@@ -30,7 +30,7 @@ What this module settles where the specification leaves a choice:
 - **Boxes outside the image** (given ones): clipped to the image and counted (`model.clipped_boxes`, a logged
   warning); a box with no area left inside the image, or with `x2 <= x1` / `y2 <= y1`, is refused.
 - **Backbones**: `VitDetModel` (4-D output, shifted window available); any other tower through
-  [`hf_contrastive.vision.dense.spatial_features`]: ViT-like models whose tokens (after the leading special
+  [`hf_contrastive.vision.dense.features.spatial_features`]: ViT-like models whose tokens (after the leading special
   tokens) form the patch grid, convolutional models whose `last_hidden_state` is a `[B, C, h, w]` map. A tower
   without a spatial output is refused with an error naming what it returned.
 - The learnable logit scale starts at `1 / 0.07` and is capped at `logit_scale_max` (100) in the forward pass.
@@ -60,13 +60,13 @@ from hf_contrastive.core.engines import EngineMixin
 from hf_contrastive.core.hub.card import ModelCardInfo
 from hf_contrastive.core.hub.mixin import HubMixin
 from hf_contrastive.core.losses.base import ContrastiveLoss, LossOutput
-from hf_contrastive.vision import augment
+from hf_contrastive.vision.augment import Compose, eval_transform, global_view_transform
 from hf_contrastive.vision.data import ImageTextCollator
-from hf_contrastive.vision.dense import spatial_features
+from hf_contrastive.vision.dense.features import spatial_features
+from hf_contrastive.vision.dense.roi_align import assign_fpn_levels, roi_align
 from hf_contrastive.vision.evaluation import image_text_retrieval_metrics
 from hf_contrastive.vision.losses import CLIP_CITATION, CLIPLoss
 from hf_contrastive.vision.modeling import load_image, tokenize_texts
-from hf_contrastive.vision.roi_align import assign_fpn_levels, roi_align
 
 logger = logging.getLogger(__name__)
 
@@ -625,7 +625,7 @@ class DITOModel(HubMixin, DITOPreTrainedModel):
     Example::
 
         >>> from transformers import BertConfig, VitDetConfig
-        >>> from hf_contrastive.vision.dito import DITOModel
+        >>> from hf_contrastive.vision.dense.dito import DITOModel
         >>> vision = VitDetConfig(image_size=64, pretrain_image_size=64, patch_size=8, hidden_size=32,
         ...     num_hidden_layers=2, num_attention_heads=2, window_size=4, window_block_indices=[0])
         >>> model = DITOModel.from_towers(vision, BertConfig(hidden_size=32, num_hidden_layers=1,
@@ -1026,11 +1026,9 @@ class DITOModel(HubMixin, DITOPreTrainedModel):
 # -- data ------------------------------------------------------------------------------------------------------
 
 
-def eval_image_transform(config: DITOConfig) -> augment.Compose:
+def eval_image_transform(config: DITOConfig) -> Compose:
     """Evaluation transform of a [`DITOConfig`]: resize the shorter side, centre crop `image_size`, normalise."""
-    return augment.eval_transform(
-        config.image_size, config.image_mean, config.image_std, interpolation="bilinear"
-    )
+    return eval_transform(config.image_size, config.image_mean, config.image_std, interpolation="bilinear")
 
 
 class DITOCollator(ImageTextCollator):
@@ -1074,7 +1072,7 @@ class DITOCollator(ImageTextCollator):
     ) -> DITOCollator:
         """The collator of a [`DITOConfig`] (training augmentation when `train`)."""
         if train:
-            transform = augment.global_view_transform(
+            transform = global_view_transform(
                 config.image_size, config.image_mean, config.image_std, scale=(0.5, 1.0), flip=True
             )
         else:

@@ -27,7 +27,7 @@ from transformers import AutoTokenizer
 from hf_contrastive.core.hub.card import EvalEntry
 from hf_contrastive.core.recipes import RecipeError, RecipeTask, build_args, read_method, schema_of
 from hf_contrastive.vision.data import load_coco_captions
-from hf_contrastive.vision.dito import (
+from hf_contrastive.vision.dense.dito import (
     DITOConfig,
     DITOModel,
     DITOTrainer,
@@ -41,7 +41,7 @@ __all__ = ["DATA_SCHEMA", "DITO_TASK", "DITOMethod", "MODEL_SCHEMA", "run_dito_r
 @dataclass
 class DITOMethod:
     r"""The `method` section of `dito` recipes: the objective's settings. Each is the [`DITOConfig`] field of the same
-    name; defaults are the library's reading of DITO (Kim et al. 2023), see `hf_contrastive.vision.dito`.
+    name; defaults are the library's reading of DITO (Kim et al. 2023), see `hf_contrastive.vision.dense.dito`.
 
     Args:
         shifted_window (`bool`, *optional*, defaults to `True`):

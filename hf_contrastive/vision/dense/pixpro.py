@@ -1,7 +1,7 @@
 """PixPro (Xie et al. 2021, "Propagate Yourself"): pixel-level consistency between two crops of an image, for
 dense features (detection, segmentation).
 
-Two augmented crops of each image are taken with their geometry kept ([`hf_contrastive.vision.dense`]). The
+Two augmented crops of each image are taken with their geometry kept ([`hf_contrastive.vision.dense.features`]). The
 backbone's feature map ([`spatial_features`]: ConvNeXt, ResNet, ViT patch tokens...) goes through a 1x1-conv
 projector; a momentum (EMA) copy of backbone and projector gives the targets `x'`. Cells `i` of view A and `j`
 of view B are a positive pair when their centres, mapped back to the image, lie closer than 0.7 of the larger
@@ -78,8 +78,8 @@ from hf_contrastive.core.hub.card import ModelCardInfo
 from hf_contrastive.core.hub.mixin import HubMixin
 from hf_contrastive.core.losses.base import ContrastiveLoss, LossOutput, upcast
 from hf_contrastive.core.momentum import MomentumEncoder
-from hf_contrastive.vision import augment
-from hf_contrastive.vision.dense import (
+from hf_contrastive.vision.augment import IMAGENET_MEAN, IMAGENET_STD
+from hf_contrastive.vision.dense.features import (
     DEFAULT_POSITIVE_THRESHOLD,
     TwoViewTransform,
     geometry_tensor,
@@ -225,8 +225,8 @@ class PixProConfig(PretrainedConfig):
         instance_dim: int = 256,
         image_size: int | None = None,
         crop_scale: Sequence[float] = (0.08, 1.0),
-        image_mean: Sequence[float] = augment.IMAGENET_MEAN,
-        image_std: Sequence[float] = augment.IMAGENET_STD,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
         initializer_range: float = 0.02,
         **kwargs: Any,
     ) -> None:
@@ -897,8 +897,8 @@ class PixProCollator:
         self,
         image_size: int = 224,
         crop_scale: Sequence[float] = (0.08, 1.0),
-        image_mean: Sequence[float] = augment.IMAGENET_MEAN,
-        image_std: Sequence[float] = augment.IMAGENET_STD,
+        image_mean: Sequence[float] = IMAGENET_MEAN,
+        image_std: Sequence[float] = IMAGENET_STD,
         image_column: str = "image",
         photometric: bool = True,
         generator: torch.Generator | None = None,

@@ -37,7 +37,18 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from hf_contrastive.vision import augment
+from hf_contrastive.vision.augment import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ColorJitter,
+    Compose,
+    GaussianBlur,
+    Normalize,
+    RandomGrayscale,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    ToTensor,
+)
 from hf_contrastive.vision.modeling import load_image
 
 __all__ = [
@@ -383,7 +394,7 @@ def _crop(
     out_h, out_w = size
     if isinstance(image, Image.Image):
         box = (left, top, left + width, top + height)
-        return augment.ToTensor()(image.convert("RGB").resize((out_w, out_h), resample=pil_mode, box=box))
+        return ToTensor()(image.convert("RGB").resize((out_w, out_h), resample=pil_mode, box=box))
     crop = image[..., top : top + height, left : left + width]
     kwargs = {} if interpolation == "nearest" else {"align_corners": False, "antialias": True}
     out = F.interpolate(crop[None].float(), size=(out_h, out_w), mode=interpolation, **kwargs)[0]
@@ -432,14 +443,14 @@ class TwoViewTransform:
         grayscale_p: float = 0.2,
         blur_p: tuple[float, float] = (1.0, 0.1),
         solarize_p: tuple[float, float] = (0.0, 0.2),
-        mean: Sequence[float] = augment.IMAGENET_MEAN,
-        std: Sequence[float] = augment.IMAGENET_STD,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
         interpolation: str = "bilinear",
     ) -> None:
-        self.crop = augment.RandomResizedCrop(size, scale=scale, ratio=ratio, interpolation=interpolation)
+        self.crop = RandomResizedCrop(size, scale=scale, ratio=ratio, interpolation=interpolation)
         self.size = self.crop.size
         self.interpolation = interpolation
-        self.flip = augment.RandomHorizontalFlip(flip_p)
+        self.flip = RandomHorizontalFlip(flip_p)
         self.photometric = bool(photometric)
         if len(jitter) != 4:
             raise ValueError(
@@ -449,17 +460,17 @@ class TwoViewTransform:
             if len(pair) != 2:
                 raise ValueError(f"TwoViewTransform: {name} gives one probability per view, got {pair!r}.")
         self.colour = [
-            augment.Compose(
+            Compose(
                 [
-                    augment.ColorJitter(*jitter, p=jitter_p),
-                    augment.RandomGrayscale(grayscale_p),
-                    augment.GaussianBlur((0.1, 2.0), p=blur_p[k]),
+                    ColorJitter(*jitter, p=jitter_p),
+                    RandomGrayscale(grayscale_p),
+                    GaussianBlur((0.1, 2.0), p=blur_p[k]),
                     Solarize(0.5, p=solarize_p[k]),
                 ]
             )
             for k in range(2)
         ]
-        self.normalize = augment.Normalize(mean, std)
+        self.normalize = Normalize(mean, std)
 
     def view(
         self, image: Image.Image | torch.Tensor, index: int = 0, generator: torch.Generator | None = None
@@ -531,8 +542,8 @@ def dense_correspondence_score(
     threshold: float = DEFAULT_POSITIVE_THRESHOLD,
     images_per_group: int | None = None,
     batch_size: int = 32,
-    mean: Sequence[float] = augment.IMAGENET_MEAN,
-    std: Sequence[float] = augment.IMAGENET_STD,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
 ) -> dict[str, float]:
     """Dense nearest-neighbour correspondence of two views with known geometry, with other images as distractors.
 
