@@ -7,6 +7,9 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# pyarrow's bundled jemalloc starts a background thread at import; a test that forks (the kill tests) can then
+# leave its child blocked forever on a lock that thread held at fork time. Without the thread, nothing is held.
+os.environ.setdefault("JE_ARROW_MALLOC_CONF", "background_thread:false")
 
 from typing import NoReturn  # noqa: E402
 

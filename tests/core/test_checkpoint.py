@@ -246,6 +246,8 @@ def test_kill_matrix(tmp_path):
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        # The worker forks: no jemalloc background thread (pyarrow's) whose lock a child could inherit held.
+        "JE_ARROW_MALLOC_CONF": "background_thread:false",
         # The worker imports the package from this checkout, whatever an installed copy points at.
         "PYTHONPATH": os.pathsep.join([str(WORKER.parents[2]), os.environ.get("PYTHONPATH", "")]).rstrip(
             os.pathsep
