@@ -3,11 +3,14 @@ inputs, trainer, curriculum and recipe."""
 
 from __future__ import annotations
 
+import argparse
+import importlib.util
 import json
 import logging
 import math
 import random
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -460,3 +463,86 @@ def test_recipe_task_runs_a_tiny_recipe(tmp_path, shared_data):
     with pytest.raises(ValueError, match="max_steps"):
         run_recipe(bad)
     np.testing.assert_array_equal(saved.encode(["a b"]).shape, (1, BODY["hidden_size"]))
+
+
+# -- the experiment script's curriculum -----------------------------------------------------------------------
+
+
+def experiment_module():
+    """`benchmarks/pixel_linguist_experiment.py`, imported as a module (it is not part of the package)."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "pixel_linguist_experiment.py"
+    spec = importlib.util.spec_from_file_location("pixel_linguist_experiment", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_experiment_stages_are_visual_then_snli_entailment_and_mrpc_paraphrases(shared_data):
+    exp = experiment_module()
+    a = argparse.Namespace(
+        semantic="both", visual_rows=12, visual_steps=2, semantic_steps=3, batch_size=4, typo_rate=0.1
+    )
+    stages = exp.build_stages(a, 3e-4)
+    assert [(s.name, s.learning_rate, s.max_steps) for s in stages] == [
+        ("visual", 3e-4, 2),
+        ("semantic", 3e-4, 3),
+    ]
+    semantic = load_stage_data(stages[1].data)
+    assert semantic.column_names == ["anchor", "positive"]
+    # the allowed pairs, read here straight from the files: SNLI entailments, MRPC pairs of quality 1
+    snli = shared_data / "nli" / "snli"
+    entailed, premises = set(), {}
+    for split in ("dev", "test"):
+        s1, s2, labels = ((snli / f"{n}.{split}").read_text(encoding="utf-8").splitlines() for n in ("s1", "s2", "labels"))  # fmt: skip
+        for p, h, y in zip(s1, s2, labels):
+            premises.setdefault((split, p.strip()), set()).add(y.strip())
+            if y.strip() == "entailment":
+                entailed.add((p.strip(), h.strip()))
+    groups = sum({"entailment", "contradiction"} <= labels for labels in premises.values())
+    lines = (shared_data / "paraphrase" / "mrpc" / "msr-para-train.tsv").read_text(encoding="utf-8-sig")
+    mrpc = [line.split("\t") for line in lines.splitlines()[1:] if line.strip()]
+    paraphrases = {(f[3].strip(), f[4].strip()) for f in mrpc if f[0] == "1"}
+    assert len(semantic) + a.stsb_overlap_removed == groups + sum(f[0] == "1" for f in mrpc)
+    rows = list(zip(semantic["anchor"], semantic["positive"]))
+    assert all(r in entailed or r in paraphrases for r in rows)
+    held_out = {exp.sentence_key(t) for s in ("dev", "test") for r in exp.load_sts_benchmark(s) for t in (r.sentence1, r.sentence2)}  # fmt: skip
+    allowed = {r for r in paraphrases if not {exp.sentence_key(t) for t in r} & held_out}
+    assert 0 < len(allowed) < len(paraphrases) and sum(r in paraphrases for r in rows) == len(allowed)
+    assert not {exp.sentence_key(t) for r in rows for t in r} & held_out
+    assert exp.sentence_key("A man is playing a flute .") == exp.sentence_key("A man is  playing a flute")
+
+    batches = exp.stage_batches(stages, seed=5)
+    assert batches == exp.stage_batches(stages, seed=5)  # both rows replay the same batches
+    assert [len(b) for b in batches] == [2, 3] and all(len(x) == len(y) == 4 for s in batches for x, y in s)
+    visual = load_stage_data(stages[0].data, seed=5)
+    assert all(t in visual["anchor"] for anchors, _ in batches[0] for t in anchors)
+
+
+def test_experiment_loop_runs_stages_in_order_and_keeps_the_best_dev_weights(shared_data):
+    exp = experiment_module()
+    model = tiny_model()
+    seen = []
+
+    def pair_loss(anchors, positives):
+        seen.append(list(anchors))
+        return renders(anchors, positives)
+
+    stages = [
+        CurriculumStage("visual", visual_pairs(SENTENCES, seed=1), 1e-3, 2, per_device_train_batch_size=4),
+        CurriculumStage("semantic", Dataset.from_dict({"anchor": SENTENCES, "positive": SENTENCES[::-1]}), 1e-3, 3,
+                        per_device_train_batch_size=4),
+    ]  # fmt: skip
+    batches = exp.stage_batches(stages, seed=0)
+    renders = exp.PixelBatches(model, [t for s in batches for x, y in s for t in x + y])
+    dev = exp.load_sts_benchmark("dev")[:16]
+    a = argparse.Namespace(eval_every=2, eval_batch_size=8)
+    before = exp.sts(model, dev, 8)
+    run = exp.train_curriculum("pixel", model, pair_loss, stages, batches, a, dev, before)
+    assert seen == [x for s in batches for x, _ in s]
+    assert [(p["stage"], p["step"], p["global_step"]) for p in run["curve"]] == [
+        ("init", 0, 0), ("visual", 2, 2), ("semantic", 2, 4), ("semantic", 3, 5)
+    ]  # fmt: skip
+    best = max(run["curve"], key=lambda p: p["dev"])
+    assert run["best"]["dev"] == best["dev"] and run["best"]["global_step"] == best["global_step"]
+    model.load_state_dict(run["state"])
+    assert exp.sts(model, dev, 8) == best["dev"]  # the same weights score the same
