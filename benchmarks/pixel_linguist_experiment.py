@@ -58,13 +58,13 @@ from transformers import AutoTokenizer, BertConfig, BertModel, get_linear_schedu
 from hf_contrastive.core.data.benchmarks import load_sts_benchmark
 from hf_contrastive.core.losses.infonce import InfoNCELoss
 from hf_contrastive.core.utils import data_dir, packaged_minilm_path
+from hf_contrastive.embeddings import pool
 from hf_contrastive.embeddings.sts import evaluate_sts
 from hf_contrastive.vision.pixel_linguist import (
     CurriculumStage,
     PixelLinguistConfig,
     PixelLinguistModel,
     load_stage_data,
-    masked_mean,
 )
 
 GPU_PRESET = {
@@ -118,7 +118,7 @@ class TextTokenEncoder(nn.Module):
             texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
         ).to(self.device)
         states = self.head(self.backbone(**enc).last_hidden_state)
-        pooled = masked_mean(states, enc["attention_mask"])
+        pooled = pool("mean", states, enc["attention_mask"])
         return F.normalize(self.projection(pooled) if self.training else pooled, dim=-1)
 
     def pair_loss(self, anchors: list[str], positives: list[str]) -> torch.Tensor:

@@ -65,6 +65,7 @@ __all__ = [
     "Normalize",
     "RandomApply",
     "RandomGrayscale",
+    "Solarize",
     "RandomHorizontalFlip",
     "RandomResizedCrop",
     "Resize",
@@ -573,6 +574,28 @@ class ColorJitter:
             f"{type(self).__name__}(brightness={self.brightness}, contrast={self.contrast}, "
             f"saturation={self.saturation}, hue={self.hue}, p={self.p})"
         )
+
+
+class Solarize:
+    """Invert every value at or above `threshold` (`x -> 1 - x`) with probability `p` (BYOL's second view,
+    Grill et al. 2020). Takes a float tensor `[C, H, W]` with values in `[0, 1]`.
+
+    Args:
+        threshold (`float`, *optional*, defaults to `0.5`): values `>= threshold` are inverted.
+        p (`float`, *optional*, defaults to `1.0`): probability of the operation, in `[0, 1]`.
+    """
+
+    def __init__(self, threshold: float = 0.5, p: float = 1.0) -> None:
+        self.threshold = float(threshold)
+        self.p = _check_probability(type(self).__name__, "p", p)
+
+    def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        if not _coin(self.p, generator):
+            return image
+        return torch.where(image >= self.threshold, 1.0 - image, image)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(threshold={self.threshold}, p={self.p})"
 
 
 class RandomGrayscale:

@@ -66,6 +66,7 @@ from hf_contrastive.core.data.loaders import load_source
 from hf_contrastive.core.engines import EngineMixin
 from hf_contrastive.core.hub.mixin import HubMixin
 from hf_contrastive.core.losses.infonce import InfoNCELoss
+from hf_contrastive.embeddings import pool
 from hf_contrastive.vision.text_render import (
     DEFAULT_FONT,
     DEFAULT_FONT_SIZE,
@@ -91,7 +92,6 @@ __all__ = [
     "character_typos",
     "load_stage_data",
     "make_positive",
-    "masked_mean",
     "run_curriculum",
     "visual_pairs",
     "word_shuffle",
@@ -382,15 +382,6 @@ class PixelLinguistConfig(PretrainedConfig):
 # -- the model -------------------------------------------------------------------------------------------
 
 
-def masked_mean(states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean of `states` `[B, N, H]` over the positions where `mask` `[B, N]` is 1 (sums in float32 for half
-    precision); a row without any position gives zeros."""
-    acc = torch.float32 if states.dtype in (torch.float16, torch.bfloat16) else states.dtype
-    weights = mask.to(acc).unsqueeze(-1)
-    total = (states.to(acc) * weights).sum(dim=1)
-    return (total / weights.sum(dim=1).clamp_min(1.0)).to(states.dtype)
-
-
 @dataclass
 class PixelLinguistOutput(ModelOutput):
     """Output of [`PixelLinguistModel`].
@@ -519,7 +510,7 @@ class PixelLinguistModel(HubMixin, PixelLinguistPreTrainedModel):
         full_mask = torch.cat([attention_mask.new_ones(batch, 1), attention_mask], dim=1)
         out = self.backbone(pixel_values=pixel_values, noise=order, attention_mask=full_mask)
         states = self.head(out.last_hidden_state[:, 1:])
-        pooled = masked_mean(states, attention_mask)
+        pooled = pool("mean", states, attention_mask)
         features = self.projection(pooled) if self.training else pooled
         return states, pooled, F.normalize(features, dim=-1)
 

@@ -501,3 +501,17 @@ def test_shipped_word_lists():
     table = A.load_synonyms()
     assert len(table) >= 200
     assert all(word not in syns for word, syns in table.items())
+
+
+def test_solarize_inverts_values_at_or_above_the_threshold_with_probability_p():
+    image = torch.tensor([[[0.0, 0.25, 0.5, 0.75, 1.0]]])
+    out = A.Solarize(0.5)(image)
+    torch.testing.assert_close(out, torch.tensor([[[0.0, 0.25, 0.5, 0.25, 0.0]]]), rtol=0, atol=0)
+    assert torch.equal(A.Solarize(0.5, p=0.0)(image), image)
+    # one draw of the generator per call, whatever the outcome (replayable pipelines)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    A.Solarize(0.5, p=0.3)(image, generator=g1)
+    torch.rand((), generator=g2, dtype=torch.float64)
+    assert torch.equal(torch.rand(4, generator=g1), torch.rand(4, generator=g2))
+    with pytest.raises(ValueError, match="probability"):
+        A.Solarize(p=1.5)

@@ -60,6 +60,7 @@ from hf_contrastive.core.engines import EngineMixin
 from hf_contrastive.core.hub.card import ModelCardInfo
 from hf_contrastive.core.hub.mixin import HubMixin
 from hf_contrastive.core.losses.base import ContrastiveLoss, LossOutput
+from hf_contrastive.embeddings import pool
 from hf_contrastive.vision.augment import Compose, eval_transform, global_view_transform
 from hf_contrastive.vision.data import ImageTextCollator
 from hf_contrastive.vision.dense.features import spatial_features
@@ -747,11 +748,11 @@ class DITOModel(HubMixin, DITOPreTrainedModel):
             pooled = states[:, 0]
         else:
             mask = (
-                attention_mask.to(states.dtype)
+                attention_mask
                 if attention_mask is not None
-                else torch.ones(states.shape[:2], dtype=states.dtype, device=states.device)
+                else torch.ones(states.shape[:2], dtype=torch.long, device=states.device)
             )
-            pooled = (states * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1.0)
+            pooled = pool("mean", states, mask)
         return self.text_projection(pooled)
 
     # -- regions -----------------------------------------------------------------------------------------

@@ -47,13 +47,14 @@ from hf_contrastive.vision.augment import (
     RandomGrayscale,
     RandomHorizontalFlip,
     RandomResizedCrop,
+    Solarize,
     ToTensor,
+    _crop_resize,
 )
 from hf_contrastive.vision.modeling import load_image
 
 __all__ = [
     "DEFAULT_POSITIVE_THRESHOLD",
-    "Solarize",
     "TwoViewTransform",
     "ViewGeometry",
     "cell_centers",
@@ -359,48 +360,6 @@ def positive_pairs(
 # ----------------------------------------------------------------------------------------------------------
 
 
-class Solarize:
-    """Invert every value at or above `threshold` (`x -> 1 - x`), with probability `p` (BYOL's second view).
-
-    Args:
-        threshold (`float`, *optional*, defaults to `0.5`): values `>= threshold` are inverted (images in
-            `[0, 1]`).
-        p (`float`, *optional*, defaults to `1.0`): probability of the operation.
-    """
-
-    def __init__(self, threshold: float = 0.5, p: float = 1.0) -> None:
-        if not (isinstance(p, (int, float)) and 0.0 <= p <= 1.0):
-            raise ValueError(f"Solarize: p must be a probability in [0, 1], got {p!r}.")
-        self.threshold = float(threshold)
-        self.p = float(p)
-
-    def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        if float(torch.rand((), generator=generator, dtype=torch.float64)) >= self.p:
-            return image
-        return torch.where(image >= self.threshold, 1.0 - image, image)
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(threshold={self.threshold}, p={self.p})"
-
-
-def _crop(
-    image: Image.Image | torch.Tensor, top: int, left: int, height: int, width: int, size, interpolation
-):
-    pil_mode = {
-        "nearest": Image.Resampling.NEAREST,
-        "bilinear": Image.Resampling.BILINEAR,
-        "bicubic": Image.Resampling.BICUBIC,
-    }[interpolation]
-    out_h, out_w = size
-    if isinstance(image, Image.Image):
-        box = (left, top, left + width, top + height)
-        return ToTensor()(image.convert("RGB").resize((out_w, out_h), resample=pil_mode, box=box))
-    crop = image[..., top : top + height, left : left + width]
-    kwargs = {} if interpolation == "nearest" else {"align_corners": False, "antialias": True}
-    out = F.interpolate(crop[None].float(), size=(out_h, out_w), mode=interpolation, **kwargs)[0]
-    return out.clamp(0.0, 1.0)
-
-
 class TwoViewTransform:
     r"""Two augmented views of an image and their geometries (PixPro's pipeline, BYOL's augmentations).
 
@@ -485,7 +444,14 @@ class TwoViewTransform:
                 f"TwoViewTransform: expected a PIL image or a [3, H, W] tensor, got {type(image).__name__}."
             )
         top, left, h, w = self.crop.get_params(height, width, generator)
-        pixels = _crop(image, top, left, h, w, self.size, self.interpolation)
+        if isinstance(image, Image.Image):
+            pixels = ToTensor()(
+                _crop_resize(image.convert("RGB"), top, left, h, w, self.size, self.interpolation)
+            )
+        else:
+            pixels = _crop_resize(image.float(), top, left, h, w, self.size, self.interpolation).clamp(
+                0.0, 1.0
+            )
         flipped = float(torch.rand((), generator=generator, dtype=torch.float64)) < self.flip.p
         if flipped:
             pixels = pixels.flip(-1)
