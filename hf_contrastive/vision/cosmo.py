@@ -170,6 +170,13 @@ def check_unimodal_depth(unimodal_depth: Any, num_layers: int) -> int:
     The split leaves at least one text-only layer (whose output the contrastive head pools) and at least one
     multimodal layer (before which the first cross-attention runs): `1 <= unimodal_depth <= num_layers - 1`.
 
+    Args:
+        unimodal_depth (`int`): number of text-only layers (12 in the paper's 180M configuration).
+        num_layers (`int`): decoder layers of the language model.
+
+    Returns:
+        `int`: `unimodal_depth`, checked.
+
     Raises:
         `ValueError`: naming the layer count, for a split outside the model.
     """

@@ -207,7 +207,18 @@ def word_shuffle(text: str, seed: int | random.Random | None = None, mode: str =
 def make_positive(
     text: str, kind: str, seed: int | random.Random | None = None, typo_rate: float = 0.1
 ) -> str:
-    """A positive of `text` of the given kind (one of `POSITIVE_KINDS`)."""
+    """A visually grounded positive of `text` (Xiao et al. 2024, stage 0).
+
+    Args:
+        text (`str`): the anchor sentence.
+        kind (`str`): one of `POSITIVE_KINDS`: `"typo"` ([`character_typos`]), `"shuffle"` (random
+            [`word_shuffle`]) or `"clause_shuffle"` (within clauses, first and last word kept).
+        seed (`int | random.Random | None`, *optional*): the draw's seed or generator (replayable).
+        typo_rate (`float`, *optional*, defaults to `0.1`): share of words edited by `"typo"`.
+
+    Returns:
+        `str`: the positive.
+    """
     if kind == "typo":
         return character_typos(text, seed, typo_rate)
     if kind == "shuffle":
