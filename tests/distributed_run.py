@@ -34,3 +34,20 @@ def run_two_processes(worker: Path, *args: str, timeout: int = 300) -> None:
             f"torchrun failed ({proc.returncode}):\n{proc.stdout[-2000:]}\n--- rank 0 ---\n{ranks[0]}\n"
             f"--- rank 1 ---\n{ranks[1]}\n--- end of stderr ---\n{proc.stderr[-2000:]}"
         )
+
+
+def end_worker() -> None:
+    """End a worker process: wait for every rank, destroy the process group, then leave without interpreter teardown.
+
+    Gloo's C++ threads can still be joinable when the interpreter finalises; their destructor then calls
+    `std::terminate` ("terminate called without an active exception", SIGABRT) after the worker has done and
+    written everything. `os._exit` skips that teardown, so a finished worker always exits 0.
+    """
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)

@@ -15,8 +15,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-import torch.distributed as dist  # noqa: E402
 from scenarios import run  # noqa: E402
+
+from tests.distributed_run import end_worker  # noqa: E402
 
 
 def main() -> None:
@@ -41,9 +42,7 @@ def main() -> None:
         result = run(name, workdir, engine=a.engine, device=a.device, save=i == 0)
         if int(os.environ.get("RANK", "0")) == 0:
             torch.save(result, out / f"{name}.pt")
-    if dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
+    end_worker()
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from torch.nn.parallel import DistributedDataParallel
 from transformers import ViTConfig
 
 from hf_contrastive.vision.hydra import HydraLoss, HydraModel
+from tests.distributed_run import end_worker
 
 torch.set_default_dtype(torch.float64)
 IN, HIDDEN, DIM, CLASSES = 6, 12, 8, 4
@@ -167,8 +168,7 @@ def main(path: str) -> None:
     if dist.get_rank() == 0:
         with open(path, "w") as f:
             json.dump(results, f, indent=1)
-    dist.barrier()
-    dist.destroy_process_group()
+    end_worker()
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from hf_contrastive.vision.improved import ImprovedCLIPConfig, ImprovedCLIPLoss
+from tests.distributed_run import end_worker
 
 torch.set_default_dtype(torch.float64)
 IMG_IN, TXT_IN, IMG_POOL, TXT_POOL, EMBED, VIEWS, GLOBAL_BATCH = 6, 5, 8, 7, 4, 2, 8
@@ -182,8 +183,7 @@ def main(path: str) -> None:
     if dist.get_rank() == 0:
         with open(path, "w") as f:
             json.dump(results, f, indent=1)
-    dist.barrier()
-    dist.destroy_process_group()
+    end_worker()
 
 
 if __name__ == "__main__":

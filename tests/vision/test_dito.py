@@ -36,7 +36,7 @@ from hf_contrastive.vision.dense.dito import (
 from hf_contrastive.vision.dense.dito_recipes import DITO_TASK
 from hf_contrastive.vision.dense.roi_align import assign_fpn_levels, roi_align
 from hf_contrastive.vision.losses import CLIPLoss
-from tests.distributed_run import run_two_processes
+from tests.distributed_run import end_worker, run_two_processes
 from tests.tiny_models import bert_tokenizer
 
 # float64 throughout: every compared value is a sum of at most a few thousand terms of size <= 1e2, exact to
@@ -564,7 +564,7 @@ def _two_process_worker(out: str) -> None:
             "grad_max": max(float(t.grad.abs().max()) for t in full),
         }
         Path(out).write_text(json.dumps(result))
-    dist.destroy_process_group()
+    end_worker()
 
 
 @pytest.mark.slow

@@ -22,6 +22,7 @@ from torch.nn.parallel import DistributedDataParallel
 from hf_contrastive.vision.data import ImageTextCollator
 from hf_contrastive.vision.losses import CLIPLoss, SigLIPLoss
 from hf_contrastive.vision.modeling import dual_encoder_forward, logit_scale_and_bias
+from tests.distributed_run import end_worker
 from tests.vision.tiny_vision import tiny_dual, tiny_processor, tiny_siglip, write_images
 
 torch.set_default_dtype(torch.float64)
@@ -161,8 +162,7 @@ def main() -> None:
     results["open_clip"] = anchor_parity(oc, rank, world) if oc is not None else None
     if rank == 0:
         Path(sys.argv[1]).write_text(json.dumps(results, indent=1))
-    dist.barrier()
-    dist.destroy_process_group()
+    end_worker()
 
 
 if __name__ == "__main__":

@@ -25,6 +25,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from hf_contrastive.core import distributed
 from hf_contrastive.core.losses import CoSENTLoss, InfoNCELoss, MultiCSRLoss
+from tests.distributed_run import end_worker
 
 torch.set_default_dtype(torch.float64)
 IN, OUT = 6, 8
@@ -206,8 +207,7 @@ def main(path: str) -> None:
     if dist.get_rank() == 0:
         with open(path, "w") as f:
             json.dump(results, f, indent=1)
-    dist.barrier()
-    dist.destroy_process_group()
+    end_worker()
 
 
 if __name__ == "__main__":

@@ -22,13 +22,14 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, for tiny_models
 
 from tiny_models import WORDS, bert_config, bert_tokenizer  # noqa: E402
 
 from hf_contrastive.core.losses import GradCache, InfoNCELoss  # noqa: E402
 from hf_contrastive.embeddings.configuration import SentenceEncoderConfig
 from hf_contrastive.embeddings.modeling import SentenceEncoder
+from tests.distributed_run import end_worker  # noqa: E402
 
 
 def sentences(n: int, seed: int) -> list[str]:
@@ -208,8 +209,7 @@ def main(path: str, tmp: str) -> None:
     }
     if dist.get_rank() == 0:
         Path(path).write_text(json.dumps(results, indent=1))
-    dist.barrier()
-    dist.destroy_process_group()
+    end_worker()
 
 
 if __name__ == "__main__":

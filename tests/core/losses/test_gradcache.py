@@ -3,15 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 import torch.distributed as dist
 from datasets import Dataset
+from distributed_run import run_two_processes
 from tiny_models import WORDS, adam_weight_tolerance, bert_config, bert_tokenizer, summation_tolerance
 
 from hf_contrastive import ContrastiveConfig, ContrastiveTrainer
@@ -284,22 +282,7 @@ def test_trainer_gradcache_matches_plain_training(tok, tmp_path, accumulation):
 )
 def test_two_processes(tmp_path):
     out = tmp_path / "results.json"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH", "")])
-    worker = Path(__file__).with_name("gradcache_worker.py")
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node",
-        "2",
-        str(worker),
-    ]
-    proc = subprocess.run(
-        [*cmd, str(out), str(tmp_path)], env=env, capture_output=True, text=True, timeout=300
-    )
-    assert proc.returncode == 0, f"torchrun failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}"
+    run_two_processes(Path(__file__).with_name("gradcache_worker.py"), out, tmp_path)
     r = json.loads(out.read_text())
     ddp = r["ddp"]
     # GradCache on two processes == one process, uncached, whole batch (cross-device negatives gathered)
