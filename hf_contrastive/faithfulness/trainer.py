@@ -39,6 +39,7 @@ from hf_contrastive.core.engines import EngineMixin
 from hf_contrastive.core.hub.mixin import CardTrainerMixin
 from hf_contrastive.faithfulness.losses import (
     OBJECTIVES,
+    SPAN_WEIGHTINGS,
     SpanUnlikelihoodLoss,
     safe_log1m_exp,
     span_objective,
@@ -72,6 +73,11 @@ class SpanUnlikelihoodConfig(SFTConfig):
         log_prob_floor (`float`, *optional*, defaults to `math.log(1e-05)`): floor on `log p` for gradient ascent (default `log(1e-5)`, matching the `1e-5`
             clamp of Welleck et al. 2019).
         unlikelihood_clamp (`float`, *optional*, defaults to `1e-05`): lower bound on `1 - p` inside `log(1 - p)` (default 1e-5, Welleck et al. 2019).
+        span_weighting (`str`, *optional*, defaults to `"uniform"`): detached per-token weight `w_t` of the span term,
+            `-eps * sum m_t w_t log(1 - p_t)`: `"uniform"` (1, the paper's formula), `"position"` (1/k on the k-th
+            token of a span) or `"inverse_prob"` (`min(1/p_t, span_weight_max)`); see
+            [`hf_contrastive.faithfulness.losses.span_weights`].
+        span_weight_max (`float`, *optional*, defaults to `1e4`): cap of the `"inverse_prob"` weight (>= 1).
         max_document_tokens (`int | None`, *optional*): cut each document to this many tokens when building features from raw span rows
             (default None: only `max_length` applies, and the document is cut before the summary).
         instruction (`str`, *optional*, defaults to `DEFAULT_INSTRUCTION`): the summarisation instruction of the prompt.
@@ -84,6 +90,10 @@ class SpanUnlikelihoodConfig(SFTConfig):
         default=math.log(1e-5), metadata={"help": "floor on log p (gradient ascent)"}
     )
     unlikelihood_clamp: float = field(default=1e-5, metadata={"help": "lower bound on 1 - p (unlikelihood)"})
+    span_weighting: str = field(
+        default="uniform", metadata={"help": "per-token weight of the span term: uniform | position | inverse_prob"}
+    )
+    span_weight_max: float = field(default=1e4, metadata={"help": "cap of the inverse_prob weight"})
     max_document_tokens: int | None = field(
         default=None, metadata={"help": "cut documents to this many tokens"}
     )
@@ -99,6 +109,10 @@ class SpanUnlikelihoodConfig(SFTConfig):
             raise ValueError(f"`log_prob_floor` must be < 0, got {self.log_prob_floor}.")
         if not 0 < self.unlikelihood_clamp < 1:
             raise ValueError(f"`unlikelihood_clamp` must be in (0, 1), got {self.unlikelihood_clamp}.")
+        if self.span_weighting not in SPAN_WEIGHTINGS:
+            raise ValueError(f"`span_weighting` must be one of {SPAN_WEIGHTINGS}, got {self.span_weighting!r}.")
+        if self.span_weight_max < 1:
+            raise ValueError(f"`span_weight_max` must be >= 1, got {self.span_weight_max}.")
         if self.packing or self.padding_free or self.eval_packing:
             raise ValueError(
                 "Span masks are per row: set packing=False, eval_packing=False and padding_free=False "
@@ -151,6 +165,8 @@ class SpanUnlikelihoodTrainer(AtomicCheckpointMixin, EngineMixin, CardTrainerMix
             eps=args.eps,
             log_prob_floor=args.log_prob_floor,
             unlikelihood_clamp=args.unlikelihood_clamp,
+            span_weighting=args.span_weighting,
+            span_weight_max=args.span_weight_max,
         )
         super().__init__(model=model, args=args, **kwargs)
         if user_collator is None:
@@ -172,6 +188,8 @@ class SpanUnlikelihoodTrainer(AtomicCheckpointMixin, EngineMixin, CardTrainerMix
             training["eps (weight of the span term)"] = args.eps
         if args.objective == "unlikelihood":
             training["clamp on 1 - p"] = args.unlikelihood_clamp
+        if args.objective != "nll" and args.span_weighting != "uniform":
+            training["span token weight"] = args.span_weighting
         if args.objective == "gradient_ascent":
             training["floor on log p"] = args.log_prob_floor
         training["max length"] = args.max_length

@@ -188,6 +188,100 @@ def _fewrel_span(mentions: Sequence[Sequence[int]], where: str) -> tuple[int, in
     return pos[0], pos[-1] + 1
 
 
+# -- unlabelled relation-bearing text ------------------------------------------------------------------
+_STOPWORDS = frozenset(
+    "a an the and or but if of to in on at by for with from as is are was were be been being it its this "
+    "that these those he she they we you i his her their our your my me him them us who whom which what "
+    "when where why how not no nor so than too very can could will would shall should may might must do "
+    "does did has have had into onto over under after before between about against during through also "
+    "such there here then once only own same some any each few more most other all both up down out off "
+    "again further just".split()
+)
+
+
+def mark_two_entities(
+    words: Sequence[str], rng: random.Random, max_gap: int = 8
+) -> tuple[tuple[int, int], tuple[int, int]] | None:
+    """Pick two one-word entities in a sentence: alphabetic words of 3+ letters outside a stop-word list,
+    the second 1..`max_gap` words after the first (so at least one word lies between them), capitalised
+    words preferred for the first. Returns `None` when no such pair exists.
+
+    Args:
+        words (`Sequence[str]`): the sentence as words.
+        rng (`random.Random`): the generator that picks the pair.
+        max_gap (`int`, *optional*, defaults to 8): largest distance (in words) from the first to the second.
+    """
+    cand = [i for i, w in enumerate(words) if w.isalpha() and len(w) >= 3 and w.lower() not in _STOPWORDS]
+    pairs = [(i, j) for i in cand for j in cand if 2 <= j - i <= max_gap + 1]
+    if not pairs:
+        return None
+    named = [(i, j) for i, j in pairs if words[i][0].isupper() and i > 0]
+    i, j = rng.choice(named or pairs)
+    return (i, i + 1), (j, j + 1)
+
+
+def load_unlabelled_relation_text(
+    source: str,
+    path: str | os.PathLike | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+    exclude_ids: Iterable[str] = (),
+    min_words: int = 6,
+    max_words: int = 60,
+    max_gap: int = 8,
+) -> list[RelationExample]:
+    """Relation-bearing sentences without labels, for TKRE's masked span LM beyond a K-shot set.
+
+    - `"semeval2010"`: the SemEval-2010 training sentences with their two marked entities, labels dropped
+      (ids in `exclude_ids`, e.g. a dev split's, are left out);
+    - `"fewrel"`: FewRel sentences (`path` a FewRel JSON file, default `val_wiki`) with head and tail, labels
+      dropped;
+    - `"text"`: one sentence a line (e.g. wiki1m, `path` required); two entities are marked by
+      [`mark_two_entities`] (sentences of `min_words`..`max_words` words with such a pair are kept).
+
+    The result is shuffled with `seed` and cut to `limit`; every example has `label=None` and its source id.
+
+    Args:
+        source (`str`): `"semeval2010"`, `"fewrel"` or `"text"`.
+        path (`str | os.PathLike | None`, *optional*): the data file or folder (the loaders' defaults otherwise).
+        limit (`int | None`, *optional*): keep at most this many sentences.
+        seed (`int`, *optional*, defaults to 0): shuffling and entity choice.
+        exclude_ids (`Iterable[str]`, *optional*): ids to leave out.
+        min_words / max_words (`int`, *optional*, defaults to 6 / 60): sentence length bounds (`"text"`).
+        max_gap (`int`, *optional*, defaults to 8): see [`mark_two_entities`].
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be >= 1 or None, got {limit!r}.")
+    rng = random.Random(seed)
+    if source == "semeval2010":
+        rows = load_semeval2010("train", path=path)
+    elif source == "fewrel":
+        name = str(path) if path is not None and str(path).endswith(".json") else "val_wiki"
+        folder = None if path is None or str(path).endswith(".json") else path
+        rows = [e for group in load_fewrel(name, path=folder).values() for e in group]
+    elif source == "text":
+        if path is None:
+            raise ValueError("source='text' needs path= (one sentence a line).")
+        rows = []
+        for n, line in enumerate(Path(path).read_text(encoding="utf-8", errors="replace").splitlines()):
+            words = line.split()
+            if not min_words <= len(words) <= max_words:
+                continue
+            spans = mark_two_entities(words, rng, max_gap=max_gap)
+            if spans is not None:
+                rows.append(RelationExample(words, spans[0], spans[1], id=f"line{n}"))
+    else:
+        raise ValueError(f"source must be 'semeval2010', 'fewrel' or 'text', got {source!r}.")
+    excluded = {str(i) for i in exclude_ids}
+    out = [
+        RelationExample(e.tokens, e.subject, e.object, subject_type=e.subject_type, object_type=e.object_type, id=e.id)
+        for e in rows
+        if e.id not in excluded
+    ]
+    rng.shuffle(out)
+    return out[:limit] if limit is not None else out
+
+
 # -- sampling -------------------------------------------------------------------------------------
 def check_labels(examples: Iterable[RelationExample], labels: Sequence[str]) -> None:
     """Raise `ValueError` naming the labels that are not in `labels` (the schema)."""
@@ -453,6 +547,8 @@ __all__ = [
     "check_labels",
     "load_fewrel",
     "load_semeval2010",
+    "load_unlabelled_relation_text",
+    "mark_two_entities",
     "mark_words",
     "marker_tokens",
     "parse_marked_sentence",

@@ -125,6 +125,26 @@ def sample_negative_spans(
     return starts.to(dev), ends.to(dev), valid.to(dev)
 
 
+def freeze_lower_layers(encoder: nn.Module, n_layers: int) -> None:
+    """Freeze an encoder's input embeddings (and a decoder tied to them) and its lowest `n_layers` layers.
+
+    Args:
+        encoder (`nn.Module`): a BERT-family encoder (`encoder.embeddings`, `encoder.encoder.layer`).
+        n_layers (`int`): how many of the lowest transformer layers to freeze (at most the layer count).
+    """
+    body = getattr(encoder, "encoder", None)
+    layers = getattr(body, "layer", None) if body is not None else None
+    if layers is None or not hasattr(encoder, "embeddings"):
+        raise ValueError(
+            f"freeze_layers needs a BERT-family encoder (embeddings + encoder.layer); got {type(encoder).__name__}."
+        )
+    if not 0 <= n_layers <= len(layers):
+        raise ValueError(f"freeze_layers must be between 0 and {len(layers)} (the layer count), got {n_layers}.")
+    for module in (encoder.embeddings, *list(layers)[:n_layers]):
+        for p in module.parameters():
+            p.requires_grad_(False)
+
+
 # -- pretraining model ----------------------------------------------------------------------------
 class TKREPretrainingModel(nn.Module):
     """Masked-LM encoder + relation anchors + span projection, for TKRE's two pretraining stages.
@@ -238,6 +258,17 @@ class TKREConfig(TrainingArguments):
         marker_scheme / entity_types / default_entity_type: entity markers (as the classifier's config).
         max_seq_length (`int`, 128): token budget per example.
         with_explanations (`bool`, True): append an example's LLM explanation as a second segment.
+        mlm_head_warmup_steps (`int`, 200): optimiser steps that train the masked-LM head alone (encoder,
+            embeddings and a decoder tied to them frozen) on the stage-1 data before stage 1. An encoder
+            that ships no masked-LM head (sentence-transformers checkpoints such as all-MiniLM-L6-v2) gets
+            a random head transform; without the warm-up its first gradients reach the encoder through a
+            random head. 0 skips the warm-up (TKRE's paper starts from BERT's trained head and has none).
+        mlm_head_warmup_learning_rate (`float`, 1e-3): learning rate of the warm-up (AdamW, constant).
+        encoder_learning_rate (`float`, *optional*): learning rate of the encoder (embeddings and layers)
+            in both stages; the MLM head, span projection and anchors keep `learning_rate`. `None` (the
+            default) uses `learning_rate` everywhere.
+        freeze_layers (`int`, 0): freeze the embeddings (and a decoder tied to them) and the lowest
+            `freeze_layers` transformer layers in both stages. 0 trains everything.
     """
 
     stage1_epochs: float = field(default=3.0, metadata={"help": "Epochs of stage 1 (MSLM)."})
@@ -258,6 +289,16 @@ class TKREConfig(TrainingArguments):
     default_entity_type: str = field(default="ENTITY", metadata={"help": "Type of untyped entities."})
     max_seq_length: int = field(default=128, metadata={"help": "Token budget per example."})
     with_explanations: bool = field(default=True, metadata={"help": "Append explanations as segment 2."})
+    mlm_head_warmup_steps: int = field(
+        default=200, metadata={"help": "Steps training the MLM head alone before stage 1 (0: none)."}
+    )
+    mlm_head_warmup_learning_rate: float = field(default=1e-3, metadata={"help": "Warm-up learning rate."})
+    encoder_learning_rate: float | None = field(
+        default=None, metadata={"help": "Learning rate of the encoder (None: learning_rate)."}
+    )
+    freeze_layers: int = field(
+        default=0, metadata={"help": "Freeze the embeddings and this many lowest layers (0: none)."}
+    )
     remove_unused_columns: bool = field(default=False, metadata={"help": "Examples are objects, keep them."})
     learning_rate: float = field(default=5e-5, metadata={"help": "Learning rate."})
     per_device_train_batch_size: int = field(default=16, metadata={"help": "Batch size."})
@@ -273,6 +314,18 @@ class TKREConfig(TrainingArguments):
             raise ValueError(f"scl_temperature must be > 0, got {self.scl_temperature!r}.")
         if self.negative_span_max < 1:
             raise ValueError(f"negative_span_max must be >= 1, got {self.negative_span_max}.")
+        if int(self.mlm_head_warmup_steps) != self.mlm_head_warmup_steps or self.mlm_head_warmup_steps < 0:
+            raise ValueError(f"mlm_head_warmup_steps must be an integer >= 0, got {self.mlm_head_warmup_steps!r}.")
+        if not (math.isfinite(self.mlm_head_warmup_learning_rate) and self.mlm_head_warmup_learning_rate > 0):
+            raise ValueError(
+                f"mlm_head_warmup_learning_rate must be > 0, got {self.mlm_head_warmup_learning_rate!r}."
+            )
+        if self.encoder_learning_rate is not None and not (
+            math.isfinite(self.encoder_learning_rate) and self.encoder_learning_rate >= 0
+        ):
+            raise ValueError(f"encoder_learning_rate must be >= 0 or None, got {self.encoder_learning_rate!r}.")
+        if int(self.freeze_layers) != self.freeze_layers or self.freeze_layers < 0:
+            raise ValueError(f"freeze_layers must be an integer >= 0, got {self.freeze_layers!r}.")
         super().__post_init__()
 
 
@@ -356,6 +409,9 @@ class TKREPretrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
             with_explanations=args.with_explanations,
         )
         self.scl = SpanContrastiveLoss(args.scl_temperature, anchor_negatives=args.anchor_negatives)
+        if args.freeze_layers:
+            freeze_lower_layers(model.encoder, int(args.freeze_layers))
+        self.warmup_losses: list[float] = []
         self.stage = 1
         self._span_generator = torch.Generator().manual_seed(args.seed)
         self._last_components: dict[str, float] = {}
@@ -376,6 +432,95 @@ class TKREPretrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
         return (
             "Stage 2 of TKRE reads the relation anchors and the span projection outside the model's forward"
         )
+
+    def create_optimizer(self, model: nn.Module | None = None) -> torch.optim.Optimizer:
+        """`Trainer`'s optimiser; with `encoder_learning_rate` set, the encoder's parameters get their own
+        groups at that rate (weight decay as `Trainer` splits it)."""
+        optimizer = super().create_optimizer(model)
+        enc_lr = self.args.encoder_learning_rate
+        if enc_lr is None or getattr(self, "_encoder_groups_split", None) is optimizer:
+            return optimizer
+        encoder_ids = {id(p) for p in self.model.encoder.parameters()}
+        groups = list(optimizer.param_groups)
+        for group in groups:
+            inside = [p for p in group["params"] if id(p) in encoder_ids]
+            if not inside:
+                continue
+            group["params"] = [p for p in group["params"] if id(p) not in encoder_ids]
+            optimizer.add_param_group(
+                {**{k: v for k, v in group.items() if k != "params"}, "params": inside, "lr": enc_lr}
+            )
+        optimizer.param_groups[:] = [g for g in optimizer.param_groups if g["params"]]
+        self._encoder_groups_split = optimizer
+        return optimizer
+
+    def warm_up_mlm_head(self, steps: int | None = None) -> list[float]:
+        """Train the masked-LM head alone for `steps` (default `mlm_head_warmup_steps`) AdamW steps.
+
+        The encoder runs without gradients; the head's own parameters (transform, bias) train at
+        `mlm_head_warmup_learning_rate` with a constant rate; a decoder weight tied to the input
+        embeddings stays frozen with them. Batches come from the stage-1 data (stage 2's when there is
+        none), reshuffled each pass, masked as in stage 1. Returns the per-step losses.
+
+        Args:
+            steps (`int`, *optional*): number of steps; defaults to `args.mlm_head_warmup_steps`.
+        """
+        steps = int(self.args.mlm_head_warmup_steps if steps is None else steps)
+        data = self.stage1_dataset if self.stage1_dataset is not None else self.stage2_dataset
+        if steps <= 0 or data is None or len(data) == 0:
+            return []
+        model = self.model
+        embedding_ids = {id(p) for p in model.encoder.get_input_embeddings().parameters()}
+        params = [p for p in model.mlm_head().parameters() if id(p) not in embedding_ids]
+        if not params:
+            raise ValueError("The masked-LM head has no parameters of its own to warm up.")
+        states = {id(p): p.requires_grad for p in model.parameters()}
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        device = self.args.device
+        model.to(device)
+        model.train()
+        optimizer = torch.optim.AdamW(params, lr=self.args.mlm_head_warmup_learning_rate, weight_decay=0.0)
+        generator = torch.Generator().manual_seed(int(self.args.seed))
+        loader = torch.utils.data.DataLoader(
+            data,
+            batch_size=self.args.per_device_train_batch_size,
+            shuffle=True,
+            collate_fn=self.collator,
+            generator=generator,
+        )
+        losses: list[float] = []
+        try:
+            while len(losses) < steps:
+                for batch in loader:
+                    labels = batch["labels"].to(device)
+                    selected = labels != -100
+                    if not bool(selected.any()):
+                        continue
+                    inputs = {
+                        k: batch[k].to(device)
+                        for k in ("input_ids", "attention_mask", "token_type_ids")
+                        if k in batch
+                    }
+                    with torch.no_grad():
+                        hidden = model.encoder(**inputs, return_dict=True).last_hidden_state
+                    logits = model.mlm_head()(hidden[selected])
+                    loss = F.cross_entropy(logits.float(), labels[selected])
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    optimizer.step()
+                    losses.append(float(loss.detach()))
+                    if len(losses) >= steps:
+                        break
+        finally:
+            for p in model.parameters():
+                p.requires_grad_(states[id(p)])
+        logger.info(
+            "MLM head warm-up: %d steps, loss %.4f (first) -> %.4f (last)", len(losses), losses[0], losses[-1]
+        )
+        return losses
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         relation_labels = inputs.pop("relation_labels", None)
@@ -417,6 +562,8 @@ class TKREPretrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
         (with `metrics["stage1_loss"]` when stage 1 ran)."""
         result = None
         stage1_loss = None
+        if self.args.mlm_head_warmup_steps > 0 and not self.warmup_losses:
+            self.warmup_losses = self.warm_up_mlm_head()
         plan = (
             (1, self.stage1_dataset, self.args.stage1_epochs),
             (2, self.stage2_dataset, self.args.stage2_epochs),
@@ -435,6 +582,9 @@ class TKREPretrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
             raise ValueError("Nothing to train: both stages are empty or have 0 epochs.")
         if stage1_loss is not None:
             result.metrics["stage1_loss"] = stage1_loss
+        if self.warmup_losses:
+            result.metrics["mlm_head_warmup_first_loss"] = self.warmup_losses[0]
+            result.metrics["mlm_head_warmup_last_loss"] = self.warmup_losses[-1]
         return result
 
     def export_encoder(self) -> tuple[nn.Module, Any]:
@@ -464,7 +614,16 @@ class TKREPretrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
             "batch size (all processes)": args.per_device_train_batch_size * max(args.world_size, 1),
             "max sequence length": args.max_seq_length,
             "explanations as a second segment": args.with_explanations,
+            "MLM-head warm-up (encoder frozen)": (
+                f"{args.mlm_head_warmup_steps} steps at {args.mlm_head_warmup_learning_rate}"
+                if args.mlm_head_warmup_steps
+                else "none"
+            ),
         }
+        if args.encoder_learning_rate is not None:
+            training["encoder learning rate"] = args.encoder_learning_rate
+        if args.freeze_layers:
+            training["frozen"] = f"embeddings and the lowest {args.freeze_layers} layers"
         peft_config = getattr(self.model.mlm_model, "peft_config", None)
         if peft_config:
             c = next(iter(peft_config.values()))
@@ -522,6 +681,7 @@ __all__ = [
     "TKREConfig",
     "TKREPretrainer",
     "TKREPretrainingModel",
+    "freeze_lower_layers",
     "relation_span_bounds",
     "sample_negative_spans",
     "span_mean",

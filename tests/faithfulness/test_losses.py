@@ -9,7 +9,12 @@ import torch
 
 import hf_contrastive.faithfulness as faithfulness
 import hf_contrastive.faithfulness.trainer as faithfulness_trainer
-from hf_contrastive.faithfulness.losses import OBJECTIVES, SpanUnlikelihoodLoss, span_objective
+from hf_contrastive.faithfulness.losses import (
+    OBJECTIVES,
+    SPAN_WEIGHTINGS,
+    SpanUnlikelihoodLoss,
+    span_objective,
+)
 
 EPS64 = torch.finfo(torch.float64).eps
 FLOOR = math.log(1e-5)
@@ -122,7 +127,63 @@ def test_validation_config_and_exports(tmp_path):
         "eps": 0.5,
         "log_prob_floor": FLOOR,
         "unlikelihood_clamp": 1e-5,
+        "span_weighting": "uniform",
+        "span_weight_max": 1e4,
     }
+    with pytest.raises(ValueError, match="Unknown span_weighting 'rank'"):
+        SpanUnlikelihoodLoss(span_weighting="rank")
+    with pytest.raises(ValueError, match="`span_weight_max` must be >= 1"):
+        SpanUnlikelihoodLoss(span_weighting="inverse_prob", span_weight_max=0.5)
     assert faithfulness.SpanUnlikelihoodLoss is SpanUnlikelihoodLoss
     for name in ("OBJECTIVES", "span_objective", "safe_log1m_exp"):
         assert name in faithfulness_trainer.__all__ and hasattr(faithfulness_trainer, name)
+
+
+def hand_weight(logp, valid, span, b, t, weighting, max_weight):
+    """w_t by its definition: 1, 1/k on the k-th token of a run of span tokens, or min(1/p, max)."""
+    if weighting == "uniform":
+        return 1.0
+    if weighting == "inverse_prob":
+        return min(1.0 / math.exp(logp[b][t]), max_weight)
+    k = 1
+    while t - k >= 0 and span[b][t - k] and valid[b][t - k]:
+        k += 1
+    return 1.0 / k
+
+
+@pytest.mark.parametrize("weighting", SPAN_WEIGHTINGS)
+@pytest.mark.parametrize("objective", ["unlikelihood", "gradient_ascent"])
+def test_span_weighting_equals_the_weighted_formula(weighting, objective):
+    logp, valid, span = batch()
+    span[0, 6] = 1  # a second run in row 0: its first token gets position weight 1 again
+    eps, max_weight, n = 0.7, 30.0, 17
+    out = SpanUnlikelihoodLoss(objective, eps, span_weighting=weighting, span_weight_max=max_weight)(
+        logp, valid, span, num_items=n
+    )
+    lp, v, sp = logp.tolist(), valid.tolist(), span.tolist()
+    faithful = span_sum = 0.0
+    grads = torch.zeros_like(logp)
+    for b in range(3):
+        for t in range(8):
+            if not v[b][t]:
+                continue
+            if not sp[b][t]:
+                faithful -= lp[b][t]
+                grads[b, t] = -1.0 / n
+                continue
+            w = hand_weight(lp, v, sp, b, t, weighting, max_weight)
+            if objective == "unlikelihood":
+                span_sum -= w * math.log(max(-math.expm1(lp[b][t]), 1e-5))
+                p = math.exp(lp[b][t])
+                # d/dlogp of -w log(1 - p) = w p / (1 - p) while 1 - p is above the clamp
+                grads[b, t] = eps * w * p / (1 - p) / n if 1 - p > 1e-5 else 0.0
+            else:
+                span_sum += w * max(lp[b][t], FLOOR)
+                grads[b, t] = eps * w / n if lp[b][t] > FLOOR else 0.0
+    want = (faithful + eps * span_sum) / n
+    # |w * term| <= 1e4 * 12 over at most 24 tokens
+    bound = 16 * 24 * EPS64 * 30 * 60
+    assert float(out.loss.detach()) == pytest.approx(want, abs=bound)
+    out.loss.backward()
+    # the weights are constants: the gradient is w_t times the unweighted one
+    assert torch.allclose(logp.grad, grads, rtol=1e-9, atol=bound)

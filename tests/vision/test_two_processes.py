@@ -63,13 +63,22 @@ def test_full_loss_on_every_rank_has_the_same_feature_gradients(results):
     assert r["loss_abs_diff"] > 1e-3, r
 
 
+TRAINER_MODES = ("clip", "clip-gradcache", "siglip-gradcache")
+
+
+@pytest.fixture(scope="module")
+def trainer_steps(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("vision_trainer_two_proc")
+    run_two_processes(Path(__file__).with_name("trainer_worker.py"), out, *TRAINER_MODES, timeout=400)
+    return out
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("mode", ["clip", "clip-gradcache", "siglip-gradcache"])
-def test_trainer_step_on_two_processes_equals_one_process(tmp_path, mode):
+@pytest.mark.parametrize("mode", TRAINER_MODES)
+def test_trainer_step_on_two_processes_equals_one_process(trainer_steps, tmp_path, mode):
     """One SGD step of the trainer under DDP (2 x 4 pairs, GradCache with gradient sync on the last re-forward
     only) gives the weights of one process on the 8 pairs."""
-    run_two_processes(Path(__file__).with_name("trainer_worker.py"), tmp_path, mode, timeout=400)
-    two = load_file(str(tmp_path / f"{mode}.safetensors"))
+    two = load_file(str(trainer_steps / f"{mode}.safetensors"))
     one = one_step(tmp_path / "single", mode, per_device=N)
     assert set(one) == set(two)  # (one_step refuses a step that changed no weight)
     gap = max(float((one[n] - two[n]).abs().max()) for n in one)

@@ -12,6 +12,7 @@ from datasets import Dataset
 from safetensors.torch import save_file
 
 from hf_contrastive.vision.trainer import ImageTextContrastiveConfig, ImageTextContrastiveTrainer
+from tests.distributed_run import end_worker
 from tests.vision.tiny_vision import tiny_dual, tiny_processor, tiny_siglip, write_images
 
 N = 8
@@ -59,4 +60,6 @@ def one_step(out_dir: Path, mode: str, per_device: int) -> dict[str, torch.Tenso
 
 
 if __name__ == "__main__":
-    one_step(Path(sys.argv[1]), sys.argv[2], per_device=N // 2)
+    for mode in sys.argv[2:]:  # one launch for every mode: each launch costs the imports of two processes
+        one_step(Path(sys.argv[1]), mode, per_device=N // 2)
+    end_worker()
