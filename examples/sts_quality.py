@@ -14,6 +14,12 @@ Two experiments, each a subcommand:
     pooling, full fine-tune) and SmolLM2-135M-Instruct, a causal LM never trained for embeddings
     (mean pooling, LoRA on its top layers, attention dropout 0.1 so the two views differ).
 
+For the causal LM, ``--llm-pooling last_token --llm-prompt-template '<template with {text}>'`` stores a
+template in the encoder's config (PromptEOL's ``PROMPT_EOL``: the last token must summarise the sentence), used
+in training and in ``encode``; ``--lora-layers 0`` puts LoRA on every layer, ``--lora-modules`` on the
+attention or MLP projections only; ``--eval-split dev`` scores STS-B dev instead of test (to choose settings),
+``--sentences 0`` trains on every wiki1m line.
+
 ``all`` runs both. Results (before / after, settings, wall times) are printed and written as JSON
 under ``--output-dir`` (default ``hf-contrastive-output/sts_quality``).
 

