@@ -20,18 +20,37 @@ Run (about 30 minutes of one CPU core; the methods can run as separate processes
 
     OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 python examples/faithful_summaries.py --output hf-contrastive-output/faithful
 
-Measured (seed 0; 64 train / 16 validation / 50 test documents cut to 256 tokens; LoRA r=16 on all linear layers,
-lr 1e-3, 16 steps of 4; generation: 40 greedy tokens on the 50 test documents)::
+Measured, issue 18 (seed 0, one run each; 128 train / 24 validation / 150 test documents cut to 128 tokens,
+max length 256; LoRA r=16 on all linear layers, lr 1e-3, batches of 4; SFT = 16 steps of NLL on the references;
+each span run continues the SFT adapter for 16 steps on the perturbed summaries mixed with the references
+(``--mix-faithful``); log-probs and perplexity on 50 test documents, generation: 40 greedy tokens on all 150,
+rate with its Wilson 95% interval; settings chosen on the 24 validation documents)::
+
+    | method                                  | span log p | faithful log p | ref. ppl | vs SFT | halluc. rate (95% CI)     |
+    | sft                                     | -5.015     | -3.096         | 18.48    |  0.0%  | 0.027 4/150 (0.010-0.067) |
+    | + mixed, unlikelihood eps=1, 1/p weight | -6.029     | -3.161         | 20.01    | +8.3%  | 0.040 6/150 (0.018-0.085) |
+    | + mixed, eps=0 (control: no span term)  | -5.277     | -3.142         | 19.47    | +5.3%  | 0.040 6/150 (0.018-0.085) |
+
+    validation (24 documents, no generation): sft -4.833 / -3.011 / 15.73; + mixed eps=0 -5.103 / -3.030 /
+    16.74 (+6.4%); + mixed, uniform eps=10 -5.285 / -3.041 / 17.06 (+8.4%); + mixed, 1/p weight eps=1
+    -5.817 / -3.044 / 17.02 (+8.2%).
+
+Previous figures (seed 0; 64 train / 16 validation / 50 test documents cut to 256 tokens, 16 steps of 4 from the
+untouched model unless named; generation on the 50 test documents)::
 
     | method                          | span log p | faithful log p | ref. ppl | vs SFT | halluc. rate |
     | untouched                       | -4.054     | -3.405         | 25.53    | +54.2% | 0.20         |
     | sft                             | -3.843     | -2.975         | 16.56    |  0.0%  | 0.08         |
     | unlikelihood (eps=1)            | -3.872     | -2.951         | 16.77    | +1.3%  | 0.04         |
     | unlikelihood (eps=3)            | -4.064     | -2.991         | 17.49    | +5.6%  | 0.06         |
-    | unlikelihood (eps=10, default)  | -4.281     | -3.102         | 19.73    | +19.1% | 0.06         |
+    | unlikelihood (eps=10)           | -4.281     | -3.102         | 19.73    | +19.1% | 0.06         |
     | unlikelihood from SFT (eps=10)  | -4.772     | -3.127         | 20.51    | +23.9% | 0.02         |
     | gradient_ascent (eps=1)         | -5.412     | -2.948         | 16.89    | +2.0%  | 0.06         |
     | task_negation (lam=0.4)         | -4.410     | -3.039         | 17.19    | +3.8%  | 0.10         |
+
+The judge flags a summary that contains the swapped-in span; those words come from the document itself, so a
+flag is often a faithful mention (``Poland`` in a summary about Poland's election) and the base rate after SFT
+is ~3%: with 150 documents no method differs from SFT beyond the intervals.
 
 Split runs: ``--methods sft`` / ``--methods halluc`` in two processes, then ``--methods task_negation
 --sft-adapter OUT_A/adapters/sft --halluc-adapter OUT_B/adapters/halluc``; ``--init-adapter`` continues a span
@@ -78,6 +97,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--eps-unlikelihood", type=float, default=10.0, help="weight of the unlikelihood span term"
     )
     p.add_argument("--eps-ascent", type=float, default=1.0, help="weight of the gradient ascent span term")
+    p.add_argument(
+        "--span-weighting",
+        default="uniform",
+        choices=["uniform", "position", "inverse_prob"],
+        help="per-token weight of the span term (see SpanUnlikelihoodConfig.span_weighting)",
+    )
+    p.add_argument("--span-weight-max", type=float, default=1e4, help="cap of the inverse_prob weight")
+    p.add_argument(
+        "--mix-faithful",
+        action="store_true",
+        help="train unlikelihood / gradient ascent on the perturbed summaries AND the faithful references",
+    )
+    p.add_argument("--max-steps", type=int, default=-1, help="optimiser steps (default: --epochs decides)")
     p.add_argument("--lambdas", default="0,0.1,0.2,0.3,0.4", help="task-negation candidates in [0, 1]")
     p.add_argument(
         "--methods",
@@ -159,6 +191,7 @@ def main(argv: list[str] | None = None) -> dict:
         rate = hallucination_rate(texts, gen_examples, judge=SpanMatchJudge())
         metrics["hallucination_rate"] = rate["hallucination_rate"]
         metrics["n_generated"] = rate["n_judged"]
+        metrics["ci95"] = list(rate["ci95"])
         metrics["eval_seconds"] = round(time.time() - t0, 1)
         (out / f"generations_{name}.jsonl").write_text(
             "\n".join(
@@ -188,9 +221,12 @@ def main(argv: list[str] | None = None) -> dict:
             eps={"unlikelihood": args.eps_unlikelihood, "gradient_ascent": args.eps_ascent}.get(
                 objective, 0.0
             ),
+            span_weighting=args.span_weighting if objective != "nll" else "uniform",
+            span_weight_max=args.span_weight_max,
             max_length=args.max_length,
             max_document_tokens=args.max_document_tokens,
             num_train_epochs=args.epochs,
+            max_steps=args.max_steps,
             per_device_train_batch_size=args.batch_size,
             learning_rate=args.learning_rate,
             lr_scheduler_type="constant_with_warmup",
@@ -201,6 +237,9 @@ def main(argv: list[str] | None = None) -> dict:
             seed=args.seed,
             dataloader_num_workers=0,
             use_cpu=not torch.cuda.is_available(),
+            # SFTConfig's bf16 default means bf16 autocast on CPU, several times slower than float32
+            bf16=torch.cuda.is_available(),
+            gradient_checkpointing=torch.cuda.is_available(),
         )
         lora = LoraConfig(
             r=args.lora_r,
@@ -224,6 +263,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     faithful_rows = [SpanExample(ex.document, ex.reference, []).to_row() for ex in splits["train"]]
     unfaithful_rows = [ex.to_row() for ex in splits["train"]]
+    if args.mix_faithful:
+        unfaithful_rows = unfaithful_rows + faithful_rows
 
     if "untouched" in methods:
         model, _ = load_causal_lm(args.model)
@@ -288,9 +329,9 @@ def main(argv: list[str] | None = None) -> dict:
 def format_table(results: dict[str, dict]) -> str:
     head = (
         "| method | unfaithful-span log p | faithful-token log p | ref. ppl | ppl vs SFT | ppl vs untouched | "
-        "halluc. rate (gen) |"
+        "halluc. rate (gen) | 95% CI (Wilson) |"
     )
-    lines = [head, "|" + "---|" * 7]
+    lines = [head, "|" + "---|" * 8]
     sft = results.get("sft", {}).get("reference_perplexity")
     base = results.get("untouched", {}).get("reference_perplexity")
     for name, m in results.items():
@@ -298,9 +339,10 @@ def format_table(results: dict[str, dict]) -> str:
         vs_sft = f"{100 * (ppl / sft - 1):+.1f}%" if sft else "-"
         vs_base = f"{100 * (ppl / base - 1):+.1f}%" if base else "-"
         label = name + (f" (lam={m['lambda']:g})" if "lambda" in m else "")
+        ci = "{:.2f}-{:.2f}".format(*m["ci95"]) if "ci95" in m else "-"
         lines.append(
             f"| {label} | {m['unfaithful_span_logprob']:.3f} | {m['faithful_token_logprob']:.3f} | {ppl:.2f} | "
-            f"{vs_sft} | {vs_base} | {m['hallucination_rate']:.2f} ({m['n_generated']}) |"
+            f"{vs_sft} | {vs_base} | {m['hallucination_rate']:.2f} ({m['n_generated']}) | {ci} |"
         )
     return "\n".join(lines)
 

@@ -44,6 +44,7 @@ __all__ = [
     "SpanMatchJudge",
     "annotator_judge",
     "hallucination_rate",
+    "wilson_interval",
 ]
 
 
@@ -237,12 +238,37 @@ def annotator_judge(annotator: Any) -> Callable[[str, str, SpanExample], bool | 
     return judge
 
 
+def wilson_interval(k: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    r"""Wilson score interval of a proportion `k / n` (default 95%: `z` the 0.975 normal quantile).
+
+    :math:`\frac{\hat p + z^2/2n \pm z \sqrt{\hat p(1-\hat p)/n + z^2/4n^2}}{1 + z^2/n}`, clipped to [0, 1];
+    unlike the normal interval it is not empty at `k = 0` or `k = n`.
+
+    Args:
+        k (`int`): the count of successes (0 <= k <= n).
+        n (`int`): the number of trials (> 0).
+        z (`float`, *optional*, defaults to 1.96): the normal quantile of the confidence level (> 0).
+
+    Returns:
+        `tuple[float, float]`: the lower and upper bound.
+    """
+    if n <= 0 or not 0 <= k <= n:
+        raise ValueError(f"Need 0 <= k <= n and n > 0, got k={k}, n={n}.")
+    if z <= 0:
+        raise ValueError(f"`z` must be > 0, got {z}.")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 def hallucination_rate(
     generated: Sequence[str], examples: Sequence[Any], judge: Callable[..., bool | None] | None = None
 ) -> dict[str, Any]:
     """Share of `generated` summaries the `judge` flags (default [`SpanMatchJudge`]).
 
-    Returns `hallucination_rate`, `n_judged`, `n_skipped` (judge returned None) and per-summary `flags`.
+    Returns `hallucination_rate`, `n_judged`, `n_skipped` (judge returned None), per-summary `flags` and
+    `ci95` (the [`wilson_interval`] of the rate; NaNs when nothing was judged).
     """
     examples = _as_examples(examples)
     if len(generated) != len(examples):
@@ -258,4 +284,5 @@ def hallucination_rate(
         "n_judged": len(judged),
         "n_skipped": len(flags) - len(judged),
         "flags": flags,
+        "ci95": wilson_interval(sum(judged), len(judged)) if judged else (float("nan"), float("nan")),
     }

@@ -21,7 +21,14 @@ import torch
 
 from hf_contrastive.core.losses.base import ContrastiveLoss, LossOutput
 
-__all__ = ["OBJECTIVES", "SPAN_WEIGHTINGS", "SpanUnlikelihoodLoss", "safe_log1m_exp", "span_objective", "span_weights"]
+__all__ = [
+    "OBJECTIVES",
+    "SPAN_WEIGHTINGS",
+    "SpanUnlikelihoodLoss",
+    "safe_log1m_exp",
+    "span_objective",
+    "span_weights",
+]
 
 OBJECTIVES = ("unlikelihood", "gradient_ascent", "nll")
 SPAN_WEIGHTINGS = ("uniform", "position", "inverse_prob")
@@ -211,7 +218,9 @@ class SpanUnlikelihoodLoss(ContrastiveLoss):
         faithful_nll = -torch.where(faithful, log_probs, zero).sum() / denom
         weights = span_weights(log_probs, span, self.span_weighting, self.span_weight_max)
         if self.objective == "unlikelihood":
-            span_sum = -torch.where(span, weights * safe_log1m_exp(log_probs, self.unlikelihood_clamp), zero).sum()
+            span_sum = -torch.where(
+                span, weights * safe_log1m_exp(log_probs, self.unlikelihood_clamp), zero
+            ).sum()
         elif self.objective == "gradient_ascent":
             span_sum = torch.where(span, weights * log_probs.clamp(min=self.log_prob_floor), zero).sum()
         else:

@@ -17,6 +17,7 @@ Their sections::
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +34,7 @@ from hf_contrastive.faithfulness.arithmetic.negation import (
     select_negation_scale,
 )
 from hf_contrastive.faithfulness.evaluation import evaluate_faithfulness, load_causal_lm
-from hf_contrastive.faithfulness.spans import DEFAULT_INSTRUCTION, SpanFeatureBuilder
+from hf_contrastive.faithfulness.spans import DEFAULT_INSTRUCTION, SpanExample, SpanFeatureBuilder
 from hf_contrastive.faithfulness.trainer import SpanUnlikelihoodConfig, SpanUnlikelihoodTrainer
 
 __all__ = [
@@ -63,6 +64,18 @@ class SpanUnlikelihoodMethod:
             Floor on `log p` for gradient ascent.
         unlikelihood_clamp (`float`, *optional*, defaults to 1e-5):
             Lower bound on `1 - p` inside `log(1 - p)` (Welleck et al. 2019).
+        span_weighting (`str`, *optional*, defaults to `"uniform"`):
+            Detached per-token weight `w_t` of the span term, `-eps * sum m_t w_t log(1 - p_t)`: `uniform`
+            (1, the paper's formula), `position` (1/k on the k-th token of a span) or `inverse_prob`
+            (`min(1/p_t, span_weight_max)`, so the push on a rare token does not vanish with `p_t`).
+        span_weight_max (`float`, *optional*, defaults to 1e4):
+            Cap of the `inverse_prob` weight.
+        mix_faithful (`bool`, *optional*, defaults to False):
+            Also train on the faithful reference summary of every training document (NLL, no span), so that
+            batches mix references and perturbed summaries, as in the paper's data.
+        sft_steps (`int`, *optional*, defaults to 0):
+            Optimiser steps of plain NLL on the faithful references before the span objective, on the same
+            LoRA adapter (0: the span objective starts from the untouched model).
         max_length (`int`, *optional*, defaults to 1024):
             Token budget of prompt + summary (`trl.SFTConfig.max_length`).
         max_document_tokens (`int`, *optional*):
@@ -75,6 +88,10 @@ class SpanUnlikelihoodMethod:
     eps: float = 1.0
     log_prob_floor: float = math.log(1e-5)
     unlikelihood_clamp: float = 1e-5
+    span_weighting: str = "uniform"
+    span_weight_max: float = 1e4
+    mix_faithful: bool = False
+    sft_steps: int = 0
     max_length: int | None = 1024
     max_document_tokens: int | None = None
     instruction: str = DEFAULT_INSTRUCTION
@@ -139,7 +156,8 @@ def _setup(recipe: dict[str, Any], method: Any, output_dir: str, n_validation: i
         raise ValueError("The recipe's data section needs the path of a JSON-lines summary file.")
     defaults: dict[str, Any] = {"output_dir": output_dir, "report_to": "none"}
     if not torch.cuda.is_available():
-        defaults["use_cpu"] = True  # SFTConfig defaults to bf16, which needs a GPU
+        # SFTConfig defaults to bf16, which on CPU means bf16 autocast: several times slower than float32
+        defaults.update(use_cpu=True, bf16=False)
     section = {**dict(recipe.get("args") or {}), **forced}
     args = build_args(SpanUnlikelihoodConfig, section, method=method, defaults=defaults)
     model, tokenizer = load_causal_lm(model_cfg["name_or_path"])
@@ -168,22 +186,42 @@ def run_span_unlikelihood_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
             The resolved recipe (see the module docstring); `method` holds [`SpanUnlikelihoodMethod`].
 
     Returns:
-        `dict`: the held-out figures `before` and `after` training, and `output`.
+        `dict`: the held-out figures `before` and `after` training (and `sft`, after the NLL stage, when
+        `method.sft_steps > 0`), and `output`.
     """
     method = read_method(SpanUnlikelihoodMethod, recipe.get("method"), task="faithful-unlikelihood")
+    if method.sft_steps < 0:
+        raise ValueError(f"`method.sft_steps` must be >= 0, got {method.sft_steps}.")
     args, model, tokenizer, splits, builder, batch_size = _setup(
         recipe, method, "hf-contrastive-output/faithful-unlikelihood", n_validation=0
     )
     results: dict[str, Any] = {
         "before": evaluate_faithfulness(model, builder, splits["test"], batch_size=batch_size)
     }
-    train = Dataset.from_list([ex.to_row() for ex in splits["train"]])
+    faithful = [SpanExample(ex.document, ex.reference, []).to_row() for ex in splits["train"] if ex.reference]
+    peft_config = lora_config(recipe.get("lora"), task_type="CAUSAL_LM")
+    if method.sft_steps > 0:
+        # stage 1: plain NLL on the faithful references, on the adapter the span objective then continues
+        sft_args = copy.deepcopy(args)
+        sft_args.objective, sft_args.max_steps = "nll", method.sft_steps
+        sft_args.output_dir = f"{args.output_dir}/runs/sft-stage"  # `runs` is kept by the final save
+        sft = SpanUnlikelihoodTrainer(
+            model=model,
+            args=sft_args,
+            train_dataset=Dataset.from_list(faithful),
+            processing_class=tokenizer,
+            peft_config=peft_config,
+        )
+        sft.train()
+        model, peft_config = sft.model, None
+        results["sft"] = evaluate_faithfulness(model, builder, splits["test"], batch_size=batch_size)
+    rows = [ex.to_row() for ex in splits["train"]] + (faithful if method.mix_faithful else [])
     trainer = SpanUnlikelihoodTrainer(
         model=model,
         args=args,
-        train_dataset=train,
+        train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=lora_config(recipe.get("lora"), task_type="CAUSAL_LM"),
+        peft_config=peft_config,
     )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     results["after"] = evaluate_faithfulness(trainer.model, builder, splits["test"], batch_size=batch_size)

@@ -91,7 +91,8 @@ class SpanUnlikelihoodConfig(SFTConfig):
     )
     unlikelihood_clamp: float = field(default=1e-5, metadata={"help": "lower bound on 1 - p (unlikelihood)"})
     span_weighting: str = field(
-        default="uniform", metadata={"help": "per-token weight of the span term: uniform | position | inverse_prob"}
+        default="uniform",
+        metadata={"help": "per-token weight of the span term: uniform | position | inverse_prob"},
     )
     span_weight_max: float = field(default=1e4, metadata={"help": "cap of the inverse_prob weight"})
     max_document_tokens: int | None = field(
@@ -110,7 +111,9 @@ class SpanUnlikelihoodConfig(SFTConfig):
         if not 0 < self.unlikelihood_clamp < 1:
             raise ValueError(f"`unlikelihood_clamp` must be in (0, 1), got {self.unlikelihood_clamp}.")
         if self.span_weighting not in SPAN_WEIGHTINGS:
-            raise ValueError(f"`span_weighting` must be one of {SPAN_WEIGHTINGS}, got {self.span_weighting!r}.")
+            raise ValueError(
+                f"`span_weighting` must be one of {SPAN_WEIGHTINGS}, got {self.span_weighting!r}."
+            )
         if self.span_weight_max < 1:
             raise ValueError(f"`span_weight_max` must be >= 1, got {self.span_weight_max}.")
         if self.packing or self.padding_free or self.eval_packing:

@@ -14,6 +14,7 @@ from hf_contrastive.faithfulness.evaluation import (
     hallucination_rate,
     span_log_probs,
     summary_perplexity,
+    wilson_interval,
 )
 from hf_contrastive.faithfulness.spans import SpanExample, SpanFeatureBuilder
 
@@ -88,3 +89,19 @@ def test_pluggable_judge_and_skips():
     rate = hallucination_rate(["in london", "x y", "dog runs"], ROWS, judge=judge)
     assert rate["flags"] == [True, None, False]
     assert rate["n_skipped"] == 1 and rate["hallucination_rate"] == pytest.approx(0.5)
+
+
+def test_wilson_interval_against_the_closed_form():
+    # k = 3 of n = 20, z = 2: p = 0.15, centre = (0.15 + 0.1) / 1.2, half = 2 * sqrt(0.006375 + 0.0025) / 1.2
+    lo, hi = wilson_interval(3, 20, z=2.0)
+    half = 2 * math.sqrt(0.15 * 0.85 / 20 + 4 / 1600) / 1.2
+    assert lo == pytest.approx(0.25 / 1.2 - half, abs=1e-12) and hi == pytest.approx(
+        0.25 / 1.2 + half, abs=1e-12
+    )
+    lo, hi = wilson_interval(0, 50)
+    assert lo == pytest.approx(0.0, abs=1e-12) and 0 < hi < 0.08  # not empty at k = 0 (rule of three: ~3/50)
+    assert wilson_interval(50, 50)[1] == pytest.approx(1.0, abs=1e-12)
+    with pytest.raises(ValueError, match="0 <= k <= n"):
+        wilson_interval(3, 2)
+    rate = hallucination_rate(["in london", "x", "y"], ROWS)
+    assert rate["ci95"] == wilson_interval(1, 3)

@@ -9,6 +9,7 @@ from peft import LoraConfig, get_peft_model
 from faithfulness.helpers import INSTRUCTION, tiny_causal_lm, word_tokenizer
 from faithfulness.helpers import ROWS as SPAN_ROWS
 from hf_contrastive.faithfulness import evaluation
+from hf_contrastive.faithfulness import recipes as faithful_recipes
 from hf_contrastive.faithfulness.arithmetic import negation
 from hf_contrastive.faithfulness.arithmetic.lora import adapter_delta_weights
 from hf_contrastive.faithfulness.spans import SpanFeatureBuilder
@@ -62,12 +63,42 @@ def test_packaged_faithful_recipes_resolve():
 
 def test_unlikelihood_recipe_runs_on_a_tiny_model(tiny_recipe_setup):
     tmp_path, model_dir, data = tiny_recipe_setup
-    recipe = load_recipe("faithful-unlikelihood", _overrides(tmp_path, model_dir, data, "ul"))
+    overrides = _overrides(tmp_path, model_dir, data, "ul") + ["--method.sft_steps", "1"]
+    recipe = load_recipe("faithful-unlikelihood", overrides)
     out = run_recipe(recipe)
     for key in ("before", "after"):
         assert {"unfaithful_span_logprob", "faithful_token_logprob", "reference_perplexity"} <= set(out[key])
     assert out["after"]["unfaithful_span_logprob"] != out["before"]["unfaithful_span_logprob"]
     assert (tmp_path / "ul" / "adapter_model.safetensors").exists()
+
+
+def test_unlikelihood_recipe_sft_stage_and_mixed_rows(tiny_recipe_setup, monkeypatch):
+    tmp_path, model_dir, data = tiny_recipe_setup
+    seen = []
+
+    class Recording(faithful_recipes.SpanUnlikelihoodTrainer):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            rows = kwargs["train_dataset"]
+            seen.append(
+                (len(rows), sum(bool(r["spans"]) for r in rows), self.args.objective, self.args.max_steps)
+            )
+            seen.append((self.loss_fn.span_weighting, self.args.bf16 and not torch.cuda.is_available()))
+
+    monkeypatch.setattr(faithful_recipes, "SpanUnlikelihoodTrainer", Recording)
+    overrides = _overrides(tmp_path, model_dir, data, "ul-sft") + [
+        "--method.sft_steps", "1",
+        "--method.mix_faithful", "true",
+        "--method.span_weighting", "position",
+    ]  # fmt: skip
+    out = run_recipe(load_recipe("faithful-unlikelihood", overrides))
+    # stage 1: NLL on the 4 faithful references; stage 2: the 4 perturbed summaries + the 4 references
+    assert seen[0][:3] == (4, 0, "nll") and seen[0][3] == 1
+    assert seen[2][:3] == (8, 4, "unlikelihood") and seen[2][3] == 2
+    assert seen[3] == ("position", False)  # the weighting reaches the loss; no bf16 autocast on CPU
+    assert "sft" in out and "after" in out
+    with pytest.raises(ValueError, match="sft_steps"):
+        run_recipe(load_recipe("faithful-unlikelihood", [*overrides, "--method.sft_steps", "-1"]))
 
 
 def test_negation_recipe_picks_lambda_on_validation(tiny_recipe_setup):

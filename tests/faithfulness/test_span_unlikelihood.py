@@ -87,6 +87,10 @@ def test_config_refuses_bad_values(tmp_path):
         SpanUnlikelihoodConfig(output_dir=str(tmp_path), packing=True, report_to="none")
     with pytest.raises(ValueError, match="padding_free"):
         SpanUnlikelihoodConfig(output_dir=str(tmp_path), padding_free=True, report_to="none")
+    with pytest.raises(ValueError, match="span_weighting"):
+        SpanUnlikelihoodConfig(output_dir=str(tmp_path), span_weighting="rank", report_to="none")
+    with pytest.raises(ValueError, match="span_weight_max"):
+        SpanUnlikelihoodConfig(output_dir=str(tmp_path), span_weight_max=0.0, report_to="none")
     with pytest.raises(ValueError, match="eps"):
         span_objective(torch.zeros(1, 1), torch.ones(1, 1, dtype=torch.bool), torch.ones(1, 1), eps=-1)
 
