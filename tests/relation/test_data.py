@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import random
 
 import pytest
 from tiny_models import bert_tokenizer
@@ -13,6 +14,8 @@ from hf_contrastive.relation.data import (
     RelationExample,
     load_fewrel,
     load_semeval2010,
+    load_unlabelled_relation_text,
+    mark_two_entities,
     mark_words,
     marker_tokens,
     parse_marked_sentence,
@@ -146,3 +149,36 @@ def test_real_loaders(shared_data):
     assert {e.label for e in test} == set(SEMEVAL_LABELS)
     fewrel = load_fewrel("val_wiki", path=shared_data / "relation" / "fewrel")
     assert len(fewrel) == 16 and all(len(v) == 700 for v in fewrel.values())
+
+
+def test_unlabelled_relation_text(tmp_path):
+    semeval = tmp_path / "TRAIN_FILE.TXT"
+    semeval.write_text(
+        '1\t"The <e1>fire</e1> was caused by <e2>lightning</e2>."\nCause-Effect(e2,e1)\nComment:\n\n'
+        '2\t"A <e1>wheel</e1> of the <e2>car</e2>."\nComponent-Whole(e1,e2)\nComment:\n\n'
+    )
+    rows = load_unlabelled_relation_text("semeval2010", path=semeval, exclude_ids={"2"})
+    assert [(e.id, e.label, e.subject_text, e.object_text) for e in rows] == [
+        ("1", None, "fire", "lightning")
+    ]
+    text = tmp_path / "wiki.txt"
+    text.write_text(
+        "Paris is the capital city of France and its largest city .\n"
+        "too short line\n"
+        "the of and to in on at by for with from as is are\n"
+    )
+    rows = load_unlabelled_relation_text("text", path=text, seed=3)
+    assert len(rows) == 1 and rows[0].label is None  # the short and the stop-word lines give no pair
+    e = rows[0]
+    words = e.tokens
+    for span in (e.subject, e.object):
+        assert span[1] == span[0] + 1
+        w = words[span[0]]
+        assert w.isalpha() and len(w) >= 3 and w.lower() not in {"the", "and", "its"}
+    assert 2 <= e.object[0] - e.subject[0] <= 9  # at least one word between, at most max_gap
+    assert words[e.subject[0]] == "France"  # a capitalised word past the first is preferred as the first
+    assert mark_two_entities("a b".split(), random.Random(0)) is None
+    with pytest.raises(ValueError, match="source must be"):
+        load_unlabelled_relation_text("wiki")
+    with pytest.raises(ValueError, match="needs path"):
+        load_unlabelled_relation_text("text")

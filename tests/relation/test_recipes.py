@@ -35,16 +35,22 @@ def test_pretrain_then_finetune_recipes(tmp_path):
     data = tmp_path / "train.jsonl"
     data.write_text("".join(json.dumps(e.to_dict()) + "\n" for e in examples()))
     common = "save_strategy: 'no', report_to: 'none', disable_tqdm: true, use_cpu: true"
+    text = tmp_path / "wiki.txt"
+    text.write_text("the dog runs in the big green park today\n" * 4)
+    unlabelled = f"stage1_unlabelled: {{dataset: unlabelled, source: text, path: {text}}}"
     pre = tmp_path / "pre.yaml"
     pre.write_text(
         "task: relation\n"
         f"model: {{name_or_path: {tmp_path / 'mlm'}}}\n"
-        f"data: {{stage1: {{dataset: jsonl, path: {data}}}, stage2: {{dataset: jsonl, path: {data}}}}}\n"
-        "method: {stage1_epochs: 1, stage2_epochs: 1}\n"
+        f"data: {{stage1: {{dataset: jsonl, path: {data}}}, {unlabelled}, stage2: {{dataset: jsonl, path: {data}}}}}\n"
+        "method: {stage1_epochs: 1, stage2_epochs: 1, mlm_head_warmup_steps: 2}\n"
         f"args: {{output_dir: {tmp_path / 'pre'}, per_device_train_batch_size: 3, {common}}}\n"
     )
     out = run_recipe(load_recipe(pre))
     assert "stage1_loss" in out and (tmp_path / "pre" / "encoder" / "config.json").is_file()
+    assert "mlm_head_warmup_last_loss" in out  # the head warm-up ran before stage 1
+    card = (tmp_path / "pre" / "encoder" / "README.md").read_text()
+    assert "MLM-head warm-up" in card
     ft = tmp_path / "ft.yaml"
     ft.write_text(
         "task: relation\n"

@@ -216,3 +216,77 @@ def test_pretraining_with_lora_merges(tmp_path):
     assert not any("lora" in name for name, _ in encoder.named_parameters())
     torch.testing.assert_close(encoder.encoder.layer[0].intermediate.dense.weight, ffn_before)  # frozen
     assert not torch.equal(encoder.encoder.layer[0].attention.self.query.weight, query_before)  # LoRA merged
+
+
+def _pretrainer(tmp_path, tied: bool = False, **config) -> TKREPretrainer:
+    tok = bert_tokenizer(tmp_path / "vocab")
+    torch.manual_seed(0)
+    cfg = bert_config(len(tok))
+    cfg.tie_word_embeddings = tied
+    args = TKREConfig(
+        output_dir=str(tmp_path / "out"),
+        per_device_train_batch_size=3,
+        learning_rate=1e-2,
+        disable_tqdm=True,
+        use_cpu=True,
+        **config,
+    )
+    return TKREPretrainer(
+        BertForMaskedLM(cfg),
+        args=args,
+        stage1_dataset=examples(),
+        stage2_dataset=examples(),
+        relations=LABELS,
+        processing_class=tok,
+    )
+
+
+@pytest.mark.parametrize("tied", [False, True])
+def test_mlm_head_warmup_trains_the_head_alone(tmp_path, tied):
+    trainer = _pretrainer(tmp_path, tied=tied, mlm_head_warmup_steps=5, stage1_epochs=0, stage2_epochs=0)
+    model = trainer.model
+    head = model.mlm_head()
+    assert (head.predictions.decoder.weight is model.encoder.get_input_embeddings().weight) == tied
+    encoder_before = {k: v.clone() for k, v in model.encoder.state_dict().items()}
+    transform_before = head.predictions.transform.dense.weight.detach().clone()
+    grads_before = {n: p.requires_grad for n, p in model.named_parameters()}
+    losses = trainer.warm_up_mlm_head()
+    assert len(losses) == 5 and all(math.isfinite(x) for x in losses)
+    for k, v in model.encoder.state_dict().items():  # encoder (and a tied decoder) untouched
+        assert torch.equal(v, encoder_before[k]), k
+    assert not torch.equal(head.predictions.transform.dense.weight, transform_before)
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == grads_before
+    with pytest.raises(ValueError, match="mlm_head_warmup_steps"):
+        TKREConfig(output_dir=str(tmp_path), mlm_head_warmup_steps=-1)
+
+
+def test_encoder_learning_rate_and_frozen_layers(tmp_path):
+    # Encoder at learning rate 0: only the head, projection and anchors move.
+    trainer = _pretrainer(
+        tmp_path, mlm_head_warmup_steps=0, stage1_epochs=1, stage2_epochs=1, encoder_learning_rate=0.0
+    )
+    before = {k: v.clone() for k, v in trainer.model.encoder.state_dict().items()}
+    anchors = trainer.model.anchors.detach().clone()
+    trainer.train()
+    for k, v in trainer.model.encoder.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert not torch.equal(trainer.model.anchors.detach(), anchors)
+    encoder_ids = {id(p) for p in trainer.model.encoder.parameters()}
+    for g in trainer.optimizer.param_groups:  # the schedule's starting rates
+        inside = {id(p) in encoder_ids for p in g["params"]}
+        assert len(inside) == 1 and g["initial_lr"] == (0.0 if inside.pop() else 1e-2)
+    # freeze_layers=1: embeddings and layer 0 fixed, layer 1 trains.
+    trainer = _pretrainer(
+        tmp_path, mlm_head_warmup_steps=0, stage1_epochs=1, stage2_epochs=0, freeze_layers=1
+    )
+    enc = trainer.model.encoder
+    emb, l0, l1 = (m.state_dict() for m in (enc.embeddings, enc.encoder.layer[0], enc.encoder.layer[1]))
+    emb, l0, l1 = ({k: v.clone() for k, v in d.items()} for d in (emb, l0, l1))
+    trainer.train()
+    assert all(torch.equal(v, emb[k]) for k, v in enc.embeddings.state_dict().items())
+    assert all(torch.equal(v, l0[k]) for k, v in enc.encoder.layer[0].state_dict().items())
+    assert not all(torch.equal(v, l1[k]) for k, v in enc.encoder.layer[1].state_dict().items())
+    with pytest.raises(ValueError, match="freeze_layers must be between"):
+        _pretrainer(tmp_path, freeze_layers=99)
+    with pytest.raises(ValueError, match="encoder_learning_rate"):
+        TKREConfig(output_dir=str(tmp_path), encoder_learning_rate=-1.0)
