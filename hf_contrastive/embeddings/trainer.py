@@ -888,15 +888,17 @@ class TemplateCollator:
         self.max_text_tokens = max_text_tokens
 
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        wrapped = []
-        for row in rows:
-            row = dict(row)
-            for column in self.columns:
-                if isinstance(row.get(column), str):
-                    row[column] = apply_prompt_template(
-                        self.template, [row[column]], self.tokenizer, self.max_text_tokens
-                    )[0]
-            wrapped.append(row)
+        wrapped = [dict(row) for row in rows]
+        for column in self.columns:
+            # one tokenizer call per column and batch, not per text
+            where = [i for i, row in enumerate(wrapped) if isinstance(row.get(column), str)]
+            if not where:
+                continue
+            texts = apply_prompt_template(
+                self.template, [wrapped[i][column] for i in where], self.tokenizer, self.max_text_tokens
+            )
+            for i, text in zip(where, texts):
+                wrapped[i][column] = text
         return self.collator(wrapped)
 
 
