@@ -15,7 +15,9 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "hf_contrastive"
-WINGS = ("embeddings", "retrieval", "generation", "faithfulness", "relation", "vision", "composition")
+WINGS = (
+    "embeddings", "retrieval", "generation", "faithfulness", "relation", "vision", "composition", "continual",
+)  # fmt: skip
 BOTTOM = ("_version", "_deprecated")
 TOP = ("recipes", "quickstart", "cli", "__main__", "__init__")
 

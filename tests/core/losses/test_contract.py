@@ -35,6 +35,7 @@ from hf_contrastive.core.losses import (
     SupervisedSimCSELoss,
     UnsupervisedSimCSELoss,
 )
+from hf_contrastive.continual.losses import InputLabelContrastiveLoss, NSPTLoss
 from hf_contrastive.embeddings.dse.losses import DSELoss
 from hf_contrastive.embeddings.text2token.losses import Text2TokenLoss
 from hf_contrastive.embeddings.whitening import WhitenedCSELoss
@@ -156,6 +157,16 @@ CASES: dict[type, list[Callable[[], tuple[nn.Module, tuple, dict]]]] = {
     ],
     ListwiseInfoNCELoss: [lambda: (ListwiseInfoNCELoss(temperature=0.5), (_leaf(3, 4, seed=0),), {})],
     YesNoSFTLoss: [lambda: (YesNoSFTLoss(), (_leaf(5, 2, seed=0), torch.tensor([1, 0, 0, 1, 0])), {})],
+    NSPTLoss: [
+        lambda: (NSPTLoss(), (_leaf(B, D, seed=0), _leaf(B, D, seed=1), torch.tensor([0, 1, 0, 2])), {}),
+    ],
+    InputLabelContrastiveLoss: [
+        lambda: (
+            InputLabelContrastiveLoss(temperature=0.2),
+            (_leaf(B, D, seed=0), _leaf(3, D, seed=1), torch.tensor([0, 2, 1, 2])),
+            {},
+        )
+    ],
     SpanContrastiveLoss: [
         lambda: (
             SpanContrastiveLoss(anchor_negatives=True),

