@@ -17,6 +17,7 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "hf_contrastive"
 WINGS = (
     "embeddings", "retrieval", "generation", "faithfulness", "relation", "vision", "composition", "continual",
+    "classification",
 )  # fmt: skip
 BOTTOM = ("_version", "_deprecated")
 TOP = ("recipes", "quickstart", "cli", "__main__", "__init__")

@@ -47,6 +47,7 @@ from hf_contrastive.continual.losses import InputLabelContrastiveLoss, NSPTLoss,
 from hf_contrastive.continual.schedule import TaskSchedule
 from hf_contrastive.core.checkpoint import LIBRARY_STATE_NAME, AtomicCheckpointMixin, last_complete_checkpoint
 from hf_contrastive.core.engines import EngineMixin
+from hf_contrastive.core.losses.base import upcast
 from hf_contrastive.core.utils import atomic_save
 
 logger = logging.get_logger(__name__)
@@ -750,7 +751,7 @@ class ContinualTrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
         labels = inputs.pop("labels")
         extra = {"output_hidden_states": True} if self._needs_features else {}
         outputs = model(**inputs, **extra)
-        logits = outputs.logits.float()
+        logits = upcast(outputs.logits)
         if args.mask_unseen_classes:
             logits = logits.masked_fill(~self._seen_mask.to(logits.device), torch.finfo(logits.dtype).min)
         loss = F.cross_entropy(logits, labels)

@@ -101,6 +101,7 @@ def test_every_library_trainer_carries_the_engine_rules():
         "ContrastiveTrainer", "CrossEncoderTeacherTrainer", "DSETrainer", "Text2TokenTrainer",
         "SpanUnlikelihoodTrainer", "SimCTGTrainer", "RelationClassificationTrainer", "RerankerTrainer",
         "CLOSETrainer", "HydraTrainer", "ImageTextContrastiveTrainer", "ContinualTrainer",
+        "ClassificationTrainer",
     }  # fmt: skip
     assert known <= {cls.__name__ for cls in found}, known - {cls.__name__ for cls in found}
     missing = sorted(cls.__qualname__ for cls in found if not issubclass(cls, engines.EngineMixin))

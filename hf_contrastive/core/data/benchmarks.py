@@ -1,6 +1,7 @@
 """Loaders for the benchmark formats the wings train and evaluate on.
 
 - STS Benchmark (`sts-{split}.csv`, tab-separated) as `STSExample` rows.
+- The Microsoft Research Paraphrase Corpus (`msr-para-{train,val,test}.tsv`) as `ParaphrasePair` rows.
 - Retrieval benchmarks as a BEIR triple `(corpus, queries, qrels)`: a BEIR folder
   (`corpus.jsonl`, `queries.jsonl`, `qrels/<split>.tsv`) or the SciFact CSV release of the
   benchmark data folder (the BEIR test split is the 300 claims of `claims_validation.csv` that
@@ -23,6 +24,58 @@ from hf_contrastive.core.utils import data_dir
 Corpus = dict[str, dict[str, str]]
 Queries = dict[str, str]
 Qrels = dict[str, dict[str, int]]
+
+
+MRPC_SPLITS = ("train", "dev", "test")
+_MRPC_FILES = {"train": "msr-para-train.tsv", "dev": "msr-para-val.tsv", "test": "msr-para-test.tsv"}
+_MRPC_HEADER = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
+
+
+@dataclass(frozen=True)
+class ParaphrasePair:
+    """A sentence pair labelled 1 when the two sentences are paraphrases.
+
+    Args:
+        sentence1 (`str`): first sentence.
+        sentence2 (`str`): second sentence.
+        label (`int`): 1 for a paraphrase, 0 otherwise.
+    """
+
+    sentence1: str
+    sentence2: str
+    label: int
+
+
+def load_mrpc(split: str = "train", folder: str | Path | None = None) -> list[ParaphrasePair]:
+    """MRPC pairs of one split (the benchmark data's release: train 3576, val 500, test 1725).
+
+    Args:
+        split (`str`, *optional*, defaults to `"train"`): `train`, `dev` (the released `val` file) or `test`.
+        folder (`str | Path`, *optional*): the MRPC folder (default: `paraphrase/mrpc` of the benchmark data folder).
+
+    Returns:
+        `list[ParaphrasePair]`: the pairs in file order.
+    """
+    if split not in MRPC_SPLITS:
+        raise ValueError(f"Unknown MRPC split {split!r}; expected one of {MRPC_SPLITS}.")
+    folder = Path(folder) if folder is not None else data_dir() / "paraphrase" / "mrpc"
+    path = folder / _MRPC_FILES[split]
+    if not path.is_file():
+        raise FileNotFoundError(f"MRPC file not found: {path}")
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    if not lines or lines[0].split("\t") != _MRPC_HEADER:
+        raise ValueError(f"{path}: expected the header {_MRPC_HEADER}, got {lines[:1]}.")
+    pairs = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if len(fields) != 5 or fields[0] not in ("0", "1"):
+            raise ValueError(
+                f"{path}, line {number}: expected 5 tab-separated fields with a 0/1 quality first, got {line[:80]!r}."
+            )
+        pairs.append(ParaphrasePair(fields[3].strip(), fields[4].strip(), int(fields[0])))
+    return pairs
 
 
 @dataclass

@@ -27,7 +27,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from hf_contrastive.core.data.benchmarks import load_sts_benchmark
+from hf_contrastive.core.data.benchmarks import load_mrpc, load_sts_benchmark
 from hf_contrastive.core.utils import data_dir
 
 __all__ = [
@@ -42,8 +42,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 DOMAIN_SPLITS = ("train", "dev", "test")
-_MRPC_FILES = {"train": "msr-para-train.tsv", "dev": "msr-para-val.tsv", "test": "msr-para-test.tsv"}
-_MRPC_HEADER = ["Quality", "#1 ID", "#2 ID", "#1 String", "#2 String"]
 
 
 @dataclass(frozen=True)
@@ -80,24 +78,7 @@ def mrpc_pairs(split: str, folder: str | Path | None = None, domain: str = "para
             Domain name given to the pairs.
     """
     _check_split(split)
-    folder = Path(folder) if folder is not None else data_dir() / "paraphrase" / "mrpc"
-    path = folder / _MRPC_FILES[split]
-    if not path.is_file():
-        raise FileNotFoundError(f"MRPC file not found: {path}")
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
-    if not lines or lines[0].split("\t") != _MRPC_HEADER:
-        raise ValueError(f"{path}: expected the header {_MRPC_HEADER}, got {lines[:1]}.")
-    pairs = []
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if len(fields) != 5 or fields[0] not in ("0", "1"):
-            raise ValueError(
-                f"{path}, line {number}: expected 5 tab-separated fields with a 0/1 quality first, got {line[:80]!r}."
-            )
-        pairs.append(DomainPair(fields[3].strip(), fields[4].strip(), int(fields[0]), domain))
-    return pairs
+    return [DomainPair(p.sentence1, p.sentence2, p.label, domain) for p in load_mrpc(split, folder)]
 
 
 def sts_pairs(
