@@ -5,7 +5,8 @@ Public API is re-exported here; anything not listed may change between releases.
 Layout: a shared core (`hf_contrastive.core`: the loss contract and generic losses, cross-device
 helpers, GradCache, exact search, the save/push/card mixin, PEFT and recipe-section helpers,
 benchmark loaders) and one wing per family of methods (`embeddings`, `retrieval`, `generation`,
-`faithfulness`, `relation`); `hf_contrastive.recipes` maps a recipe's `task:` to its runner.
+`faithfulness`, `relation`, re-exported here; `vision`, `composition`, `continual`, `classification`, imported
+by their own path); `hf_contrastive.recipes` maps a recipe's `task:` to its runner.
 
 Importing the package has two side effects, both deliberate:
 
