@@ -400,7 +400,12 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("--lora-modules", choices=tuple(LORA_MODULES), default="all")
         q.add_argument("--llm-attention-dropout", type=float, default=0.1)
         q.add_argument("--lora-r", type=int, default=16)
-        q.add_argument("--lora-layers", type=int, default=8, help="LoRA on the top N layers only (0: all)")
+        q.add_argument(
+            "--lora-layers",
+            type=int,
+            default=0,
+            help="LoRA on the top N layers only (0: all, chosen on STS-B dev)",
+        )
         q.add_argument(
             "--llm-test-sample",
             type=int,
