@@ -66,6 +66,7 @@ def run(condition: str, seed: int, args, classes, train, evaluation, minilm: str
         nspt_weight=args.nspt_weight if coconut else 0.0,
         input_label_weight=args.input_label_weight if coconut else 0.0,
         distillation_weight=args.kd_weight if condition == "coconut_kd" else 0.0,
+        head_learning_rate=args.head_lr,
         use_cpu=True,
         disable_tqdm=True,
     )
@@ -118,6 +119,7 @@ def main() -> None:
     p.add_argument("--nspt-weight", type=float, default=1.0)
     p.add_argument("--input-label-weight", type=float, default=1.0)
     p.add_argument("--kd-weight", type=float, default=1.0)
+    p.add_argument("--head-lr", type=float, default=None, help="learning rate of the projection heads")
     p.add_argument("--tag", default="", help="names a setting in the results")
     p.add_argument("--out", default="continual_results.jsonl")
     p.add_argument("--workdir", default="/tmp/continual-relations")

@@ -73,6 +73,9 @@ class ContinualConfig(TrainingArguments):
         distillation_weight (`float`, 0.0): weight of logit distillation from the previous task's model.
         distillation_temperature (`float`, 2.0): its temperature.
         projection_dim (`int`, 128): output size of the training-only projection heads.
+        head_learning_rate (`float`, *optional*): learning rate of those heads (and of a separate label encoder);
+            default: `learning_rate`. Fresh heads trained at a fine-tuning rate barely move, so the encoder bends to
+            fit random projections; a larger rate lets the heads do their share.
         mask_unseen_classes (`bool`, `True`): cross-entropy and predictions over the classes seen so far only.
         dataset_name (`str`, *optional*): Hub id of the training data, for the model card.
     """
@@ -87,6 +90,7 @@ class ContinualConfig(TrainingArguments):
     distillation_weight: float = field(default=0.0, metadata={"help": "Logit distillation weight."})
     distillation_temperature: float = field(default=2.0, metadata={"help": "Distillation temperature."})
     projection_dim: int = field(default=128, metadata={"help": "Projection head size."})
+    head_learning_rate: float | None = field(default=None, metadata={"help": "Learning rate of the heads."})
     mask_unseen_classes: bool = field(
         default=True, metadata={"help": "Only seen classes in CE and predictions."}
     )
@@ -104,6 +108,8 @@ class ContinualConfig(TrainingArguments):
             raise ValueError(f"buffer_size must be an int >= 0, got {self.buffer_size!r}.")
         if self.buffer_selection not in SELECTIONS:
             raise ValueError(f"buffer_selection must be one of {SELECTIONS}, got {self.buffer_selection!r}.")
+        if self.head_learning_rate is not None and self.head_learning_rate <= 0:
+            raise ValueError(f"head_learning_rate must be > 0, got {self.head_learning_rate}.")
         for name in ("nspt_weight", "input_label_weight", "distillation_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}.")
@@ -441,7 +447,10 @@ class ContinualTrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
         optimizer = super().create_optimizer(model) if model is not None else super().create_optimizer()
         extra = self._trainable_extras()
         if extra and not any(p is q for g in optimizer.param_groups for p in g["params"] for q in extra):
-            optimizer.add_param_group({"params": extra, "weight_decay": 0.0})
+            group = {"params": extra, "weight_decay": 0.0}
+            if self.args.head_learning_rate is not None:
+                group["lr"] = self.args.head_learning_rate
+            optimizer.add_param_group(group)
         return optimizer
 
     # -- the trainer's own state (inside every checkpoint) ----------------------------------------------

@@ -211,3 +211,14 @@ def test_bad_input_is_refused_at_the_boundary(tmp_path):
     with pytest.raises(ValueError, match="labels the model does not know"):
         ContinualTrainer(model, config(tmp_path), train_dataset=unknown_rows, schedule=SCHEDULE)
     assert TaskSchedule(SCHEDULE).classes == [LABELS[0], LABELS[1], LABELS[2]]
+
+
+def test_heads_get_their_own_learning_rate(tmp_path):
+    t = trainer(tmp_path, head_learning_rate=5e-3)
+    optimizer = t.create_optimizer()
+    heads = {id(p) for p in t.heads.parameters()}
+    (group,) = [g for g in optimizer.param_groups if {id(p) for p in g["params"]} == heads]
+    assert group["lr"] == 5e-3 and group["weight_decay"] == 0.0
+    assert all(g["lr"] == 1e-3 for g in optimizer.param_groups if g is not group)
+    with pytest.raises(ValueError, match="head_learning_rate"):
+        config(tmp_path, head_learning_rate=0.0)
