@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 import hf_contrastive
+from hf_contrastive.continual.losses import InputLabelContrastiveLoss, NSPTLoss
 from hf_contrastive.core.losses import (
     ContrastiveLoss,
     CoSENTLoss,
@@ -35,7 +36,6 @@ from hf_contrastive.core.losses import (
     SupervisedSimCSELoss,
     UnsupervisedSimCSELoss,
 )
-from hf_contrastive.continual.losses import InputLabelContrastiveLoss, NSPTLoss
 from hf_contrastive.embeddings.dse.losses import DSELoss
 from hf_contrastive.embeddings.text2token.losses import Text2TokenLoss
 from hf_contrastive.embeddings.whitening import WhitenedCSELoss
