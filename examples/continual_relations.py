@@ -20,6 +20,23 @@ skipped on a rerun). Usage (one CPU thread)::
     OMP_NUM_THREADS=1 python examples/continual_relations.py --split dev --conditions coconut --nspt-weight 0.5
     OMP_NUM_THREADS=1 python examples/continual_relations.py --split test --seeds 0 1 2
     python examples/continual_relations.py --summary continual_results.jsonl
+
+Dev (seed 0, 450 held-out training sentences; 100 training sentences per class, 2 epochs per task, lr 1e-4,
+buffer 150), average accuracy after tasks 1 / 2 / 3 and forgetting, x 100::
+
+    | condition | NSPT / input-label weights | after task 1 / 2 / 3 | forgetting |
+    |---|---|---|---|
+    | finetune | - | 65.33 / 36.33 / 27.78 | 69.00 |
+    | replay | - | 65.33 / 45.67 / 41.11 | 55.33 |
+    | coconut | 1.0 / 1.0 | 60.00 / 31.67 / 32.22 | 54.00 |
+    | coconut + distillation 1.0 | 1.0 / 1.0 | 60.00 / 31.67 / 32.00 | 54.33 |
+    | coconut | 0.3 / 0.3 | 68.67 / 39.33 / 34.00 | 60.67 |
+    | coconut | 1.0 / 0 | 65.33 / 33.33 / 24.00 | 59.67 |
+    | coconut | 0 / 1.0 | 54.67 / 34.00 / 28.00 | 55.00 |
+    | coconut (the default) | 0.1 / 0.1 | 66.00 / 43.00 / 41.56 | 47.67 |
+    | coconut, heads at lr 1e-3 | 1.0 / 1.0 | 70.00 / 27.00 / 31.33 | 53.67 |
+    | coconut, heads at lr 1e-3 | 0.1 / 0.1 | 70.00 / 43.67 / 40.44 | 52.33 |
+    | joint (upper bound) | - | 84.89 | 0 |
 """
 
 from __future__ import annotations
@@ -116,8 +133,8 @@ def main() -> None:
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--buffer", type=int, default=150)
-    p.add_argument("--nspt-weight", type=float, default=1.0)
-    p.add_argument("--input-label-weight", type=float, default=1.0)
+    p.add_argument("--nspt-weight", type=float, default=0.1)
+    p.add_argument("--input-label-weight", type=float, default=0.1)
     p.add_argument("--kd-weight", type=float, default=1.0)
     p.add_argument("--head-lr", type=float, default=None, help="learning rate of the projection heads")
     p.add_argument("--tag", default="", help="names a setting in the results")

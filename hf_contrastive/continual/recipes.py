@@ -5,7 +5,7 @@ A recipe with `task: continual` has these sections::
     model:  {name_or_path: ${minilm}}                 # the encoder under a RelationClassifier (typed markers)
     data:   {source: semeval2010, num_tasks: 3, min_train_rows: 100, per_class: 100, dev_per_class: 30,
              eval: test | dev, label_texts: descriptions | names, schedule_seed: 0}
-    method: {buffer_size: 150, nspt_weight: 1.0, input_label_weight: 1.0, ...}   # ContinualMethod
+    method: {buffer_size: 150, nspt_weight: 0.1, input_label_weight: 0.1, ...}   # ContinualMethod
     args:   ContinualConfig fields (num_train_epochs is per task)
 
 The classes are SemEval-2010's directed relations with at least `min_train_rows` training sentences (`Other`
@@ -94,15 +94,16 @@ class ContinualMethod:
     r"""The `method` section of `continual` recipes (each the [`ContinualConfig`] field of the same name). COCONUT
     (Cappellazzo et al. 2024) combines experience replay, NSPT and the multimodal (here input-label) term; its
     weights, temperatures and buffer size are not public, so these defaults are this library's, chosen on the
-    SemEval dev split (`examples/continual_relations.py`).
+    SemEval dev split (`examples/continual_relations.py`, seed 0, final average accuracy: replay alone 41.1, NSPT and
+    input-label weights 1.0 / 0.3 / 0.1 gave 32.2 / 34.0 / 41.6; each term alone at 1.0 gave 24.0 / 28.0).
 
     Args:
         buffer_size (`int`, *optional*, defaults to 150): rehearsal rows.
         buffer_selection (`str`, *optional*, defaults to `"random"`): `random` or `herding`.
         buffer_class_balanced (`bool`, *optional*, defaults to `True`): equal shares per class.
-        nspt_weight (`float`, *optional*, defaults to 1.0): NSPT on rehearsal rows.
+        nspt_weight (`float`, *optional*, defaults to 0.1): NSPT on rehearsal rows.
         nspt_temperature (`float`, *optional*, defaults to 0.1).
-        input_label_weight (`float`, *optional*, defaults to 1.0): input-label contrast on new rows.
+        input_label_weight (`float`, *optional*, defaults to 0.1): input-label contrast on new rows.
         input_label_temperature (`float`, *optional*, defaults to 0.1).
         distillation_weight (`float`, *optional*, defaults to 0.0): logit distillation over the old classes.
         distillation_temperature (`float`, *optional*, defaults to 2.0).
@@ -112,9 +113,9 @@ class ContinualMethod:
     buffer_size: int = 150
     buffer_selection: str = "random"
     buffer_class_balanced: bool = True
-    nspt_weight: float = 1.0
+    nspt_weight: float = 0.1
     nspt_temperature: float = 0.1
-    input_label_weight: float = 1.0
+    input_label_weight: float = 0.1
     input_label_temperature: float = 0.1
     distillation_weight: float = 0.0
     distillation_temperature: float = 2.0
