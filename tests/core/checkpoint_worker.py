@@ -40,12 +40,21 @@ torch.set_num_threads(1)  # forked children must not inherit a busy thread pool
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import safetensors.torch  # noqa: E402
+import tqdm  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from tiny_models import WORDS, bert_config, bert_tokenizer  # noqa: E402
+from transformers.utils import logging as transformers_logging  # noqa: E402
 
 from hf_contrastive.embeddings.configuration import SentenceEncoderConfig  # noqa: E402
 from hf_contrastive.embeddings.modeling import SentenceEncoder  # noqa: E402
 from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer  # noqa: E402
+
+# No progress bars in this process or its children. tqdm guards every bar with a multiprocessing lock shared
+# across fork: a child killed while drawing one (the kill matrix kills children mid-save, during "Writing model
+# shards") leaves it held for good, and the next child to draw a bar waits on it forever. No monitor thread
+# either, so that no thread holds a lock at the moment of a fork.
+transformers_logging.disable_progress_bar()
+tqdm.tqdm.monitor_interval = 0
 
 # Everything imported so far lives as long as the process: keep it out of the collections that each Trainer run
 # ends with (seconds per run otherwise), and shared with the forked children.

@@ -213,10 +213,15 @@ import torch
 torch.set_num_threads(1)
 import safetensors.torch
 import transformers.modeling_utils as modeling_utils
+import transformers.utils.logging as transformers_logging
 from tiny_models import bert_config, bert_tokenizer
 
 import hf_contrastive.core.saving as saving
 from hf_contrastive import SentenceEncoder, SentenceEncoderConfig
+
+# No progress bars: tqdm's lock is shared across fork, and a child killed while drawing one ("Writing model
+# shards") would leave it held for every later bar of this process and its other children.
+transformers_logging.disable_progress_bar()
 
 base = Path(sys.argv[1])
 target = base / "enc"
