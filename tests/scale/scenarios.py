@@ -266,6 +266,10 @@ def run(
     cls, kw = build(name, workdir, world, engine, device)
     if engine == "fsdp2" and device == "cpu":
         cls = cpu_fsdp2(cls)
+    if engine == "zero3":
+        # ZeRO-3 partitions parameters of half, bfloat16 or float32 only (deepspeed refuses float64 in
+        # `zero.Init`); it keeps float32 master weights in every stage anyway, so the comparison bound is float32.
+        kw["model"] = kw["model"].float()
     holder: dict[str, Any] = {}
 
     def loss_params() -> dict[str, torch.nn.Parameter]:
