@@ -37,6 +37,14 @@ buffer 150), average accuracy after tasks 1 / 2 / 3 and forgetting, x 100::
     | coconut, heads at lr 1e-3 | 1.0 / 1.0 | 70.00 / 27.00 / 31.33 | 53.67 |
     | coconut, heads at lr 1e-3 | 0.1 / 0.1 | 70.00 / 43.67 / 40.44 | 52.33 |
     | joint (upper bound) | - | 84.89 | 0 |
+
+Test (2,208 SemEval test sentences of the 15 classes; runs done so far, per seed: after task 1 / 2 / 3, forgetting)::
+
+    | condition | seed 0 | seed 1 | seed 2 |
+    |---|---|---|---|
+    | finetune | 73.65 / 40.66 / 29.28, 77.49 | 72.11 / 39.57 / 28.05, 75.63 | 67.47 / 41.09 / 22.58, 74.83 |
+    | replay | 73.65 / 49.96 / 37.53, 68.64 | 72.11 / 52.11 / 36.87, 68.20 | 67.47 / 42.34 / 48.76, 43.71 |
+    | coconut (0.1 / 0.1) | 75.84 / 50.79 / 37.71, 67.58 | 70.25 / 49.91 / 31.66, 75.14 | not run yet |
 """
 
 from __future__ import annotations
