@@ -20,6 +20,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForMaskedLM, Pretrained
 from transformers.utils import ModelOutput
 
 from hf_contrastive.core.losses import UnsupervisedSimCSELoss
+from hf_contrastive.embeddings.pooling import mean_pool
 
 __all__ = ["RTDCollator", "RTDConfig", "RTDForPreTraining", "RTDOutput"]
 
@@ -235,10 +236,9 @@ class RTDForPreTraining(PreTrainedModel):
         return cls(config, generator=generator, discriminator=discriminator)
 
     def _pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor | None) -> torch.Tensor:
-        if self.config.sentence_pooling == "cls" or attention_mask is None:
-            return hidden[:, 0] if self.config.sentence_pooling == "cls" else hidden.mean(1)
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        if self.config.sentence_pooling == "cls":
+            return hidden[:, 0]
+        return hidden.mean(1) if attention_mask is None else mean_pool(hidden, attention_mask)
 
     def forward(
         self,

@@ -49,6 +49,7 @@ from hf_contrastive.core.checkpoint import LIBRARY_STATE_NAME, AtomicCheckpointM
 from hf_contrastive.core.engines import EngineMixin
 from hf_contrastive.core.losses.base import upcast
 from hf_contrastive.core.utils import atomic_save
+from hf_contrastive.embeddings.pooling import mean_pool
 
 logger = logging.get_logger(__name__)
 
@@ -159,8 +160,7 @@ def output_features(output: Any, attention_mask: torch.Tensor | None) -> torch.T
         )
     if attention_mask is None:
         return hidden.mean(1)
-    mask = attention_mask[:, : hidden.shape[1]].unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+    return mean_pool(hidden, attention_mask[:, : hidden.shape[1]])
 
 
 class ContinualHeads(nn.Module):
@@ -742,16 +742,16 @@ class ContinualTrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
             encoder = (
                 base.get_encoder() if getattr(base.config, "is_encoder_decoder", False) else base.base_model
             )
-        tokens = self.label_tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+        key = tuple(texts)
+        cache = self.__dict__.setdefault("_label_tokens", {})
+        if key not in cache:  # the seen classes change once a task: tokenise their names once per task
+            tokens = self.label_tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
+            cache[key] = {
+                k: v for k, v in tokens.items() if k in ("input_ids", "attention_mask", "token_type_ids")
+            }
         device = next(encoder.parameters()).device
-        tokens = {
-            k: v.to(device)
-            for k, v in tokens.items()
-            if k in ("input_ids", "attention_mask", "token_type_ids")
-        }
-        hidden = encoder(**tokens).last_hidden_state
-        mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        tokens = {k: v.to(device) for k, v in cache[key].items()}
+        return mean_pool(encoder(**tokens).last_hidden_state, tokens["attention_mask"])
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         args = self.args
