@@ -336,6 +336,7 @@ class ContinualTrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
         self.label_texts = {c: humanize_label(c) for c in labels} | dict(label_texts or {})
         self.label_encoder = label_encoder
         self.label_tokenizer = label_tokenizer if label_tokenizer is not None else tokenizer
+        self._label_tokens: dict[tuple[str, ...], dict[str, torch.Tensor]] = {}  # label texts -> their tokens
         if args.input_label_weight > 0 and self.label_tokenizer is None:
             raise ValueError(
                 "input_label_weight > 0 needs a tokenizer for the label names (label_tokenizer=)."
@@ -743,7 +744,7 @@ class ContinualTrainer(AtomicCheckpointMixin, EngineMixin, Trainer):
                 base.get_encoder() if getattr(base.config, "is_encoder_decoder", False) else base.base_model
             )
         key = tuple(texts)
-        cache = self.__dict__.setdefault("_label_tokens", {})
+        cache = self._label_tokens
         if key not in cache:  # the seen classes change once a task: tokenise their names once per task
             tokens = self.label_tokenizer(list(texts), padding=True, truncation=True, return_tensors="pt")
             cache[key] = {
