@@ -19,6 +19,7 @@ import argparse
 import json
 import math
 import random
+import sys
 import time
 from pathlib import Path
 
@@ -138,17 +139,29 @@ def train_mlm(model, windows, heldout, collator, args, is_recat: bool) -> dict:
     t0 = time.time()
     model.train()
     torch.manual_seed(args.seed + 2)
-    for batch in mlm_batches(windows, collator, args.batch_size, args.mlm_steps, args.seed):
+    for step, batch in enumerate(mlm_batches(windows, collator, args.batch_size, args.mlm_steps, args.seed)):
         out = model(
             input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]
         )
         out.loss.backward()
+        progress("mlm", step, args.mlm_steps, out.loss, t0)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
         optimizer.zero_grad()
     return {"heldout_mlm_loss_before": before, "heldout_mlm_loss": heldout_mlm_loss(model, fixed, is_recat),
             "mlm_seconds": round(time.time() - t0, 1)}  # fmt: skip
+
+
+def progress(stage: str, step: int, total: int, loss: torch.Tensor, t0: float) -> None:
+    """One line on stderr every 25 steps: the loss and the pace, so a long CPU run can be followed."""
+    if (step + 1) % 25 == 0 or step + 1 == total:
+        pace = (time.time() - t0) / (step + 1)
+        print(
+            f"{stage} step {step + 1}/{total} loss {loss.item():.4f} {pace:.2f} s/step",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def train_spans(model, rows, test, args, is_recat: bool, pad_id: int) -> dict:
@@ -158,7 +171,7 @@ def train_spans(model, rows, test, args, is_recat: bool, pad_id: int) -> dict:
     t0 = time.time()
     model.train()
     order: list[int] = []
-    for _ in range(args.span_steps):
+    for step in range(args.span_steps):
         if len(order) < args.batch_size:
             order += rng.sample(range(len(rows)), len(rows))
         chosen, order = order[: args.batch_size], order[args.batch_size :]
@@ -170,6 +183,7 @@ def train_spans(model, rows, test, args, is_recat: bool, pad_id: int) -> dict:
         else:
             loss, _ = model(ids, spans, mask, labels)
         loss.backward()
+        progress("span", step, args.span_steps, loss, t0)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad()

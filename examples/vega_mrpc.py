@@ -128,7 +128,8 @@ def finetune(encoder: str, seed: int, args, tricks: dict, evaluation: list) -> d
     config = ClassificationTricksConfig(
         output_dir=str(Path(args.workdir) / "ft"), num_train_epochs=args.epochs, learning_rate=args.lr,
         per_device_train_batch_size=32, per_device_eval_batch_size=128, warmup_steps=0.1, weight_decay=0.01,
-        seed=seed, use_cpu=True, disable_tqdm=True, logging_steps=50, **tricks,
+        seed=seed, use_cpu=True, disable_tqdm=True, logging_steps=50,
+        train_sampling_strategy="group_by_length" if args.group_by_length else "random", **tricks,
     )  # fmt: skip
     trainer = ClassificationTrainer(
         model, config, train_dataset=rows(load_mrpc("train")), eval_dataset=rows(evaluation),
@@ -174,6 +175,10 @@ def main() -> None:
     p.add_argument("--rtd-steps", type=int, default=200)
     p.add_argument("--rtd-lr", type=float, default=5e-5)
     p.add_argument("--rtd-sentence-weight", type=float, default=1.0, help="phase-2 SimCSE term weight")
+    p.add_argument(
+        "--group-by-length", action="store_true",
+        help="batch pairs of similar length (less padding: about 53 instead of 80 tokens a row on MRPC train)",
+    )  # fmt: skip
     p.add_argument("--tag", default="")
     p.add_argument("--out", default="vega_results.jsonl")
     p.add_argument("--workdir", default="/tmp/vega-mrpc")
