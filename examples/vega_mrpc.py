@@ -15,7 +15,7 @@ Conditions (``--conditions``):
 read once with the chosen settings. Results are JSON lines in ``--out`` (finished runs are skipped on a rerun)::
 
     OMP_NUM_THREADS=1 python examples/vega_mrpc.py --split dev --conditions baseline --lr 2e-5 --tag lr2e-5
-    OMP_NUM_THREADS=1 python examples/vega_mrpc.py --split test --seeds 0 1 2
+    OMP_NUM_THREADS=1 python examples/vega_mrpc.py --split test --lr 1e-4 --seeds 0 1 2   # the dev-chosen rate
     python examples/vega_mrpc.py --summary vega_results.jsonl
 
 Dev choice of the fine-tuning rate (baseline, seed 0, 3 epochs, 500 validation pairs; accuracy / F1 x 100):
