@@ -160,8 +160,10 @@ def summary(paths: list[str]) -> None:
         for line in Path(path).read_text().splitlines():
             r = json.loads(line)
             runs[(r["split"], r["tag"], r["condition"])][r["seed"]] = r
-    print("| split | tag | condition | seeds | accuracy | F1 | F1 gain over baseline (paired by seed) |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| split | tag | condition | seeds | accuracy | F1 | F1 gain over baseline (paired by seed) | gain by seed |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
 
     def ms(xs):
         xs = [100 * x for x in xs]
@@ -172,9 +174,10 @@ def summary(paths: list[str]) -> None:
         base = runs.get((split, tag, "baseline"), {})
         paired = [by_seed[s]["f1"] - base[s]["f1"] for s in seeds if s in base]
         gain = ms(paired) if paired and condition != "baseline" else "-"
+        by = " / ".join(f"{100 * g:+.2f}" for g in paired) if condition != "baseline" else "-"
         print(
             f"| {split} | {tag} | {condition} | {','.join(map(str, seeds))} | "
-            f"{ms([by_seed[s]['accuracy'] for s in seeds])} | {ms([by_seed[s]['f1'] for s in seeds])} | {gain} |"
+            f"{ms([by_seed[s]['accuracy'] for s in seeds])} | {ms([by_seed[s]['f1'] for s in seeds])} | {gain} | {by} |"
         )
 
 
