@@ -25,8 +25,9 @@ thread per model, ``--models recat`` and ``--models transformer`` run side by si
 
 At the same steps ReCAT's masked-LM loss ends 0.08 lower (perplexity 1410 against 1532), but its span vectors
 (the best tree's nodes) classify relations far worse than the Transformer's mean-pooled span states: its span
-training loss stays near ln 19 (3.24 at the last step against 1.82). Both models are far from trained (perplexity
-above 1,000 after 4,800 windows seen), with one seed; the gap in MLM loss is within what a second seed could move.
+training loss stays at about a uniform guess over the 19 labels (ln 19 = 2.94; 3.24 on the last batch, against
+the Transformer's 1.82). Both models are far from trained (perplexity above 1,000 after 4,800 windows seen), with
+one seed; the gap in MLM loss is within what a second seed could move.
 The paper's gains on span-level tasks come after pretraining on a large corpus; at this budget a parser that has
 seen 300 batches gives poor trees, and nodes of poor trees make poor span vectors. In pure PyTorch on one CPU
 thread ReCAT costs 15x the Transformer's time per masked-LM step and 26x per span step.

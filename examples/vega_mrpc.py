@@ -182,15 +182,16 @@ def summary(paths: list[str]) -> None:
     )
     print("|---|---|---|---|---|---|---|---|")
 
-    def ms(xs):
+    def ms(xs, sign=""):
         xs = [100 * x for x in xs]
-        return f"{statistics.mean(xs):.2f} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else f"{xs[0]:.2f}"
+        mean = f"{statistics.mean(xs):{sign}.2f}"
+        return f"{mean} ± {statistics.stdev(xs):.2f}" if len(xs) > 1 else mean
 
     for (split, tag, condition), by_seed in sorted(runs.items()):
         seeds = sorted(by_seed)
         base = runs.get((split, tag, "baseline"), {})
         paired = [by_seed[s]["f1"] - base[s]["f1"] for s in seeds if s in base]
-        gain = ms(paired) if paired and condition != "baseline" else "-"
+        gain = ms(paired, sign="+") if paired and condition != "baseline" else "-"
         by = " / ".join(f"{100 * g:+.2f}" for g in paired) if condition != "baseline" else "-"
         print(
             f"| {split} | {tag} | {condition} | {','.join(map(str, seeds))} | "
